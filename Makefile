@@ -1,0 +1,34 @@
+# cervirad — everything the two README commands need is installed from here.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/demo.yaml
+RUN_DIR ?= runs/demo
+
+.PHONY: venv demo test test-fast bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# CPU build of torch first (a bare `torch` requirement pulls a multi-GB CUDA build)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/cervirad run-all --config $(CONFIG) --run-dir $(RUN_DIR)
+
+test: venv
+	$(BIN)/python -m pytest -m "not gpu" -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	for f in scripts/bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,355 @@
+"""Typed, frozen configuration.
+
+One frozen dataclass per pipeline stage; the defaults are the paper's settings
+(``../shared/SPEC.md``). A YAML file is validated once, at load: unknown keys and
+values of the wrong type are refused with their full key path, e.g.
+``segmentation.epochs: expected int, got 'ten'``.
+
+Command-line overrides use dotted paths: ``--set segmentation.epochs=2``; the value
+is parsed as YAML (``--set classification.models=[rf,lr]``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    seed: int = 42
+    runs_root: str = "runs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # "demo": generate the synthetic demo cohort into <run>/cohort; "manifest": use your files.
+    source: Literal["demo", "manifest"] = "demo"
+    manifest: Optional[str] = None
+    clinical: Optional[str] = None
+    id_column: str = "patient_id"
+    sequences: tuple[str, ...] = ("t2w", "dwi", "adc")
+    mask_column: Optional[str] = "mask"
+    # the three binary pathology columns of the clinical table (SPEC §1)
+    large_column: str = "large_cell"
+    non_keratinizing_column: str = "non_keratinizing"
+    adenocarcinoma_column: str = "adenocarcinoma"
+    # tolerance (relative, on spacing/origin/direction) for "same grid" checks
+    geometry_tolerance: float = 1e-3
+    demo_patients: int = 100
+    demo_seed: int = 7
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+    stratify: bool = True
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    # output spacing (x, y, z) in mm; B-spline for images, nearest neighbour for masks
+    spacing: tuple[float, float, float] = (0.7, 0.7, 4.0)
+    # z-score statistics over the whole volume or over the body (voxels above an Otsu threshold)
+    normalize: Literal["volume", "body"] = "volume"
+    slice_size: int = 256
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    rotation_deg: float = 15.0
+    flip_horizontal: bool = True
+    flip_vertical: bool = True
+    scale_min: float = 0.9
+    scale_max: float = 1.1
+    noise_sd: float = 0.01
+
+
+@dataclass(frozen=True)
+class SizePriorConfig:
+    enabled: bool = False
+    weight: float = 0.1
+    min_diameter_mm: float = 10.0
+    max_diameter_mm: float = 40.0
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    model: Literal["crfe", "unet"] = "crfe"
+    # sequences stacked as input channels (1 = T2W; 3 = T2W + DWI + ADC)
+    input_sequences: tuple[str, ...] = ("t2w",)
+    lstm_hidden: int = 256
+    epochs: int = 100
+    batch_size: int = 4
+    lr: float = 1e-3
+    scheduler: Literal["cosine", "none"] = "cosine"
+    early_stopping_patience: int = 10
+    early_stopping_min_delta: float = 0.001
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    deep_supervision: bool = False
+    deep_supervision_weight: float = 0.3
+    size_prior: SizePriorConfig = field(default_factory=SizePriorConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    # share of lesion-free slices among training slices each epoch (0 = lesion slices only)
+    lesion_free_fraction: float = 0.25
+    # cap on training slices per epoch (None = all)
+    max_train_slices_per_epoch: Optional[int] = None
+    threshold: float = 0.5
+    largest_component: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: Optional[int] = None
+    also_train_unet: bool = False
+    bootstrap: int = 1000
+    n_overlays: int = 4
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    radiomics_params: str = "configs/radiomics/paper.yaml"
+    sequences: tuple[str, ...] = ("t2w",)
+    masks: Literal["manual", "predicted"] = "manual"
+    histogram_bins: int = 256
+    include_treatment: bool = False
+    geometry_tolerance: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ClassificationConfig:
+    models: tuple[str, ...] = ("rf", "xgboost", "svm", "lr")
+    selectors: tuple[str, ...] = ("rf", "anova", "rfe")
+    k_grid: tuple[int, ...] = (5, 10, 20, 30, 50, 100)
+    cv_folds: int = 5
+    outer_folds: int = 5
+    repeats: int = 1
+    scoring: str = "f1_macro"
+    smote: bool = True
+    near_constant_threshold: float = 0.0
+    bootstrap: int = 1000
+    grids: dict[str, dict[str, list]] = field(
+        default_factory=lambda: {
+            "rf": {
+                "n_estimators": [50, 100, 200, 300],
+                "max_depth": [None, 10, 20, 30],
+                "min_samples_split": [2, 5, 10],
+            },
+            "xgboost": {"n_estimators": [100, 300], "max_depth": [3, 6], "learning_rate": [0.05, 0.1]},
+            "svm": {"C": [0.1, 1.0, 10.0], "gamma": ["scale", 0.01]},
+            "lr": {"C": [0.01, 0.1, 1.0, 10.0]},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    n_jobs: int = -1
+    backend: Literal["loky", "dask"] = "loky"
+    scheduler_address: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    dca_category: Optional[int] = 6
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    # ---------------------------------------------------------------- helpers
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def hash(self) -> str:
+        return hash_obj(self.to_dict())
+
+    def section_hash(self, *names: str) -> str:
+        d = self.to_dict()
+        return hash_obj({n: d[n] for n in names})
+
+    def with_overrides(self, overrides: list[str]) -> "Config":
+        d = self.to_dict()
+        for item in overrides:
+            apply_override(d, item)
+        return from_dict(d)
+
+
+# --------------------------------------------------------------------------- loading
+def hash_obj(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it converted (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"Config key '{path}': expected a mapping (section), got {value!r}; fix the YAML indentation.")
+        return _build(tp, value, path)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"Config key '{path}': value {value!r} matches none of {', '.join(_type_name(a) for a in args)}.")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"Config key '{path}': expected one of {list(args)}, got {value!r}.")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Config key '{path}': expected a list, got {value!r}.")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"Config key '{path}': expected a list of {len(args)} values, got {len(value)}.")
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (list,):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Config key '{path}': expected a list, got {value!r}.")
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"Config key '{path}': expected a mapping, got {value!r}.")
+        kt, vt = args if args else (Any, Any)
+        return {_coerce(k, kt, f"{path}.{k}"): _coerce(v, vt, f"{path}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"Config key '{path}': expected a number, got {value!r}.")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"Config key '{path}': expected an integer, got {value!r}.")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"Config key '{path}': expected true or false, got {value!r}.")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"Config key '{path}': expected a string, got {value!r}.")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"Unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}.")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: dict | None) -> Config:
+    cfg = _build(Config, data or {})
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: Config) -> None:
+    s = cfg.preprocess.split
+    if min(s.train, s.val, s.test) < 0 or abs(s.train + s.val + s.test - 1.0) > 1e-6:
+        raise ConfigError(
+            f"Config key 'preprocess.split': train/val/test must be >= 0 and sum to 1, got {s.train}/{s.val}/{s.test}.")
+    if cfg.data.source == "manifest" and not cfg.data.manifest:
+        raise ConfigError("Config key 'data.manifest' is empty but data.source is 'manifest'; give the manifest CSV path.")
+    missing = [q for q in cfg.segmentation.input_sequences if q not in cfg.data.sequences]
+    if missing:
+        raise ConfigError(
+            f"Config key 'segmentation.input_sequences': {missing} not in data.sequences {list(cfg.data.sequences)}.")
+    missing = [q for q in cfg.features.sequences if q not in cfg.data.sequences]
+    if missing:
+        raise ConfigError(f"Config key 'features.sequences': {missing} not in data.sequences {list(cfg.data.sequences)}.")
+    if any(k < 1 for k in cfg.classification.k_grid):
+        raise ConfigError("Config key 'classification.k_grid': every k must be >= 1.")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file '{p}' not found; pass an existing YAML file, e.g. configs/demo.yaml.")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file '{p}' is not valid YAML: {str(e).splitlines()[0]}; fix the syntax.") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"Config file '{p}' must hold a mapping of sections, got {type(data).__name__}.")
+    for item in overrides or []:
+        apply_override(data, item)
+    return from_dict(data)
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested dict in place."""
+    if "=" not in item:
+        raise ConfigError(f"Override '{item}' has no '='; write it as section.key=value, e.g. segmentation.epochs=2.")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"Override '{item}': '{p}' is not a section.")
+        node = nxt
+    node[parts[-1]] = value

@@ -1,0 +1,205 @@
+"""The one module that knows file formats: volumes, manifests, clinical tables.
+
+Volumes: NIfTI (``.nii``, ``.nii.gz``), NRRD, MHA/MHD, and DICOM series folders, all read
+with SimpleITK. A cohort is a manifest CSV (an id column, one column per sequence such as
+``t2w``/``dwi``/``adc``, optional ``mask``) plus a clinical CSV keyed by the same id.
+Relative paths in the manifest are relative to the manifest's folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from .errors import InputError
+from .rundir import atomic_path
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+
+
+# --------------------------------------------------------------------------- volumes
+def read_image(path: str | Path, case: str = "?", role: str = "image") -> sitk.Image:
+    """Read a 3D volume (NIfTI, NRRD, MHA or a DICOM series folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"Missing {role} file for case '{case}': '{p}' does not exist; fix the path in the manifest.")
+    try:
+        if p.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(p))
+            if not series:
+                raise InputError(
+                    f"Unreadable {role} for case '{case}': folder '{p}' holds no DICOM series; "
+                    "point the manifest at a volume file or a DICOM series folder.")
+            files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+            reader.SetFileNames(files)
+            img = reader.Execute()
+        else:
+            img = sitk.ReadImage(str(p))
+    except InputError:
+        raise
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1][:160] if str(e).strip() else "unknown reader error"
+        raise InputError(
+            f"Unreadable {role} for case '{case}': '{p}' could not be read ({first}); "
+            "re-export it as NIfTI/NRRD/MHA or a DICOM series.") from None
+    if img.GetDimension() != 3:
+        raise InputError(
+            f"Wrong dimension for {role} of case '{case}': '{p}' is {img.GetDimension()}D, a 3D volume is expected; "
+            "export the full volume, not a single slice.")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"Multi-component {role} for case '{case}': '{p}' has {img.GetNumberOfComponentsPerPixel()} components "
+            "per voxel; save each sequence as its own scalar volume.")
+    return img
+
+
+def write_image(img: sitk.Image, path: str | Path, compress: bool = True) -> Path:
+    """Write a volume atomically (format from the suffix)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(img, str(tmp), compress)
+    return path
+
+
+def to_array(img: sitk.Image, dtype=np.float32) -> np.ndarray:
+    """Voxel array in (z, y, x) order."""
+    return sitk.GetArrayFromImage(img).astype(dtype, copy=False)
+
+
+def from_array(arr: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(reference)
+    return img
+
+
+def geometry(img: sitk.Image) -> dict:
+    return {
+        "size": list(img.GetSize()),
+        "spacing": [float(s) for s in img.GetSpacing()],
+        "origin": [float(o) for o in img.GetOrigin()],
+        "direction": [float(d) for d in img.GetDirection()],
+    }
+
+
+def geometry_mismatch(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> Optional[str]:
+    """Describe how two grids differ beyond ``tol`` (relative), or None when they match."""
+    if a.GetSize() != b.GetSize():
+        return f"size {a.GetSize()} vs {b.GetSize()}"
+    sa, sb = np.array(a.GetSpacing()), np.array(b.GetSpacing())
+    if np.any(np.abs(sa - sb) > tol * np.maximum(np.abs(sa), 1.0)):
+        return f"spacing {tuple(np.round(sa, 4))} vs {tuple(np.round(sb, 4))}"
+    oa, ob = np.array(a.GetOrigin()), np.array(b.GetOrigin())
+    if np.any(np.abs(oa - ob) > tol * np.maximum(sa, 1.0) * 10):
+        return f"origin {tuple(np.round(oa, 3))} vs {tuple(np.round(ob, 3))}"
+    if np.any(np.abs(np.array(a.GetDirection()) - np.array(b.GetDirection())) > tol):
+        return "direction cosines differ"
+    return None
+
+
+# --------------------------------------------------------------------------- tables
+def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
+    """Read a CSV (optionally gzip) or Parquet table."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"Missing {what}: '{p}' does not exist; check the path.")
+    try:
+        if p.suffix == ".parquet":
+            return pd.read_parquet(p)
+        return pd.read_csv(p)
+    except Exception as e:  # pandas raises many types
+        raise InputError(f"Unreadable {what} '{p}': {type(e).__name__}: {str(e).splitlines()[0][:160]}; "
+                         "save it as a UTF-8 CSV or Parquet file.") from None
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+    return path
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: str
+    images: dict[str, Path]
+    mask: Optional[Path] = None
+
+
+@dataclass
+class Cohort:
+    """Patients with their files, and the clinical table (indexed by patient id)."""
+
+    patients: list[Patient]
+    clinical: Optional[pd.DataFrame] = None
+    manifest_path: Optional[Path] = None
+    clinical_path: Optional[Path] = None
+    sequences: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.patients]
+
+    def patient(self, pid: str) -> Patient:
+        for p in self.patients:
+            if p.id == pid:
+                return p
+        raise InputError(f"Unknown patient '{pid}': not in manifest '{self.manifest_path}'.")
+
+
+def read_manifest(path: str | Path, id_column: str = "patient_id", sequences: tuple[str, ...] | None = None,
+                  mask_column: Optional[str] = "mask") -> tuple[list[Patient], pd.DataFrame]:
+    """Parse a manifest CSV. Returns the patients and the raw table (for duplicate checks)."""
+    p = Path(path)
+    df = read_table(p, "manifest")
+    df.columns = [str(c).strip() for c in df.columns]
+    if id_column not in df.columns:
+        raise InputError(
+            f"Manifest '{p}' has no id column '{id_column}' (columns: {', '.join(df.columns)}); "
+            f"add it or set data.id_column.")
+    seqs = tuple(sequences) if sequences else tuple(c for c in df.columns if c not in (id_column, mask_column))
+    missing = [s for s in seqs if s not in df.columns]
+    if missing:
+        raise InputError(f"Manifest '{p}' lacks sequence column(s) {missing} (columns: {', '.join(df.columns)}); "
+                         "add them or change data.sequences.")
+    base = p.parent
+    patients = []
+    for _, row in df.iterrows():
+        pid = str(row[id_column]).strip()
+        images = {s: _resolve(base, row[s]) for s in seqs if isinstance(row[s], str) and row[s].strip()}
+        mask = None
+        if mask_column and mask_column in df.columns and isinstance(row[mask_column], str) and row[mask_column].strip():
+            mask = _resolve(base, row[mask_column])
+        patients.append(Patient(pid, images, mask))
+    return patients, df
+
+
+def _resolve(base: Path, value: str) -> Path:
+    q = Path(value.strip())
+    return q if q.is_absolute() else (base / q)
+
+
+def read_clinical(path: str | Path, id_column: str = "patient_id") -> pd.DataFrame:
+    p = Path(path)
+    df = read_table(p, "clinical table")
+    df.columns = [str(c).strip() for c in df.columns]
+    if id_column not in df.columns:
+        raise InputError(f"Clinical table '{p}' has no id column '{id_column}' (columns: {', '.join(df.columns)}); "
+                         "add it or set data.id_column.")
+    df[id_column] = df[id_column].astype(str).str.strip()
+    return df
+
+
+def load_cohort(manifest: str | Path, clinical: str | Path | None = None, id_column: str = "patient_id",
+                sequences: tuple[str, ...] | None = None, mask_column: Optional[str] = "mask") -> Cohort:
+    patients, _ = read_manifest(manifest, id_column, sequences, mask_column)
+    clin = read_clinical(clinical, id_column) if clinical else None
+    seqs = tuple(sequences) if sequences else tuple(patients[0].images) if patients else ()
+    return Cohort(patients, clin, Path(manifest), Path(clinical) if clinical else None, seqs)
