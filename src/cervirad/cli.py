@@ -68,6 +68,24 @@ def demo_data(
     typer.echo(f"demo cohort: {patients} patients -> {manifest} and {clinical}")
 
 
+def _manifest_overrides(manifest: Path, clinical: Optional[Path]) -> List[str]:
+    """Config overrides for a bare ``--manifest``: sequences are the manifest's image columns."""
+    import csv
+
+    from .config import DataConfig
+
+    out = ["data.source=manifest", f"data.manifest={manifest}"] + ([f"data.clinical={clinical}"] if clinical else [])
+    if not manifest.is_file():
+        return out
+    with open(manifest, newline="") as fh:
+        header = [c.strip() for c in next(csv.reader(fh), [])]
+    d = DataConfig()
+    seqs = [c for c in header if c not in (d.id_column, d.mask_column)]
+    if seqs:
+        out += [f"data.sequences={seqs}", f"segmentation.input_sequences=[{seqs[0]}]", f"features.sequences=[{seqs[0]}]"]
+    return out
+
+
 @app.command()
 def validate(
     config: Optional[Path] = ConfigOpt,
@@ -82,8 +100,7 @@ def validate(
     if config is None and manifest is None:
         raise CerviradError("validate needs --config FILE or --manifest FILE; pass one of them.")
     if manifest is not None:
-        overrides = [*overrides, "data.source=manifest", f"data.manifest={manifest}"]
-        overrides += [f"data.clinical={clinical}"] if clinical else []
+        overrides = [*overrides, *_manifest_overrides(manifest, clinical)]
     cfg = load(config, overrides)
     run = open_run_dir(cfg, run_dir)
     fp = validate_stage(cfg, run, require_labels=clinical is not None or manifest is None)

@@ -119,13 +119,33 @@ class SegmentationConfig:
 
 
 @dataclass(frozen=True)
+class ClinicalColumnsConfig:
+    """Clinical-table column holding each of the paper's 8 clinical variables (SPEC §1)."""
+
+    age: str = "age"
+    hpv_status: str = "hpv_status"
+    figo_stage: str = "figo_stage"
+    lymph_node_metastasis: str = "lymph_node_metastasis"
+    lymphovascular_invasion: str = "lymphovascular_invasion"
+    invasion_depth_cm: str = "invasion_depth_cm"
+    chemotherapy: str = "chemotherapy"
+    radiotherapy: str = "radiotherapy"
+
+
+@dataclass(frozen=True)
 class FeaturesConfig:
+    # native PyRadiomics parameter file (relative paths: to the working directory, else to the repo)
     radiomics_params: str = "configs/radiomics/paper.yaml"
+    # wavelet sub-bands kept (PyRadiomics computes all 8; the paper uses the low- and high-pass LLL, HHH)
+    wavelet_subbands: tuple[str, ...] = ("LLL", "HHH")
     sequences: tuple[str, ...] = ("t2w",)
     masks: Literal["manual", "predicted"] = "manual"
     histogram_bins: int = 256
     include_treatment: bool = False
     geometry_tolerance: float = 1e-3
+    clinical_columns: ClinicalColumnsConfig = field(default_factory=ClinicalColumnsConfig)
+    # reuse per-case results in <run>/cache/features/ when image, mask and settings are unchanged
+    cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -152,6 +172,25 @@ class ClassificationConfig:
             "lr": {"C": [0.01, 0.1, 1.0, 10.0]},
         }
     )
+    selector_trees: int = 100  # trees of the random-forest importance selector
+    rfe_step: float = 0.1  # share of the remaining features RFE drops per round
+    smote_k_neighbors: int = 5  # upper bound; lowered per fold to (smallest class - 1)
+    smote_singleton: Literal["random", "none"] = "random"  # one-member class: duplicate it, or leave it
+    top_features: int = 30  # bars in the feature-importance figures
+    permutation_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.models if m not in ("rf", "xgboost", "svm", "lr")]
+        bad += [s for s in self.selectors if s not in ("rf", "anova", "rfe")]
+        if bad or not self.models or not self.selectors:
+            raise ConfigError(f"Config key 'classification.models/selectors': unknown or empty entry {bad or '[]'}; "
+                              "models are rf, xgboost, svm, lr and selectors rf, anova, rfe.")
+        if min(self.cv_folds, self.outer_folds) < 2 or self.repeats < 1 or self.bootstrap < 0:
+            raise ConfigError("Config key 'classification': cv_folds and outer_folds must be >= 2, repeats >= 1, "
+                              "bootstrap >= 0.")
+        if not 0.0 <= self.near_constant_threshold < 1.0 or not 0.0 < self.rfe_step < 1.0:
+            raise ConfigError("Config key 'classification': near_constant_threshold must be in [0, 1) and rfe_step "
+                              "in (0, 1).")
 
 
 @dataclass(frozen=True)

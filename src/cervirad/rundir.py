@@ -237,6 +237,7 @@ class RunDir:
             self.update_stage(name, status=status, error=msg, seconds=round(time.perf_counter() - t0, 3))
             if not resumable or isinstance(e, CerviradError):
                 shutil.rmtree(staging, ignore_errors=True)
+                self._drop_empty_partial()
             raise
         self._promote(staging)
         self.update_stage(name, status="done", finished=_now(), seconds=round(time.perf_counter() - t0, 3),
@@ -246,7 +247,10 @@ class RunDir:
         for entry in sorted(staging.iterdir()):
             self._move_into(entry, self.path / entry.name)
         shutil.rmtree(staging, ignore_errors=True)
-        parent = staging.parent
+        self._drop_empty_partial()
+
+    def _drop_empty_partial(self) -> None:
+        parent = self.path / ".partial"
         if parent.exists() and not any(parent.iterdir()):
             parent.rmdir()
 

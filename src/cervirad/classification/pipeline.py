@@ -1,0 +1,338 @@
+"""The one leakage-safe estimator: impute -> drop constant -> scale -> select -> SMOTE -> classifier.
+
+Every learned step sits in a single imbalanced-learn ``Pipeline``; cross-validation clones
+and fits the whole chain on each training fold, so imputation medians, the kept columns,
+scaling statistics, the feature ranking and the synthetic SMOTE samples never come from
+rows that later score the model (SPEC §7).
+
+Speed (no needless refits):
+
+* ``Pipeline(memory=cache_dir)`` caches each fitted pre-classifier step by (step settings,
+  input rows), so a fold's imputer/scaler is fitted once for the whole grid and the
+  selector once per (selector, k) rather than once per classifier setting;
+* :class:`RankSelector` computes its full feature ranking once per (method, fold) through a
+  second cache and keeps the top ``k``; every k of the grid reuses that ranking, because
+  the three rankings are nested (the top 10 are the first 10 of the top 30).
+
+Hyperparameters, ``k`` and the selector are searched jointly by ``GridSearchCV`` over the
+pipeline, with stratified (group-aware when a patient has several rows) K-fold splits.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.feature_selection import SelectorMixin
+from xgboost import XGBClassifier
+
+log = logging.getLogger(__name__)
+
+MODELS = ("rf", "xgboost", "svm", "lr")
+SELECTORS = ("rf", "anova", "rfe")
+MODEL_NAMES = {"rf": "Random forest", "xgboost": "XGBoost", "svm": "SVM (RBF)", "lr": "Logistic regression"}
+
+
+# --------------------------------------------------------------------------- cleaning
+class DropConstant(SelectorMixin, BaseEstimator):
+    """Drop constant and near-constant columns.
+
+    A column is dropped when its most frequent value covers at least ``1 - threshold`` of
+    the rows: ``threshold=0`` drops only exactly constant columns, ``0.05`` also drops
+    columns that hold one value in >= 95 % of the rows.
+    """
+
+    def __init__(self, threshold: float = 0.0):
+        self.threshold = threshold
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=float)
+        if self.threshold <= 0:
+            keep = np.ptp(X, axis=0) > 0
+        else:
+            share = np.array([np.unique(col, return_counts=True)[1].max() / len(col) for col in X.T])
+            keep = share < 1.0 - self.threshold
+        if not keep.any():
+            raise ValueError("every feature column is constant on this training fold; nothing left to learn from")
+        self.support_ = keep
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _get_support_mask(self):
+        return self.support_
+
+
+# --------------------------------------------------------------------------- selection
+def rank_features(method: str, X: np.ndarray, y: np.ndarray, random_state: int = 0,
+                  n_trees: int = 100, rfe_step: float = 0.1) -> np.ndarray:
+    """A score per column, higher = more useful; the top-k columns by score are kept.
+
+    * ``anova``: the one-way ANOVA F statistic of the column across classes (NaN -> 0).
+    * ``rf``: impurity importance of a random forest with ``n_trees`` trees.
+    * ``rfe``: recursive feature elimination with a multinomial logistic regression: each
+      round drops the ``rfe_step`` share (at least one) of the remaining columns with the
+      smallest summed ``|coef|``; the score is the round a column survived to (ties broken by
+      ``|coef|`` in the round it was dropped), so the top-k set is what RFE keeps at size k.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.feature_selection import f_classif
+
+    X = np.asarray(X, dtype=float)
+    if method == "anova":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f, _ = f_classif(X, y)
+        return np.nan_to_num(f, nan=0.0, posinf=np.finfo(float).max)
+    if method == "rf":
+        forest = RandomForestClassifier(n_estimators=n_trees, random_state=random_state, n_jobs=1)
+        return forest.fit(X, y).feature_importances_
+    if method == "rfe":
+        return _rfe_scores(X, y, rfe_step)
+    raise ValueError(f"unknown selector {method!r}; choose from {SELECTORS}")
+
+
+def _rfe_scores(X: np.ndarray, y: np.ndarray, step: float) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    n = X.shape[1]
+    scores = np.zeros(n)
+    alive = np.arange(n)
+    rank = 0.0
+    while alive.size > 1:
+        lr = LogisticRegression(C=1.0, max_iter=500).fit(X[:, alive], y)
+        weight = np.abs(lr.coef_).sum(axis=0)
+        n_drop = max(1, int(step * alive.size))
+        order = np.argsort(weight, kind="stable")[:n_drop]
+        # within a round: smaller |coef| -> lower score
+        scores[alive[order]] = rank + np.arange(1, n_drop + 1) / (n_drop + 1)
+        rank += 1.0
+        alive = np.delete(alive, order)
+    scores[alive] = rank + 1.0
+    return scores
+
+
+class RankSelector(SelectorMixin, BaseEstimator):
+    """Keep the ``k`` top-ranked columns of one ranking method (:func:`rank_features`).
+
+    ``cache_dir`` (a folder) memoises the ranking per (method, rows, labels), so fitting
+    the selector for another ``k`` on the same fold costs only the top-k cut.
+    """
+
+    def __init__(self, method: str = "anova", k: int = 30, random_state: int = 0, n_trees: int = 100,
+                 rfe_step: float = 0.1, cache_dir: str | None = None):
+        self.method = method
+        self.k = k
+        self.random_state = random_state
+        self.n_trees = n_trees
+        self.rfe_step = rfe_step
+        self.cache_dir = cache_dir
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=float)
+        ranker = rank_features
+        if self.cache_dir:
+            from joblib import Memory
+
+            ranker = Memory(self.cache_dir, verbose=0).cache(rank_features)
+        self.scores_ = ranker(self.method, X, np.asarray(y), self.random_state, self.n_trees, self.rfe_step)
+        k = min(int(self.k), X.shape[1])
+        top = np.argsort(-self.scores_, kind="stable")[:k]
+        self.support_ = np.zeros(X.shape[1], dtype=bool)
+        self.support_[top] = True
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _get_support_mask(self):
+        return self.support_
+
+
+# --------------------------------------------------------------------------- classifiers
+class LabelSafeXGB(XGBClassifier):
+    """XGBoost that accepts any label values (it needs 0..C-1): a training fold may lack a class."""
+
+    def fit(self, X, y, **kwargs):
+        values, codes = np.unique(np.asarray(y), return_inverse=True)
+        self.__dict__.pop("label_values_", None)
+        super().fit(X, codes, **kwargs)
+        self.label_values_ = values
+        return self
+
+    @property
+    def classes_(self):
+        v = self.__dict__.get("label_values_")
+        return v if v is not None else np.arange(self.n_classes_)
+
+    def predict(self, X, **kwargs):
+        return self.label_values_[np.asarray(super().predict(X, **kwargs), dtype=int)]
+
+
+def make_classifier(name: str, seed: int):
+    """An unfitted classifier; its grid lives in the config (``classification.grids``)."""
+    if name == "rf":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(random_state=seed, n_jobs=1)
+    if name == "xgboost":
+        return LabelSafeXGB(random_state=seed, n_jobs=1, tree_method="hist", verbosity=0)
+    if name == "svm":
+        from sklearn.svm import SVC
+
+        return SVC(probability=True, random_state=seed)
+    if name == "lr":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=5000)
+    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+
+
+# --------------------------------------------------------------------------- the pipeline
+def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None):
+    """impute (median) -> DropConstant -> StandardScaler -> RankSelector -> AdaptiveSMOTE -> classifier."""
+    from imblearn.pipeline import Pipeline
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import StandardScaler
+
+    from .smote import AdaptiveSMOTE
+
+    steps = [
+        ("impute", SimpleImputer(strategy="median")),
+        ("drop_constant", DropConstant(ccfg.near_constant_threshold)),
+        ("scale", StandardScaler()),
+        ("select", RankSelector(ccfg.selectors[0], ccfg.k_grid[0], random_state=seed, n_trees=ccfg.selector_trees,
+                                rfe_step=ccfg.rfe_step, cache_dir=cache_dir)),
+        ("smote", AdaptiveSMOTE(ccfg.smote_k_neighbors, ccfg.smote_singleton, random_state=seed)
+         if ccfg.smote else "passthrough"),
+        ("clf", make_classifier(model, seed)),
+    ]
+    return Pipeline(steps, memory=cache_dir)
+
+
+def effective_k_grid(k_grid, n_features: int) -> list[int]:
+    """The k values to search: those below the column count, plus all columns once if any k exceeds it."""
+    ks = sorted({int(k) for k in k_grid if k < n_features})
+    if any(k >= n_features for k in k_grid):
+        ks.append(n_features)
+    return ks
+
+
+def param_grid(model: str, ccfg, n_features: int) -> dict[str, list]:
+    grid = {"select__method": list(ccfg.selectors), "select__k": effective_k_grid(ccfg.k_grid, n_features)}
+    for key, values in (ccfg.grids.get(model) or {}).items():
+        grid[f"clf__{key}"] = list(values)
+    return grid
+
+
+def make_cv(y: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int) -> list:
+    """Stratified K-fold splits (StratifiedGroupKFold when a group has several rows)."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    y = np.asarray(y)
+    n_splits = max(2, min(n_splits, int(np.bincount(np.unique(y, return_inverse=True)[1]).max())))
+    X_dummy = np.zeros((len(y), 1))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        if groups is not None and len(np.unique(groups)) < len(groups):
+            cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            return list(cv.split(X_dummy, y, groups))
+        return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(X_dummy, y))
+
+
+def scorer(name: str):
+    """sklearn scorer; F1/precision/recall score an absent prediction as 0 instead of warning."""
+    from sklearn.metrics import f1_score, make_scorer, precision_score, recall_score
+
+    fns = {"f1": f1_score, "precision": precision_score, "recall": recall_score}
+    base, _, avg = name.partition("_")
+    if base in fns and avg in ("macro", "weighted", "micro"):
+        return make_scorer(fns[base], average=avg, zero_division=0)
+    return name
+
+
+def search_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
+                 n_jobs: int, cache_dir: str | None = None):
+    """GridSearchCV over (selector, k, model grid) on these rows only; refits the best on all of them."""
+    from sklearn.model_selection import GridSearchCV
+
+    gs = GridSearchCV(build_pipeline(model, ccfg, seed, cache_dir), param_grid(model, ccfg, X.shape[1]),
+                      scoring=scorer(ccfg.scoring), cv=make_cv(y, groups, ccfg.cv_folds, seed),
+                      n_jobs=n_jobs, refit=True, error_score="raise")
+    gs.fit(X, y)
+    return gs
+
+
+def strip_cache(pipe):
+    """Drop cache folders from a fitted pipeline before it is saved (they are temporary)."""
+    pipe.memory = None
+    sel = pipe.named_steps["select"]
+    sel.cache_dir = None
+    return pipe
+
+
+def selected_features(pipe, feature_names: list[str]) -> list[str]:
+    """Input column names that reach the classifier, in the ranking's order."""
+    names = np.asarray(feature_names)
+    names = names[~np.isnan(pipe.named_steps["impute"].statistics_)] if _drops_empty(pipe) else names
+    names = names[pipe.named_steps["drop_constant"].support_]
+    sel = pipe.named_steps["select"]
+    order = np.argsort(-sel.scores_, kind="stable")[: int(sel.support_.sum())]
+    return [str(n) for n in names[order]]
+
+
+def _drops_empty(pipe) -> bool:
+    imp = pipe.named_steps["impute"]
+    return not getattr(imp, "keep_empty_features", False)
+
+
+def transform_to_selected(pipe, X) -> np.ndarray:
+    """Rows as the classifier sees them at predict time (every step but SMOTE and the classifier)."""
+    Xt = X
+    for name in ("impute", "drop_constant", "scale"):
+        Xt = pipe.named_steps[name].transform(Xt)
+    sel = pipe.named_steps["select"]
+    order = np.argsort(-sel.scores_, kind="stable")[: int(sel.support_.sum())]
+    return np.asarray(Xt)[:, order]
+
+
+# --------------------------------------------------------------------------- execution
+def n_jobs_of(execution) -> int:
+    j = execution.n_jobs
+    return max(1, os.cpu_count() or 1) if j in (-1, 0) else j
+
+
+@contextlib.contextmanager
+def parallel_backend(execution) -> Iterator[None]:
+    """joblib backend for the grid searches: loky (local processes) or a Dask cluster.
+
+    ``backend: dask`` connects to ``scheduler_address`` or, when that is empty, starts a
+    local cluster with ``n_jobs`` single-threaded workers.
+    """
+    if execution.backend != "dask":
+        yield
+        return
+    import joblib
+    from distributed import Client, LocalCluster
+
+    from ..errors import ConfigError
+
+    cluster = None
+    try:
+        if execution.scheduler_address:
+            client = Client(execution.scheduler_address, timeout="20s")
+        else:
+            cluster = LocalCluster(n_workers=n_jobs_of(execution), threads_per_worker=1, processes=False,
+                                   dashboard_address=None)
+            client = Client(cluster)
+    except OSError as e:
+        raise ConfigError(f"Cannot reach the Dask scheduler at '{execution.scheduler_address}' ({e}); "
+                          "start it or set execution.backend: loky.") from None
+    try:
+        with joblib.parallel_backend("dask"):
+            yield
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,159 @@
+"""PyRadiomics extraction of one (image, mask) pair, driven by a native PyRadiomics parameter file.
+
+The parameter file (``configs/radiomics/*.yaml``) keeps PyRadiomics' own keys (``setting``,
+``imageType``, ``featureClass``) and is validated by PyRadiomics' own schema, so an unknown
+key is refused with its path. :func:`extract_radiomics` follows
+``RadiomicsFeatureExtractor.execute`` step by step (load, normalise, resample/crop, check the
+mask, shape on the original image, then every enabled image type) with one addition:
+PyRadiomics' wavelet filter yields all 8 sub-bands, and sub-bands not in ``subbands`` are
+skipped before any feature is computed on them (the paper keeps LLL and HHH).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from ..errors import ConfigError
+
+WAVELET_SUBBANDS = ("LLL", "LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def resolve_params_path(path: str | Path) -> Path:
+    """A relative parameter-file path is looked up in the working directory, then in the repo."""
+    p = Path(path)
+    if p.is_absolute() or p.is_file():
+        return p
+    alt = REPO_ROOT / p
+    return alt if alt.is_file() else p
+
+
+def load_params(path: str | Path) -> dict:
+    """Read and validate a PyRadiomics parameter file; one-line :class:`ConfigError` if it is invalid."""
+    p = resolve_params_path(path)
+    if not p.is_file():
+        raise ConfigError(f"Radiomics parameter file '{path}' not found; set features.radiomics_params to a "
+                          "PyRadiomics YAML file such as configs/radiomics/paper.yaml.")
+    try:
+        params = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Radiomics parameter file '{p}' is not valid YAML: {str(e).splitlines()[0]}; "
+                          "fix the syntax.") from None
+    validate_params(params, str(p))
+    return params
+
+
+def validate_params(params: dict, where: str = "<dict>") -> None:
+    """Check ``params`` against PyRadiomics' parameter schema (the same check PyRadiomics runs)."""
+    import pykwalify.core
+    from pykwalify.errors import PyKwalifyException
+    from radiomics import getParameterValidationFiles
+
+    if not isinstance(params, dict):
+        raise ConfigError(f"Radiomics parameter file '{where}' must hold a mapping with setting/imageType/"
+                          f"featureClass, got {type(params).__name__}.")
+    logging.getLogger("pykwalify").setLevel(logging.CRITICAL)
+    schema, funcs = getParameterValidationFiles()
+    try:
+        pykwalify.core.Core(source_data=params, schema_files=[schema], extensions=[funcs]).validate()
+    except PyKwalifyException as e:
+        msg = " ".join(str(getattr(e, "msg", e)).split())
+        msg = msg.replace("Validation failed reason: ", "").replace("<SchemaError: error code 2: ", "").rstrip(">:")
+        raise ConfigError(f"Radiomics parameter file '{where}' is invalid: {msg[:300]}; "
+                          "use only PyRadiomics keys (see pyradiomics.readthedocs.io, 'Customizing the "
+                          "extraction').") from None
+    except (ValueError, TypeError) as e:  # raised by PyRadiomics' schema extension functions
+        raise ConfigError(f"Radiomics parameter file '{where}' is invalid: {str(e).splitlines()[0][:300]}; "
+                          "fix the value.") from None
+
+
+def check_subbands(subbands: Iterable[str]) -> tuple[str, ...]:
+    """Upper-cased wavelet sub-band names; ConfigError for anything not one of the 8."""
+    out = tuple(s.upper() for s in subbands)
+    bad = [s for s in out if s not in WAVELET_SUBBANDS]
+    if bad:
+        raise ConfigError(f"Config key 'features.wavelet_subbands': {bad} are not wavelet sub-bands; "
+                          f"choose from {list(WAVELET_SUBBANDS)}.")
+    return out
+
+
+def params_hash(params: dict) -> str:
+    from ..config import hash_obj
+
+    return hash_obj(params)
+
+
+@functools.lru_cache(maxsize=8)
+def _extractor(params_json: str):
+    from radiomics import featureextractor
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    return featureextractor.RadiomicsFeatureExtractor(json.loads(params_json))
+
+
+def make_extractor(params: dict):
+    """A (per-process cached) ``RadiomicsFeatureExtractor`` for ``params``."""
+    return _extractor(json.dumps(params, sort_keys=True))
+
+
+def _keep(image_type_name: str, subbands: tuple[str, ...] | None) -> bool:
+    """False for a wavelet output (``wavelet-LLH``, ``wavelet2-HHH``) whose sub-band is not kept."""
+    if subbands is None or not image_type_name.startswith("wavelet"):
+        return True
+    return image_type_name.split("-", 1)[-1] in subbands
+
+
+def extract_radiomics(image: Any, mask: Any, params: dict,
+                      subbands: tuple[str, ...] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """Features and diagnostics for one case (``image``/``mask``: SimpleITK images on one grid).
+
+    Follows ``RadiomicsFeatureExtractor.execute`` (segment-based); PyRadiomics errors (e.g. a mask
+    too small for ``minimumROIDimensions``) propagate as ``ValueError``.
+    """
+    from radiomics import generalinfo, imageoperations
+
+    ex = make_extractor(params)
+    settings = ex.settings.copy()
+    info = None
+    if settings.get("additionalInfo", True):
+        info = generalinfo.GeneralInfo()
+        info.addGeneralSettings(settings)
+        info.addEnabledImageTypes(ex.enabledImagetypes)
+    image, mask = ex.loadImage(image, mask, info, **settings)
+    bbox, corrected = imageoperations.checkMask(image, mask, **settings)
+    if corrected is not None:
+        mask = corrected
+    if bbox is None:
+        raise ValueError("mask check failed (no valid ROI)")
+    reseg = None
+    if settings.get("resegmentRange") is not None:
+        reseg = imageoperations.resegmentMask(image, mask, **settings)
+        bbox, _ = imageoperations.checkMask(image, reseg, **settings)
+        if info is not None:
+            info.addMaskElements(image, reseg, settings.get("label", 1), "resegmented")
+    diagnostics = {k: _as_text(v) for k, v in (info.getGeneralInfo() if info is not None else {}).items()}
+    if settings.get("resegmentShape", False) and reseg is not None:
+        mask = reseg
+    features: dict[str, float] = {}
+    features.update(ex.computeShape(image, mask, bbox, **settings))
+    if reseg is not None:
+        mask = reseg
+    for image_type, custom in ex.enabledImagetypes.items():
+        args = {**settings, **custom}
+        for filtered, name, kwargs in getattr(imageoperations, f"get{image_type}Image")(image, mask, **args):
+            if not _keep(name, subbands):
+                continue
+            cropped, cmask = imageoperations.cropToTumorMask(filtered, mask, bbox)
+            features.update(ex.computeFeatures(cropped, cmask, name, **kwargs))
+    return {k: float(v) for k, v in features.items()}, diagnostics
+
+
+def _as_text(v: Any) -> str:
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, default=str)
+    return str(v)

@@ -1,0 +1,199 @@
+"""The CRFE network (SPEC §3) and a plain U-Net baseline of the same size.
+
+CRFE = encoder -> recurrent module (bidirectional LSTM) -> position attention -> decoder.
+
+Encoder: three blocks ``conv 3x3 -> BatchNorm -> ReLU`` with 32, 64 and 128 channels; each
+block's output is kept as a skip connection and then 2 x 2 max-pooled, so a 256 x 256 slice
+becomes a 128-channel 32 x 32 map. (BatchNorm is not named by the paper; it is standard in
+U-Net-type models, makes the short CPU runs converge, and costs nothing at inference because
+:func:`optimise_for_inference` folds it into the convolution.)
+
+Recurrent module (:class:`RowBiLSTM`): how the 2D map becomes sequences. The 32 x 32 map is
+2 x 2 average-pooled to 16 x 16 and every ROW becomes one sequence of 16 steps (batch =
+slices x rows), read left->right and right->left by one bidirectional LSTM with 256 units per
+direction. The 512 outputs per position are projected back to 128 channels with a 1 x 1 conv,
+upsampled x2 (nearest) and added to the encoder map (residual). Why rows only and why the
+pooling: the LSTM costs ``positions x 4 x 256 x (256 + 128) x 2`` FLOPs, so a pixel-wise scan of
+the 32 x 32 map in both directions would cost ~3 GFLOP per slice, more than the whole
+convolutional network; rows at 16 x 16 cost ~0.4 GFLOP. Vertical (and every other)
+long-range context is supplied right after by the position attention, which is global.
+
+Position attention (:class:`PositionAttention`, DANet form): ``B = conv1x1(A)``,
+``C = conv1x1(A)`` (C/8 channels each), ``D = conv1x1(A)`` (C channels), reshaped to
+``(C', N)`` with ``N = H·W``; ``S = softmax(Bᵀ C)`` over the last axis (N x N, row i = how
+much position i attends to each j); ``E = α · (D Sᵀ) + A`` with a learnable scalar α
+initialised to 0 so training starts from the plain encoder features (residual).
+
+Decoder: three x2 upsamplings (nearest) back to the input size; after the first two the
+encoder skip of that level is concatenated and fused by ``conv 3x3 -> BN -> ReLU`` with 64
+and then 32 channels (SPEC); after the last one the 32-channel skip of the first block is
+concatenated and a 1 x 1 conv gives one channel. The network returns LOGITS; the sigmoid of
+SPEC §3 is applied by :func:`predict_proba` and, inside the loss, by the numerically stable
+BCE-with-logits (mathematically the same).
+
+Deep supervision (optional): 1 x 1 heads on the two decoder levels (64 and 32 channels),
+upsampled to the input size; in training mode the model then returns ``(main, [aux...])``.
+
+Any input size works: inputs are zero-padded to a multiple of 16 and the output is cropped
+back, so the output always has the input's height and width.
+
+U-Net baseline (:class:`UNet`): the same encoder and decoder with the recurrent + attention
+module replaced by two plain ``conv 3x3 -> BN -> ReLU`` layers (128 channels) at the
+bottleneck, so the comparison isolates what the CRFE module adds.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHITECTURES = ("crfe", "unet")
+MULTIPLE = 16  # three 2x2 poolings plus the recurrent module's 2x2 pooling
+
+
+class ConvBNReLU(nn.Sequential):
+    """3 x 3 convolution (padding 1), BatchNorm, ReLU."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class RowBiLSTM(nn.Module):
+    """Bidirectional LSTM along the rows of a 2x-pooled feature map, residual (see module doc)."""
+
+    def __init__(self, channels: int, hidden: int = 256):
+        super().__init__()
+        self.lstm = nn.LSTM(channels, hidden, batch_first=True, bidirectional=True)
+        self.proj = nn.Conv2d(2 * hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = F.avg_pool2d(x, 2)
+        hp, wp = p.shape[-2:]
+        seq = p.permute(0, 2, 3, 1).reshape(b * hp, wp, c)  # one sequence per row
+        out, _ = self.lstm(seq)
+        out = out.reshape(b, hp, wp, -1).permute(0, 3, 1, 2)
+        out = F.interpolate(self.proj(out), size=(h, w), mode="nearest")
+        return x + out
+
+
+class PositionAttention(nn.Module):
+    """E = α · (D Sᵀ) + A with S = softmax(Bᵀ C) over N = H·W positions; α starts at 0."""
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        inner = max(1, channels // reduction)
+        self.query = nn.Conv2d(channels, inner, 1)  # B
+        self.key = nn.Conv2d(channels, inner, 1)  # C
+        self.value = nn.Conv2d(channels, channels, 1)  # D
+        self.alpha = nn.Parameter(torch.zeros(1))
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = a.shape
+        q = self.query(a).flatten(2)  # (b, c', N)
+        k = self.key(a).flatten(2)  # (b, c', N)
+        v = self.value(a).flatten(2)  # (b, c, N)
+        s = torch.softmax(torch.bmm(q.transpose(1, 2), k), dim=-1)  # (b, N, N)
+        e = torch.bmm(v, s.transpose(1, 2)).reshape(b, c, h, w)  # D Sᵀ
+        return self.alpha * e + a
+
+
+class _EncoderDecoder(nn.Module):
+    """Encoder 32/64/128 with skips, a bottleneck module, decoder 64/32 + 1x1 head."""
+
+    def __init__(self, in_channels: int, bottleneck: nn.Module, deep_supervision: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        self.deep_supervision = deep_supervision
+        self.enc1 = ConvBNReLU(in_channels, 32)
+        self.enc2 = ConvBNReLU(32, 64)
+        self.enc3 = ConvBNReLU(64, 128)
+        self.bottleneck = bottleneck
+        self.dec3 = ConvBNReLU(128 + 128, 64)
+        self.dec2 = ConvBNReLU(64 + 64, 32)
+        self.head = nn.Conv2d(32 + 32, 1, 1)
+        if deep_supervision:
+            self.aux3 = nn.Conv2d(64, 1, 1)
+            self.aux2 = nn.Conv2d(32, 1, 1)
+
+    def forward(self, x: torch.Tensor):
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        z = self.bottleneck(F.max_pool2d(e3, 2))
+        d3 = self.dec3(torch.cat([_up(z), e3], 1))
+        d2 = self.dec2(torch.cat([_up(d3), e2], 1))
+        out = self.head(torch.cat([_up(d2), e1], 1))[..., :h, :w]
+        if self.deep_supervision and self.training:
+            size = out.shape[-2:]
+            aux = [F.interpolate(self.aux3(d3), scale_factor=4, mode="bilinear")[..., :size[0], :size[1]],
+                   F.interpolate(self.aux2(d2), scale_factor=2, mode="bilinear")[..., :size[0], :size[1]]]
+            return out, aux
+        return out
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class CRFE(_EncoderDecoder):
+    """Convolutional recurrent feature extraction network (SPEC §3)."""
+
+    def __init__(self, in_channels: int = 1, lstm_hidden: int = 256, deep_supervision: bool = False):
+        super().__init__(in_channels, nn.Sequential(RowBiLSTM(128, lstm_hidden), PositionAttention(128)),
+                         deep_supervision)
+
+
+class UNet(_EncoderDecoder):
+    """Plain U-Net baseline: CRFE's encoder/decoder with two 3x3 convs at the bottleneck."""
+
+    def __init__(self, in_channels: int = 1, deep_supervision: bool = False):
+        super().__init__(in_channels, nn.Sequential(ConvBNReLU(128, 128), ConvBNReLU(128, 128)), deep_supervision)
+
+
+def build_model(arch: str, in_channels: int, lstm_hidden: int = 256, deep_supervision: bool = False) -> nn.Module:
+    """Construct ``arch`` ('crfe' or 'unet') for ``in_channels`` input sequences."""
+    if arch == "crfe":
+        return CRFE(in_channels, lstm_hidden, deep_supervision)
+    if arch == "unet":
+        return UNet(in_channels, deep_supervision)
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Sigmoid probabilities (B, H, W) for a batch (B, C, H, W)."""
+    out = model(x)
+    if isinstance(out, tuple):
+        out = out[0]
+    return torch.sigmoid(out.float())[:, 0]
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the preceding conv of a :class:`ConvBNReLU` (in place)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for block in model.modules():
+        if isinstance(block, ConvBNReLU) and isinstance(block[1], nn.BatchNorm2d):
+            block[0] = fuse_conv_bn_eval(block[0], block[1])
+            block[1] = nn.Identity()
+    return model
+
+
+def optimise_for_inference(model: nn.Module) -> nn.Module:
+    """The shipped CPU/GPU inference path: eval mode, conv+BN folded, channels-last memory."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    fuse_conv_bn(m)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m.to(memory_format=torch.channels_last)

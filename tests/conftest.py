@@ -1,0 +1,47 @@
+"""Shared fixtures: the real public data in ../shared/data, and a tiny preprocessed demo run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CERVIRAD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_shared(sub: str = "") -> Path:
+    """Path into ../shared/data; skip with a reason when absent (fail under CI=true)."""
+    p = SHARED_DATA / sub
+    if not p.exists():
+        msg = f"real test data not found at {p} (set CERVIRAD_SHARED_DATA or place ../shared/data next to the repo)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; under CI its absence is a failure")
+        pytest.skip(msg)
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require_shared()
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """Demo config shrunk for tests: 12 patients, a few epochs, small grids."""
+    from cervirad.config import load_config
+
+    return load_config(REPO / "configs" / "demo.yaml", [
+        "data.demo_patients=12", "run.name=tiny", "execution.n_jobs=2",
+    ])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_cfg):
+    """A run directory with a 12-patient demo cohort, validated and preprocessed (shared, read-only)."""
+    from cervirad.pipeline import preprocess_stage
+    from cervirad.rundir import RunDir
+
+    run = RunDir(tmp_path_factory.mktemp("tiny_run"), tiny_cfg)
+    preprocess_stage(tiny_cfg, run)
+    return run

@@ -1,0 +1,41 @@
+"""Validate + preprocess the 18 real soft-tissue-sarcoma MRI volumes of ../shared/data/ibsi_sts_mri."""
+import json
+
+import numpy as np
+import pandas as pd
+
+from cervirad.config import load_config
+from cervirad.pipeline import preprocess_stage
+from cervirad.rundir import RunDir
+
+from tests.conftest import require_shared
+
+
+def test_validate_and_preprocess_real_mri(tmp_path):
+    root = require_shared("ibsi_sts_mri")
+    cases = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("STS_"))
+    assert len(cases) == 18
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"patient_id": [c.name for c in cases],
+                  "t1w": [str(c / "MR_T1_image.nii.gz") for c in cases],
+                  "mask": [str(c / "MR_T1_mask.nii.gz") for c in cases]}).to_csv(manifest, index=False)
+    cfg = load_config(None, [
+        "data.source=manifest", f"data.manifest={manifest}", "data.sequences=[t1w]",
+        "segmentation.input_sequences=[t1w]", "features.sequences=[t1w]", "preprocess.spacing=[1.0,1.0,3.27]",
+        "preprocess.split.stratify=false",
+    ])
+    run = RunDir(tmp_path / "run", cfg)
+    from cervirad.pipeline import validate_stage
+
+    fp = validate_stage(cfg, run, require_labels=False)
+    assert fp["n_patients"] == 18 and fp["n_with_mask"] == 18
+    assert fp["lesion_volume_ml"]["min"] > 0
+    summary = preprocess_stage(cfg, run)
+    splits = json.loads((run.path / "splits.json").read_text())
+    ids = splits["train"] + splits["val"] + splits["test"]
+    assert sorted(ids) == [c.name for c in cases] and len(set(ids)) == 18
+    assert summary["slices_with_lesion"] > 18 * 10
+    img = np.load(run.path / "preprocess" / "slices" / "STS_001_image.npy")
+    assert img.shape[1:] == (1, 256, 256)
+    meta = json.loads((run.path / "preprocess" / "meta" / "STS_001.json").read_text())
+    assert abs(meta["channel_mean"][0]) < 1e-3 and abs(meta["channel_sd"][0] - 1) < 1e-3
