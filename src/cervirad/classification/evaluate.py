@@ -1,0 +1,146 @@
+"""Test metrics with patient-level bootstrap confidence intervals.
+
+Inputs are integer class codes ``y`` (0..C-1) and a probability matrix ``P`` (n x C, one
+column per code; a class the model never saw has probability 0). The prediction is
+``argmax P``. From the confusion matrix ``M`` (rows true, columns predicted), over the
+classes present in the truth or the predictions (as scikit-learn does):
+
+* accuracy = trace(M) / n; balanced accuracy = mean recall over the true classes;
+* precision_c = M_cc / column sum (0 when nothing is predicted as c), recall_c = M_cc / row sum,
+  F1_c = 2 P R / (P + R); ``*_macro`` = plain mean, ``*_weighted`` = mean weighted by support;
+* AUC_c = one-vs-rest ROC AUC = P(score of a random c-row > score of a random other row), ties
+  1/2 (Mann-Whitney U / (n_pos n_neg)), for every class present in the truth, absent from
+  neither side, and known to the model; ``auc_macro`` = their mean;
+* Brier = mean over rows of sum_c (P_ic - [y_i = c])^2 (0 perfect, 2 worst).
+
+Confidence intervals: percentile bootstrap (2.5 %, 97.5 %) over patients - whole patients
+are drawn with replacement, so the rows of one patient move together. A metric undefined in
+a resample (e.g. an AUC with no positive) is skipped for that resample.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+SCALARS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+           "precision_weighted", "recall_weighted", "f1_weighted", "auc_macro", "brier")
+HEADLINE = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
+
+
+def confusion(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def auc_ovr(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney AUC of ``scores`` for ``positive`` rows vs the rest (NaN if one side is empty)."""
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def point_metrics(y: np.ndarray, P: np.ndarray, known: np.ndarray | None = None) -> dict[str, float]:
+    """All metrics of one prediction set; per-class keys are ``class_<code>.<metric>``.
+
+    ``known``: boolean mask of the classes the model was trained on (default: all).
+    """
+    n, C = P.shape
+    known = np.ones(C, dtype=bool) if known is None else known
+    pred = np.argmax(P, axis=1)
+    M = confusion(y, pred, C)
+    support, predicted, tp = M.sum(axis=1), M.sum(axis=0), np.diag(M).astype(float)
+    labels = (support > 0) | (predicted > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prec = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        rec = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / np.where(prec + rec > 0, prec + rec, 1), 0.0)
+    w = support[labels] / max(support.sum(), 1)
+    out = {
+        "accuracy": tp.sum() / max(n, 1),
+        "balanced_accuracy": float(rec[support > 0].mean()),
+        "precision_macro": float(prec[labels].mean()), "recall_macro": float(rec[labels].mean()),
+        "f1_macro": float(f1[labels].mean()),
+        "precision_weighted": float((prec[labels] * w).sum()), "recall_weighted": float((rec[labels] * w).sum()),
+        "f1_weighted": float((f1[labels] * w).sum()),
+    }
+    aucs = []
+    for c in range(C):
+        if support[c] == 0:
+            continue
+        a = auc_ovr(P[:, c], y == c) if known[c] else float("nan")
+        out[f"class_{c}.precision"], out[f"class_{c}.recall"], out[f"class_{c}.f1"] = prec[c], rec[c], f1[c]
+        out[f"class_{c}.auc"] = a
+        if np.isfinite(a):
+            aucs.append(a)
+    out["auc_macro"] = float(np.mean(aucs)) if aucs else float("nan")
+    onehot = np.eye(C)[y]
+    out["brier"] = float(((P - onehot) ** 2).sum(axis=1).mean())
+    return {k: float(v) for k, v in out.items()}
+
+
+def bootstrap_metrics(y: np.ndarray, probs: list[np.ndarray], groups: np.ndarray, n_boot: int, seed: int,
+                      known: np.ndarray | None = None) -> dict[str, dict]:
+    """``{metric: {value, ci_low, ci_high}}``; ``probs`` holds one P per repeat (values averaged).
+
+    Each bootstrap draw takes as many patients as there are, with replacement, and scores
+    every repeat's predictions on that draw (the draw's metric is their mean).
+    """
+    point = _mean_dicts([point_metrics(y, P, known) for P in probs])
+    out = {k: {"value": v, "ci_low": float("nan"), "ci_high": float("nan")} for k, v in point.items()}
+    if n_boot <= 0:
+        return out
+    rng = np.random.default_rng(seed)
+    uniq, inv = np.unique(groups, return_inverse=True)
+    rows_of = [np.where(inv == g)[0] for g in range(len(uniq))]
+    samples: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        idx = np.concatenate([rows_of[g] for g in pick])
+        draw = _mean_dicts([point_metrics(y[idx], P[idx], known) for P in probs])
+        for k in samples:
+            samples[k].append(draw.get(k, float("nan")))
+    for k, vals in samples.items():
+        v = np.asarray(vals, dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size >= max(10, n_boot // 10):
+            out[k]["ci_low"], out[k]["ci_high"] = (float(q) for q in np.percentile(v, [2.5, 97.5]))
+    return out
+
+
+def _mean_dicts(ds: list[dict[str, float]]) -> dict[str, float]:
+    keys = list(dict.fromkeys(k for d in ds for k in d))
+    return {k: float(np.nanmean([d.get(k, np.nan) for d in ds])) if any(np.isfinite(d.get(k, np.nan)) for d in ds)
+            else float("nan") for k in keys}
+
+
+def flatten(model: str, boot: dict[str, dict], classes: np.ndarray, support: np.ndarray) -> dict:
+    """Flat SPEC §8 keys: ``rf.accuracy``, ``rf.class_6.auc`` (class shown by its label), ``rf.class_6.support``."""
+    out: dict = {}
+    for k, v in boot.items():
+        if k.startswith("class_"):
+            code, metric = k[len("class_"):].split(".", 1)
+            k = f"class_{classes[int(code)]}.{metric}"
+        out[f"{model}.{k}"] = _clean(v)
+    for c, n in enumerate(support):
+        if n > 0:
+            out[f"{model}.class_{classes[c]}.support"] = int(n)
+    return out
+
+
+def _clean(v: dict) -> dict:
+    return {k: (None if not np.isfinite(x) else round(float(x), 6)) for k, x in v.items()}
+
+
+def calibration_points(y: np.ndarray, P: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-label reliability: per confidence bin, mean confidence, accuracy and row count."""
+    conf = P.max(axis=1)
+    correct = (P.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    b = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    cnt = np.bincount(b, minlength=bins)
+    ok = cnt > 0
+    mean_conf = np.bincount(b, conf, bins)[ok] / cnt[ok]
+    acc = np.bincount(b, correct, bins)[ok] / cnt[ok]
+    return mean_conf, acc, cnt[ok]

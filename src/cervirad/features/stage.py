@@ -1,0 +1,253 @@
+"""The extract-features stage: cohort + masks -> one feature row per patient in ``<run>/features/``.
+
+Outputs (``features/`` for manual masks, ``features/predicted/`` for the segmentation's masks):
+
+- ``features.parquet`` / ``features.csv``: ``patient_id``, ``split``, ``Pathologic_typing``, then
+  the feature columns: radiomics (``original_glcm_Contrast``, ``wavelet-LLL_firstorder_Mean``, ...),
+  histogram (``hist_median``, ...) and clinical (``clin_age``, ...). With several sequences the
+  image features carry the sequence as prefix (``t2w_original_glcm_Contrast``, ``adc_hist_mean``).
+- ``columns.json``: which feature columns are predictors and which are kept for the record only
+  (treatment variables unless ``features.include_treatment``).
+- ``column_counts.json``: feature columns per category (clinical, shape, firstorder, ... histogram).
+- ``diagnostics.csv``: PyRadiomics' diagnostics per case (versions, settings, image/mask facts),
+  seconds, lesion voxels and whether the case came from the cache.
+- ``errors.csv``: one row per failed case or patient (patient_id, sequence, step, message).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from ..cohort import LABEL, load_splits, pathologic_typing, split_of
+from ..config import Config, hash_obj
+from ..errors import InputError
+from ..io import Cohort, write_table
+from ..rundir import RunDir, write_json
+from . import clinical as clin
+from .cases import CaseCache, CaseJob, case_key, label_voxels, run_jobs
+from .radiomics_ext import check_subbands, load_params
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract-features"
+CATEGORIES = ("clinical", "shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "histogram")
+ERROR_COLUMNS = ["patient_id", "sequence", "step", "message"]
+
+
+def n_jobs_of(cfg: Config) -> int:
+    j = cfg.execution.n_jobs
+    return max(1, os.cpu_count() or 1) if j in (-1, 0) else max(1, j)
+
+
+def output_dir(masks: str) -> str:
+    return "features" if masks == "manual" else "features/predicted"
+
+
+def predicted_mask_path(run_path: Path, pid: str) -> Path:
+    return Path(run_path) / "masks" / f"{pid}.nii.gz"
+
+
+# --------------------------------------------------------------------------- jobs
+def build_jobs(cfg: Config, cohort: Cohort, run_path: Path, masks: str, params: dict,
+               subbands: tuple[str, ...] | None, n_jobs: int) -> tuple[list[CaseJob], list[dict]]:
+    """One job per (patient, sequence) that has a mask, largest lesion first; plus error rows."""
+    fc = cfg.features
+    reference = cfg.data.sequences[0] if cfg.data.sequences else fc.sequences[0]
+    label = int(params.get("setting", {}).get("label", 1))
+    jobs, errors = [], []
+    for p in cohort.patients:
+        mask = p.mask if masks == "manual" else predicted_mask_path(run_path, p.id)
+        if masks == "predicted" and not mask.is_file():
+            continue  # the segmentation stage writes masks for some patients only (usually the test split)
+        if mask is None or not Path(mask).exists():
+            errors.append(_err(p.id, "", "mask", f"No manual mask for case '{p.id}': the manifest's mask cell is "
+                               "empty or the file is missing; add it or extract with --masks predicted."))
+            continue
+        voxels = label_voxels(mask, label)
+        for seq in fc.sequences:
+            image = p.images.get(seq)
+            if image is None:
+                errors.append(_err(p.id, seq, "image", f"Missing {seq} for case '{p.id}': the manifest cell is "
+                                   "empty; add the file or remove the sequence from features.sequences."))
+                continue
+            jobs.append(CaseJob(p.id, seq, str(image), str(mask), params, subbands, fc.histogram_bins,
+                                fc.geometry_tolerance, same_grid_required=(seq == reference),
+                                threads=1 if n_jobs > 1 else 0, voxels=voxels))
+    jobs.sort(key=lambda j: (-j.voxels, j.patient_id, j.sequence))
+    return jobs, errors
+
+
+def _err(pid: str, seq: str, step: str, message: str) -> dict:
+    return {"patient_id": pid, "sequence": seq, "step": step, "message": message}
+
+
+# --------------------------------------------------------------------------- execution
+def extract_all(jobs: list[CaseJob], cache: CaseCache, n_jobs: int, backend: str,
+                scheduler_address: str | None) -> tuple[list[dict], int]:
+    """Results for every job (cache first, the rest in parallel); also the number of cache hits."""
+    results, todo = [], []
+    for job in jobs:
+        key = case_key(job)
+        job = replace(job, key=key)
+        hit = cache.get(key)
+        if hit is not None:
+            results.append({**hit, "cached": True})
+        else:
+            todo.append(job)
+    n_hits = len(results)
+    if todo:
+        log.info("extract-features: %d case(s) to extract (%d cached) on %d worker(s), backend %s",
+                 len(todo), n_hits, min(n_jobs, len(todo)), backend)
+    t0 = time.perf_counter()
+    for i, res in enumerate(run_jobs(todo, n_jobs, backend, scheduler_address), 1):
+        cache.put(res["key"], res)
+        results.append({**res, "cached": False})
+        if "error" in res:
+            log.warning("extract-features: %s", res["error"])
+        if i % 10 == 0 or i == len(todo):
+            log.info("extract-features: %d/%d cases done (%.0f s)", i, len(todo), time.perf_counter() - t0)
+    return results, n_hits
+
+
+# --------------------------------------------------------------------------- the table
+def category(column: str, sequences: tuple[str, ...] = ()) -> str:
+    """Category of a feature column: clinical, histogram, or the radiomics class.
+
+    ``sequences``: the sequence prefixes in use (several sequences), stripped first.
+    """
+    if column.startswith("clin_"):
+        return "clinical"
+    head, _, rest = column.partition("_")
+    name = rest if head in sequences else column
+    if name.startswith("hist_"):
+        return "histogram"
+    parts = name.split("_")
+    return parts[1] if len(parts) >= 3 else "other"
+
+
+def assemble(results: list[dict], sequences: tuple[str, ...]) -> tuple[pd.DataFrame, list[dict]]:
+    """Image-feature rows per patient (index: patient id); patients with any failed sequence are error rows."""
+    by_patient: dict[str, dict[str, dict]] = defaultdict(dict)
+    failed: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        if "error" in r:
+            failed[r["patient_id"]].append(_err(r["patient_id"], r["sequence"], "extraction", r["error"]))
+        else:
+            by_patient[r["patient_id"]][r["sequence"]] = r["features"]
+    prefix = len(sequences) > 1
+    rows, errors = {}, [e for v in failed.values() for e in v]
+    for pid in sorted(by_patient):
+        if pid in failed:
+            continue
+        row = {}
+        for seq in sequences:
+            row.update({(f"{seq}_{k}" if prefix else k): v for k, v in by_patient[pid][seq].items()})
+        rows[pid] = row
+    order = _column_order(results, sequences, prefix)
+    return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=order), errors
+
+
+def _column_order(results: list[dict], sequences: tuple[str, ...], prefix: bool) -> list[str]:
+    """Extraction order of the first successful case per sequence (radiomics, then histogram)."""
+    order = []
+    for seq in sequences:
+        first = next((r for r in results if "error" not in r and r["sequence"] == seq), None)
+        if first is not None:
+            order += [(f"{seq}_{k}" if prefix else k) for k in first["features"]]
+    return order
+
+
+def column_counts(columns: list[str], sequences: tuple[str, ...] = ()) -> dict[str, int]:
+    """Feature columns per category (:data:`CATEGORIES`), plus ``total``."""
+    counts = {c: 0 for c in CATEGORIES}
+    for col in columns:
+        cat = category(col, sequences)
+        counts[cat] = counts.get(cat, 0) + 1
+    counts["total"] = len(columns)
+    return counts
+
+
+def diagnostics_table(results: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        if "error" in r:
+            continue
+        rows.append({"patient_id": r["patient_id"], "sequence": r["sequence"], "cached": r.get("cached", False),
+                     "seconds": r.get("seconds"), "mask_voxels": r.get("mask_voxels"), "cache_key": r.get("key"),
+                     **r.get("diagnostics", {})})
+    return pd.DataFrame(rows).sort_values(["patient_id", "sequence"]) if rows else pd.DataFrame(
+        columns=["patient_id", "sequence"])
+
+
+# --------------------------------------------------------------------------- the stage
+def run(cfg: Config, run: RunDir, masks: str | None = None) -> Path:
+    """Extract features for every patient with a mask; returns the output folder."""
+    from ..pipeline import ensure_valid_cohort
+
+    masks = masks or cfg.features.masks
+    if masks not in ("manual", "predicted"):
+        raise InputError(f"Unknown mask source '{masks}'; use --masks manual or --masks predicted.")
+    fc = cfg.features
+    params = load_params(fc.radiomics_params)
+    subbands = check_subbands(fc.wavelet_subbands) if "Wavelet" in (params.get("imageType") or {}) else None
+    cohort = ensure_valid_cohort(cfg, run)
+    splits = split_of(load_splits(run.path))
+    if cohort.clinical is None:
+        raise InputError("No clinical table for the cohort; set data.clinical (needed for the label and the "
+                         "clinical features).")
+    clinical = clin.encode_clinical(cohort.clinical, fc.clinical_columns, cfg.data.id_column)
+    labels = pathologic_typing(cohort.clinical, cfg.data)
+    n_jobs = n_jobs_of(cfg)
+    jobs, errors = build_jobs(cfg, cohort, run.path, masks, params, subbands, n_jobs)
+    if not jobs:
+        hint = ("run `cervirad segment` first" if masks == "predicted" else "add mask paths to the manifest")
+        raise InputError(f"No (image, mask) pair to extract features from in '{run.path}' ({masks} masks); {hint}.")
+    cache = CaseCache(run.path / "cache" / "features" if fc.cache else None)
+    t0 = time.perf_counter()
+    results, n_hits = extract_all(jobs, cache, n_jobs, cfg.execution.backend, cfg.execution.scheduler_address)
+    seconds = time.perf_counter() - t0
+
+    image_feats, ext_errors = assemble(results, fc.sequences)
+    errors += ext_errors
+    missing = [pid for pid in image_feats.index if pid not in clinical.index]
+    errors += [_err(pid, "", "clinical", f"Patient '{pid}' has no row in the clinical table; add it to get a "
+                    "label and clinical features.") for pid in missing]
+    ids = [pid for pid in image_feats.index if pid in clinical.index]
+    if not ids:
+        first = errors[0]["message"] if errors else "no case succeeded"
+        raise InputError(f"Feature extraction produced no row ({len(errors)} error(s)); first: {first}")
+    table = pd.concat([
+        pd.DataFrame({"patient_id": ids, "split": [splits.get(pid, "none") for pid in ids],
+                      LABEL: [int(labels[pid]) for pid in ids]}),
+        image_feats.loc[ids].reset_index(drop=True),
+        clinical.loc[ids].reset_index(drop=True),
+    ], axis=1)
+    feature_cols = [c for c in table.columns if c not in ("patient_id", "split", LABEL)]
+    excluded = clin.excluded_columns(fc.include_treatment)
+    counts = column_counts(feature_cols, fc.sequences if len(fc.sequences) > 1 else ())
+    key = hash_obj({"features": cfg.to_dict()["features"], "params": params, "masks": masks,
+                    "cases": sorted(r.get("key", "") for r in results)})
+    rel = output_dir(masks)
+    with run.stage(STAGE if masks == "manual" else f"{STAGE}-predicted", key=key) as st:
+        out = st.dir(rel)
+        write_table(table, out / "features.parquet")
+        write_table(table, out / "features.csv")
+        write_table(diagnostics_table(results), out / "diagnostics.csv")
+        write_table(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / "errors.csv")
+        write_json(out / "column_counts.json", counts)
+        write_json(out / "columns.json", {
+            "id_columns": ["patient_id", "split"], "label": LABEL,
+            "predictors": [c for c in feature_cols if c not in excluded],
+            "excluded_from_predictors": excluded,
+            "masks": masks, "radiomics_params": str(fc.radiomics_params)})
+        st.info.update(n_patients=len(ids), n_feature_columns=len(feature_cols), n_errors=len(errors),
+                       n_cached=n_hits, extract_seconds=round(seconds, 2), masks=masks)
+    log.info("extract-features: %d patients x %d feature columns, %d error(s), %d cached -> %s",
+             len(ids), len(feature_cols), len(errors), n_hits, run.path / rel)
+    return run.path / rel

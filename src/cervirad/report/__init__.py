@@ -1,0 +1,304 @@
+"""One self-contained ``report.html`` per run: every figure embedded, nothing fetched.
+
+The report reads the run directory's artifacts (it never recomputes a stage): provenance
+from ``run.json``, the cohort fingerprint and split, segmentation metrics and figures,
+feature counts, classification metrics and figures, manual-vs-predicted test metrics, a
+decision curve for one category, and a TRIPOD+AI / CLEAR checklist.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ..cohort import CATEGORY_NAMES, LABEL
+from ..rundir import RunDir, save_figure, write_text
+from .checklist import build_checklist
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1f3a5f;color:#fff;padding:18px 32px}header h1{margin:0;font-size:24px}
+header p{margin:4px 0 0;opacity:.85}nav{padding:8px 32px;background:#e8edf3;font-size:14px}
+nav a{margin-right:14px;color:#1f3a5f;text-decoration:none}main{padding:8px 32px 40px;max-width:1200px}
+section{background:#fff;border-radius:8px;padding:16px 22px;margin:18px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+h2{margin-top:0;color:#1f3a5f;font-size:20px}h3{font-size:16px;margin:18px 0 8px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}th,td{border:1px solid #d6dbe3;padding:4px 8px;text-align:right}
+th{background:#eef2f7}td:first-child,th:first-child{text-align:left}
+.figs{display:flex;flex-wrap:wrap;gap:14px}.figs figure{margin:0;max-width:520px}
+.figs img{max-width:100%;border:1px solid #e1e5eb}figcaption{font-size:12px;color:#566}
+.ok{color:#1b7f3b}.warn{color:#b35c00}.bad{color:#b00020}.muted{color:#667}
+pre{background:#f0f2f5;padding:10px;overflow:auto;font-size:12px;max-height:420px}
+.note{background:#fff7e0;border-left:4px solid #e0a800;padding:8px 12px;font-size:14px}
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+def _read_json(p: Path) -> Any:
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _img(path: Path, caption: str | None = None) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    cap = html.escape(caption or path.stem.replace("_", " "))
+    return f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>'
+
+
+def _figs(paths: list[Path]) -> str:
+    return '<div class="figs">' + "".join(_img(p) for p in paths) + "</div>" if paths else ""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, dict) and "value" in v:
+        val, lo, hi = v.get("value"), v.get("ci_low"), v.get("ci_high")
+        if val is None:
+            return "n/a"
+        if lo is None or hi is None:
+            return _fmt(val)
+        return f"{val:.3f} <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return html.escape(json.dumps(v)[:120])
+    return html.escape(str(v))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _df_table(df: pd.DataFrame, max_rows: int = 60) -> str:
+    return _table(df.head(max_rows).values.tolist(), list(df.columns))
+
+
+def metrics_pivot(flat: dict, prefixes: list[str]) -> tuple[list[str], list[list[Any]]]:
+    """Pivot ``{"rf.accuracy": v, ...}`` into rows (metric) x columns (prefix)."""
+    cols = [p for p in prefixes if any(k.startswith(p + ".") for k in flat)]
+    if not cols:
+        rows = [[k, v] for k, v in flat.items() if not isinstance(v, (list, str)) or k.endswith("model")]
+        return ["value"], rows
+    names: list[str] = []
+    for k in flat:
+        for p in cols:
+            if k.startswith(p + "."):
+                m = k[len(p) + 1:]
+                if m not in names:
+                    names.append(m)
+    rows = [[m] + [flat.get(f"{p}.{m}", "") for p in cols] for m in names]
+    return cols, rows
+
+
+def _scalar_metrics(flat: dict) -> dict:
+    return {k: v for k, v in flat.items() if isinstance(v, (int, float)) or (isinstance(v, dict) and "value" in v)}
+
+
+# --------------------------------------------------------------------------- sections
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _summary_section(run: RunDir, info: dict) -> str:
+    stages = info.get("stages", {})
+    rows = [[name, rec.get("status", "?"), rec.get("seconds", ""), rec.get("finished", rec.get("started", "")),
+             (rec.get("error") or "")[:140]] for name, rec in stages.items()]
+    prov = [["run directory", str(run.path)], ["cervirad", info.get("cervirad_version")],
+            ["git commit", info.get("git_commit")], ["config hash", info.get("config_hash")],
+            ["created", info.get("created")], ["seeds", info.get("seeds")], ["python", info.get("python")]]
+    pk = [[k, v] for k, v in (info.get("packages") or {}).items()]
+    return (_table(prov, ["provenance", ""]) + "<h3>Stages</h3>" + _table(rows, ["stage", "status", "seconds", "finished", "error"])
+            + "<details><summary>Package versions</summary>" + _table(pk, ["package", "version"]) + "</details>")
+
+
+def _cohort_section(run: RunDir, fp: dict | None, splits: dict | None) -> str:
+    if not fp:
+        return "<p class='bad'>No fingerprint.json: run <code>cervirad validate</code>.</p>"
+    parts = [f"<p>{fp.get('n_patients')} patients, {fp.get('n_with_mask')} with a lesion mask; lesion volume (ml) "
+             f"{_fmt(fp.get('lesion_volume_ml'))}.</p>"]
+    seq_rows = [[s, d.get("spacing_median"), d.get("size_median"), d.get("intensity_p50_median")]
+                for s, d in fp.get("sequences", {}).items()]
+    parts.append(_table(seq_rows, ["sequence", "median spacing (mm)", "median size", "median intensity"]))
+    if fp.get("warnings"):
+        parts.append("<p class='muted'>" + "<br>".join(html.escape(w) for w in fp["warnings"]) + "</p>")
+    if splits:
+        counts = {}
+        for row in fp.get("patients", []):
+            counts[row["id"]] = row
+        labels = _labels(run)
+        cats = sorted({labels[p] for p in labels}) if labels else []
+        rows = []
+        for part in ("train", "val", "test"):
+            ids = splits.get(part, [])
+            rows.append([part, len(ids)] + [sum(1 for p in ids if labels.get(p) == c) for c in cats])
+        parts.append("<h3>The one patient-level split (splits.json)</h3>")
+        parts.append(_table(rows, ["split", "patients"] + [f"cat {c}" for c in cats]))
+        pp = _read_json(run.path / "preprocess" / "summary.json")
+        if pp:
+            srows = [[k, v["patients"], v["slices"], v["with_lesion"], v["without_lesion"]] for k, v in pp["per_split"].items()]
+            parts.append(_table(srows, ["split", "patients", "slices", "with lesion", "without lesion"]))
+    if fp.get("class_counts"):
+        parts.append("<h3>Categories (Pathologic_typing)</h3>")
+        parts.append(_table([[k, CATEGORY_NAMES.get(int(k), "?"), v] for k, v in fp["class_counts"].items()],
+                            ["category", "meaning", "patients"]))
+    return "".join(parts)
+
+
+def _labels(run: RunDir) -> dict[str, int]:
+    for p in (run.path / "features" / "features.parquet",):
+        if p.is_file():
+            df = pd.read_parquet(p, columns=["patient_id", LABEL])
+            return dict(zip(df.patient_id.astype(str), df[LABEL].astype(int)))
+    return {}
+
+
+def _segmentation_section(run: RunDir) -> str:
+    d = run.path / "segmentation"
+    if not d.is_dir():
+        return "<p class='muted'>Segmentation was not run.</p>"
+    parts = []
+    comp = d / "comparison.csv"
+    if comp.is_file():
+        parts.append("<h3>CRFE vs U-Net (same split, test patients)</h3>" + _df_table(pd.read_csv(comp)))
+    m = _read_json(d / "metrics.json")
+    if m:
+        flat = _scalar_metrics(m)
+        parts.append("<h3>CRFE test metrics (mean over test patients, bootstrap 95 % CI)</h3>")
+        parts.append(_table([[k, v] for k, v in flat.items()], ["metric", "value [95 % CI]"]))
+        parts.append("<p class='muted'>foreground IoU is the lesion's IoU; mean IoU averages lesion and background "
+                     "(the only reading compatible with the paper's IoU 0.94 at Dice 0.60).</p>")
+    pngs = sorted(d.glob("*.png")) + sorted((d / "overlays").glob("*.png"))[:8]
+    parts.append(_figs(pngs))
+    unet = d / "unet"
+    if unet.is_dir():
+        parts.append("<h3>U-Net baseline</h3>" + _figs(sorted(unet.glob("*.png"))[:4]))
+    return "".join(parts)
+
+
+def _features_section(run: RunDir) -> str:
+    d = run.path / "features"
+    if not d.is_dir():
+        return "<p class='muted'>Features were not extracted.</p>"
+    parts = []
+    counts = _read_json(d / "column_counts.json")
+    if counts:
+        flat = counts.get("per_category", counts) if isinstance(counts, dict) else {}
+        rows = [[k, v] for k, v in flat.items() if isinstance(v, int)]
+        parts.append(_table(rows + [["total", sum(r[1] for r in rows)]], ["category", "columns"]))
+    err = d / "errors.csv"
+    if err.is_file():
+        e = pd.read_csv(err)
+        parts.append(f"<p>{len(e)} case(s) failed extraction.</p>" + (_df_table(e) if len(e) else ""))
+    return "".join(parts)
+
+
+def _classification_section(run: RunDir, models: list[str]) -> str:
+    d = run.path / "classification"
+    if not d.is_dir():
+        return "<p class='muted'>Classification was not run.</p>"
+    parts = []
+    m = _read_json(d / "metrics.json") or {}
+    best = m.get("best_model")
+    if best:
+        parts.append(f"<p>Best model by inner cross-validation (never the test set): <b>{html.escape(str(best))}</b>.</p>")
+    flat = {k: v for k, v in m.items() if not k.startswith("predicted.")}
+    cols, rows = metrics_pivot(_scalar_metrics(flat), models)
+    parts.append("<h3>Model comparison on the test patients (bootstrap 95 % CI)</h3>" + _table(rows, ["metric"] + cols))
+    card = _read_json(d / "model_card.json") or {}
+    feats = card.get("selected_features") or card.get("features_selected") or card.get("features")
+    if feats:
+        parts.append(f"<h3>Selected features of the best model ({len(feats)})</h3><p class='muted'>"
+                     + html.escape(", ".join(map(str, feats[:60]))) + ("…" if len(feats) > 60 else "") + "</p>")
+    parts.append(_figs(sorted(d.glob("*.png")) + sorted((d / "figures").glob("*.png"))))
+    return "".join(parts)
+
+
+def _manual_vs_predicted(run: RunDir, models: list[str]) -> str:
+    d = run.path / "classification"
+    m = _read_json(d / "metrics.json") or {}
+    pred = _read_json(d / "metrics_predicted.json")
+    if pred is None:
+        pred = {k[len("predicted."):]: v for k, v in m.items() if k.startswith("predicted.")}
+    if not pred:
+        return "<p class='muted'>No features from predicted masks in this run (run-all extracts them for the test patients).</p>"
+    rows = []
+    for k, v in _scalar_metrics(pred).items():
+        if k in m:
+            rows.append([k, m[k], v])
+    note = ("<p>Deployment has only predicted masks: the right column is what a new patient would get. Both columns "
+            "score the same test patients with the same fitted models.</p>")
+    return note + _table(rows, ["metric", "manual masks", "predicted (CRFE) masks"])
+
+
+def _dca_section(run: RunDir, category: int | None, out_dir: Path) -> tuple[str, bool]:
+    if category is None:
+        return "<p class='muted'>Decision-curve analysis disabled (report.dca_category is null).</p>", False
+    p = run.path / "classification" / "predictions.csv"
+    if not p.is_file():
+        return "<p class='muted'>No test predictions to analyse.</p>", False
+    df = pd.read_csv(p)
+    truth = next((c for c in ("y_true", "true", LABEL, "label") if c in df.columns), None)
+    prob = next((c for c in df.columns if c in (f"prob_{category}", f"p_{category}", f"proba_{category}")), None)
+    if truth is None or prob is None:
+        return f"<p class='muted'>Predictions carry no probability column for category {category}.</p>", False
+    from .dca import decision_curve_figure
+
+    y = (df[truth].astype(str) == str(category)).to_numpy()
+    if y.sum() == 0:
+        return f"<p class='muted'>No test patient of category {category}: no decision curve.</p>", False
+    fig = decision_curve_figure(y, df[prob].to_numpy(), f"category {category} ({CATEGORY_NAMES.get(category, '')}) vs rest")
+    out = save_figure(fig, out_dir / "report_files" / f"dca_category_{category}.png")
+    return _figs([out]), True
+
+
+def _checklist_section(items: list[dict]) -> str:
+    cls = {"filled": "ok", "user": "warn", "missing": "bad"}
+    label = {"filled": "filled from the run", "user": "TO COMPLETE by the study team", "missing": "missing in this run"}
+    rows = "".join(f"<tr><td>{html.escape(i['ref'])}</td><td>{html.escape(i['item'])}</td>"
+                   f"<td class='{cls[i['status']]}'>{label[i['status']]}</td><td>{html.escape(i['evidence'])}</td></tr>"
+                   for i in items)
+    return ("<table><thead><tr><th>guideline</th><th>item</th><th>status</th><th>evidence / what to write</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
+
+
+# --------------------------------------------------------------------------- entry
+def build_report(run: RunDir, dca_category: int | None = 6, out_dir: Path | None = None) -> Path:
+    """Write ``report.html`` (self-contained) from the run's artifacts into ``out_dir`` (default: the run)."""
+    out_dir = Path(out_dir) if out_dir is not None else run.path
+    info = run.read_run_json()
+    fp = _read_json(run.path / "fingerprint.json")
+    splits = _read_json(run.path / "splits.json")
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text()) if (run.path / "config.yaml").is_file() else {}
+    models = list(cfg.get("classification", {}).get("models", ["rf", "xgboost", "svm", "lr"]))
+    dca_html, has_dca = _dca_section(run, dca_category, out_dir)
+    counts = _read_json(run.path / "features" / "column_counts.json") or {}
+    counts = counts.get("per_category", counts) if isinstance(counts, dict) else {}
+    facts = {"run": info, "fingerprint": fp or {}, "splits": splits or {}, "config": cfg or {},
+             "seg_metrics": _read_json(run.path / "segmentation" / "metrics.json") or {},
+             "cls_metrics": _read_json(run.path / "classification" / "metrics.json") or {},
+             "feature_counts": {k: v for k, v in counts.items() if isinstance(v, int)}, "dca": has_dca}
+    sections = [
+        ("summary", "Run summary and provenance", _summary_section(run, info)),
+        ("cohort", "Cohort fingerprint and split", _cohort_section(run, fp, splits)),
+        ("segmentation", "Lesion segmentation (CRFE)", _segmentation_section(run)),
+        ("features", "Radiomics, histogram and clinical features", _features_section(run)),
+        ("classification", "Pathological-type classification", _classification_section(run, models)),
+        ("masks", "Test metrics: manual vs predicted masks", _manual_vs_predicted(run, models)),
+        ("dca", "Decision-curve analysis", dca_html),
+        ("checklist", "TRIPOD+AI / CLEAR checklist", _checklist_section(build_checklist(facts))),
+        ("config", "Resolved configuration", f"<pre>{html.escape((run.path / 'config.yaml').read_text() if (run.path / 'config.yaml').is_file() else '')}</pre>"),
+    ]
+    nav = "".join(f'<a href="#{a}">{html.escape(t.split(" (")[0])}</a>' for a, t, _ in sections)
+    body = "".join(_section(a, t, b) for a, t, b in sections)
+    title = f"cervirad report: {html.escape(run.path.name)}"
+    doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+           f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>"
+           f"<header><h1>{title}</h1><p>config {html.escape(str(info.get('config_hash')))} · cervirad "
+           f"{html.escape(str(info.get('cervirad_version')))} · git {html.escape(str(info.get('git_commit')))}</p></header>"
+           f"<nav>{nav}</nav><main><p class='note'>Research tool, not a medical device. Results on the synthetic demo "
+           f"cohort say nothing about patients.</p>{body}</main></body></html>")
+    return write_text(out_dir / "report.html", doc)
