@@ -129,6 +129,123 @@ def preprocess(
 # --- stage commands (segmentation, features, classification, pipeline) below ---
 
 
+@app.command("train-seg")
+def train_seg(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    model: Optional[str] = typer.Option(None, "--model", help="crfe or unet (default: segmentation.model)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted training from its last epoch."),
+    overrides: List[str] = SetOpt,
+) -> None:
+    """Train the CRFE (or U-Net) segmentation network, then score it on the test patients."""
+    from . import segmentation
+
+    if model is not None and model not in ("crfe", "unet"):
+        raise CerviradError(f"--model must be crfe or unet, got {model!r}; pick one of them.")
+    cfg = load(config, overrides)
+    run = open_run_dir(cfg, run_dir)
+    for arch, m in segmentation.run_train(cfg, run, model, resume).items():
+        typer.echo(f"train-seg {arch}: test Dice {m['dice']['value']:.4f} "
+                   f"[{m['dice']['ci_low']:.4f}, {m['dice']['ci_high']:.4f}], best epoch {m['best_epoch']} -> "
+                   f"{run.path / segmentation.output_dir(arch)}")
+
+
+@app.command()
+def segment(
+    model: Optional[Path] = typer.Option(None, "--model", help="A model.pt from train-seg."),
+    input: Optional[Path] = typer.Option(None, "--input", help="Volume file, folder of volumes, or manifest CSV."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the predicted masks (<case>.nii.gz)."),
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    arch: Optional[str] = typer.Option(None, "--arch", help="With --config: which of the run's models (crfe|unet)."),
+    overrides: List[str] = SetOpt,
+) -> None:
+    """Segment new volumes (--model --input --out), or a run's test patients with metrics (--config/--run-dir)."""
+    from . import segmentation
+
+    if input is not None or out is not None:
+        if model is None or input is None or out is None:
+            raise CerviradError("segment on files needs --model PATH --input FILE_OR_DIR --out DIR; pass all three.")
+        written = segmentation.segment_paths(model, input, out)
+        typer.echo(f"segment: {len(written)} mask(s) -> {out}")
+        return
+    if config is None and run_dir is None:
+        raise CerviradError("segment needs --model/--input/--out, or --config FILE [--run-dir DIR] to score a run's "
+                            "test patients.")
+    cfg = load(config, overrides)
+    run = open_run_dir(cfg, run_dir)
+    m = segmentation.run_segment(cfg, run, arch, model)
+    typer.echo(f"segment {m['model']}: test Dice {m['dice']['value']:.4f} over {m['n_patients']} patients -> "
+               f"{run.path / segmentation.output_dir(m['model'])}/metrics.json")
+
+
+@app.command("extract-features")
+def extract_features(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    masks: Optional[str] = typer.Option(None, "--masks", help="manual (the cohort's masks) or predicted "
+                                        "(<run>/masks from `cervirad segment`); default features.masks."),
+    overrides: List[str] = SetOpt,
+) -> None:
+    """PyRadiomics + histogram + clinical features per patient -> <run>/features/features.parquet."""
+    from . import features
+
+    cfg = load(config, overrides)
+    run = open_run_dir(cfg, run_dir)
+    out = features.run(cfg, run, masks)
+    typer.echo(f"extract-features: {features.summary(out)} -> {out}")
+
+
+@app.command()
+def classify(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    features_table: Optional[Path] = typer.Option(None, "--features", help="Any feature table (CSV/Parquet) "
+                                                  "instead of the run's features.parquet."),
+    id_column: str = typer.Option("patient_id", "--id-column", help="With --features: the id column."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="With --features: the label column."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --features: output folder (default "
+                                       "<runs_root>/<run.name>)."),
+    overrides: List[str] = SetOpt,
+) -> None:
+    """Tune and compare RF/XGBoost/SVM/LR (selection + SMOTE inside CV) -> <run>/classification/."""
+    from . import classification
+
+    cfg = load(config, overrides)
+    if features_table is not None:
+        if label_column is None:
+            raise CerviradError("classify --features needs --label-column NAME (and --id-column NAME); pass it.")
+        target = out or run_dir or Path(cfg.run.runs_root) / cfg.run.name
+        s = classification.run_table(cfg, features_table, id_column, label_column, target)
+        where = Path(target) / "classification"
+    else:
+        run = open_run_dir(cfg, run_dir)
+        s = classification.run(cfg, run)
+        where = run.path / "classification"
+    h = s["headline"][s["best_model"]]
+    typer.echo(f"classify ({s['evaluation']}): best model {s['best_model']} - accuracy {h['accuracy']:.3f}, "
+               f"macro F1 {h['f1_macro']:.3f}, macro AUC {h['auc_macro']:.3f} -> {where}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(..., "--model", help="A run directory or its classification/ folder."),
+    features_table: Path = typer.Option(..., "--features", help="Feature table (CSV/Parquet) to predict."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output CSV/Parquet (default: predictions.csv next to "
+                                       "the table)."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Allow loading a model from outside a run "
+                                     "directory (a pickle runs code: only for sources you trust)."),
+    name: Optional[str] = typer.Option(None, "--name", help="One of the saved models (rf, xgboost, svm, lr) "
+                                       "instead of the best."),
+) -> None:
+    """Per-patient class and probabilities from a saved classifier."""
+    from .classification import predict_table
+
+    target = out or features_table.with_name(features_table.name.split(".")[0] + "_predictions.csv")
+    res = predict_table(model, features_table, target, trust_model, name)
+    typer.echo(f"predict: {len(res)} patient(s), classes {res['predicted'].value_counts().to_dict()} -> {target}")
+
+
 def main() -> None:
     """Console entry point: one line and exit 2 for user errors, exit 1 for internal errors."""
     try:

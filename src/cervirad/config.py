@@ -109,6 +109,12 @@ class SegmentationConfig:
     lesion_free_fraction: float = 0.25
     # cap on training slices per epoch (None = all)
     max_train_slices_per_epoch: Optional[int] = None
+    # train on random square crops of this size (None = whole 256 x 256 slices, the paper);
+    # the network is fully convolutional, so inference always runs on whole slices
+    train_crop: Optional[int] = None
+    # cap on validation slices scored per epoch for early stopping (None = every val slice)
+    max_val_slices: Optional[int] = None
+    infer_batch_size: int = 8
     threshold: float = 0.5
     largest_component: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -61,3 +61,12 @@ def preprocess_stage(cfg: Config, run: RunDir) -> dict:
 
     cohort = ensure_valid_cohort(cfg, run)
     return preprocess.run(cfg, run, cohort, n_jobs=_n_jobs(cfg))
+
+
+# --------------------------------------------------------------------------- run-all
+def preprocess_key(cfg: Config, cohort: Cohort) -> str:
+    from .config import hash_obj
+
+    d = cfg.to_dict()
+    return hash_obj({"cohort": cohort_key(cfg, cohort), "preprocess": d["preprocess"],
+                     "channels": d["segmentation"]["input_sequences"], "seed": cfg.run.seed})

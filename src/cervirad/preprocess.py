@@ -178,7 +178,9 @@ def run(cfg: Config, run: RunDir, cohort: Cohort, n_jobs: int = 1) -> dict:
     from joblib import Parallel, delayed
 
     sequences = tuple(cfg.segmentation.input_sequences)
-    key = cfg.section_hash("data", "preprocess", "segmentation") + ":" + ",".join(cohort.ids)
+    from .pipeline import preprocess_key
+
+    key = preprocess_key(cfg, cohort)
     with run.stage("preprocess", key=key) as st:
         out_dir = st.dir("preprocess")
         splits = split_for_cohort(cohort, cfg)

@@ -5,28 +5,27 @@ and fits the whole chain on each training fold, so imputation medians, the kept 
 scaling statistics, the feature ranking and the synthetic SMOTE samples never come from
 rows that later score the model (SPEC §7).
 
-Speed (no needless refits):
+Speed (no needless refits): :mod:`.search` scores GridSearchCV's candidates while fitting
+the cleaning steps once per (fold, selector, k), the feature ranking once per (fold,
+selector) - :class:`RankSelector` memoises it, and every k of the grid reuses it because the
+rankings are nested (the top 10 are the first 10 of the top 30) - and each forest once at
+its largest tree count.
 
-* ``Pipeline(memory=cache_dir)`` caches each fitted pre-classifier step by (step settings,
-  input rows), so a fold's imputer/scaler is fitted once for the whole grid and the
-  selector once per (selector, k) rather than once per classifier setting;
-* :class:`RankSelector` computes its full feature ranking once per (method, fold) through a
-  second cache and keeps the top ``k``; every k of the grid reuses that ranking, because
-  the three rankings are nested (the top 10 are the first 10 of the top 30).
-
-Hyperparameters, ``k`` and the selector are searched jointly by ``GridSearchCV`` over the
-pipeline, with stratified (group-aware when a patient has several rows) K-fold splits.
+Hyperparameters, ``k`` and the selector are searched jointly, with stratified
+(group-aware when a patient has several rows) K-fold splits.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import warnings
 from typing import Iterator
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.feature_selection import SelectorMixin
+from sklearn.svm import SVC
 from xgboost import XGBClassifier
 
 log = logging.getLogger(__name__)
@@ -72,15 +71,22 @@ def rank_features(method: str, X: np.ndarray, y: np.ndarray, random_state: int =
 
     * ``anova``: the one-way ANOVA F statistic of the column across classes (NaN -> 0).
     * ``rf``: impurity importance of a random forest with ``n_trees`` trees.
-    * ``rfe``: recursive feature elimination with a multinomial logistic regression: each
+    * ``rfe``: recursive feature elimination with a linear ridge classifier (one-vs-rest least
+      squares on +-1 class targets, alpha 1, closed form, so a round costs milliseconds): each
       round drops the ``rfe_step`` share (at least one) of the remaining columns with the
       smallest summed ``|coef|``; the score is the round a column survived to (ties broken by
       ``|coef|`` in the round it was dropped), so the top-k set is what RFE keeps at size k.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):  # small matrices: threads only add contention
+        return _rank(method, np.asarray(X, dtype=float), np.asarray(y), random_state, n_trees, rfe_step)
+
+
+def _rank(method, X, y, random_state, n_trees, rfe_step) -> np.ndarray:
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.feature_selection import f_classif
 
-    X = np.asarray(X, dtype=float)
     if method == "anova":
         with np.errstate(divide="ignore", invalid="ignore"):
             f, _ = f_classif(X, y)
@@ -93,16 +99,16 @@ def rank_features(method: str, X: np.ndarray, y: np.ndarray, random_state: int =
     raise ValueError(f"unknown selector {method!r}; choose from {SELECTORS}")
 
 
-def _rfe_scores(X: np.ndarray, y: np.ndarray, step: float) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-
+def _rfe_scores(X: np.ndarray, y: np.ndarray, step: float, alpha: float = 1.0) -> np.ndarray:
     n = X.shape[1]
+    Xc = X - X.mean(axis=0)
+    Y = np.where(y[:, None] == np.unique(y)[None, :], 1.0, -1.0)
+    Y -= Y.mean(axis=0)
     scores = np.zeros(n)
     alive = np.arange(n)
     rank = 0.0
     while alive.size > 1:
-        lr = LogisticRegression(C=1.0, max_iter=500).fit(X[:, alive], y)
-        weight = np.abs(lr.coef_).sum(axis=0)
+        weight = np.abs(_ridge_coef(Xc[:, alive], Y, alpha)).sum(axis=1)
         n_drop = max(1, int(step * alive.size))
         order = np.argsort(weight, kind="stable")[:n_drop]
         # within a round: smaller |coef| -> lower score
@@ -111,6 +117,14 @@ def _rfe_scores(X: np.ndarray, y: np.ndarray, step: float) -> np.ndarray:
         alive = np.delete(alive, order)
     scores[alive] = rank + 1.0
     return scores
+
+
+def _ridge_coef(X: np.ndarray, Y: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge weights (features x targets) of centred data: X^T (X X^T + alpha I)^-1 Y, or the primal form."""
+    n, p = X.shape
+    if p > n:
+        return X.T @ np.linalg.solve(X @ X.T + alpha * np.eye(n), Y)
+    return np.linalg.solve(X.T @ X + alpha * np.eye(p), X.T @ Y)
 
 
 class RankSelector(SelectorMixin, BaseEstimator):
@@ -168,6 +182,19 @@ class LabelSafeXGB(XGBClassifier):
         return self.label_values_[np.asarray(super().predict(X, **kwargs), dtype=int)]
 
 
+class ProbabilitySVC(SVC):
+    """RBF SVC with Platt-scaled probabilities (libsvm's internal 5-fold CV).
+
+    scikit-learn 1.9 deprecates ``probability=True`` (removal planned for 1.11, hence the
+    upper bound in pyproject.toml); the warning is silenced here, the behaviour is unchanged.
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*probability.*")
+            return super().fit(X, y, sample_weight=sample_weight)
+
+
 def make_classifier(name: str, seed: int):
     """An unfitted classifier; its grid lives in the config (``classification.grids``)."""
     if name == "rf":
@@ -177,9 +204,7 @@ def make_classifier(name: str, seed: int):
     if name == "xgboost":
         return LabelSafeXGB(random_state=seed, n_jobs=1, tree_method="hist", verbosity=0)
     if name == "svm":
-        from sklearn.svm import SVC
-
-        return SVC(probability=True, random_state=seed)
+        return ProbabilitySVC(probability=True, random_state=seed)
     if name == "lr":
         from sklearn.linear_model import LogisticRegression
 
@@ -188,8 +213,12 @@ def make_classifier(name: str, seed: int):
 
 
 # --------------------------------------------------------------------------- the pipeline
-def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None):
-    """impute (median) -> DropConstant -> StandardScaler -> RankSelector -> AdaptiveSMOTE -> classifier."""
+def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, memory: bool = False):
+    """impute (median) -> DropConstant -> StandardScaler -> RankSelector -> AdaptiveSMOTE -> classifier.
+
+    ``cache_dir``: folder for the ranking cache (and, with ``memory=True``, the Pipeline's
+    step cache, useful when the pipeline goes through plain GridSearchCV).
+    """
     from imblearn.pipeline import Pipeline
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import StandardScaler
@@ -206,7 +235,7 @@ def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None):
          if ccfg.smote else "passthrough"),
         ("clf", make_classifier(model, seed)),
     ]
-    return Pipeline(steps, memory=cache_dir)
+    return Pipeline(steps, memory=cache_dir if memory else None)
 
 
 def effective_k_grid(k_grid, n_features: int) -> list[int]:
@@ -254,14 +283,32 @@ def scorer(name: str):
 
 def search_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
                  n_jobs: int, cache_dir: str | None = None):
-    """GridSearchCV over (selector, k, model grid) on these rows only; refits the best on all of them."""
+    """Tune (selector, k, model grid) by inner K-fold CV on these rows only; refit the best on all of them.
+
+    Runs :func:`cervirad.classification.search.search` - GridSearchCV's candidates, folds and
+    choice, computed without its repeated work.
+    """
+    from .search import search
+
+    return search(model, X, y, groups, ccfg, seed, n_jobs, cache_dir)
+
+
+def gridsearchcv_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
+                       n_jobs: int, cache_dir: str | None = None, k_grid=None):
+    """The same tuning with plain scikit-learn ``GridSearchCV`` (reference for tests and the benchmark).
+
+    ``cache_dir`` turns on ``Pipeline(memory=...)`` and the ranking cache; ``k_grid`` restricts k.
+    """
+    from dataclasses import replace
+
     from sklearn.model_selection import GridSearchCV
 
-    gs = GridSearchCV(build_pipeline(model, ccfg, seed, cache_dir), param_grid(model, ccfg, X.shape[1]),
-                      scoring=scorer(ccfg.scoring), cv=make_cv(y, groups, ccfg.cv_folds, seed),
-                      n_jobs=n_jobs, refit=True, error_score="raise")
-    gs.fit(X, y)
-    return gs
+    if k_grid is not None:
+        ccfg = replace(ccfg, k_grid=tuple(k_grid))
+    gs = GridSearchCV(build_pipeline(model, ccfg, seed, cache_dir, memory=cache_dir is not None),
+                      param_grid(model, ccfg, X.shape[1]), scoring=scorer(ccfg.scoring),
+                      cv=make_cv(y, groups, ccfg.cv_folds, seed), n_jobs=n_jobs, refit=True, error_score="raise")
+    return gs.fit(X, y)
 
 
 def strip_cache(pipe):
@@ -273,28 +320,29 @@ def strip_cache(pipe):
 
 
 def selected_features(pipe, feature_names: list[str]) -> list[str]:
-    """Input column names that reach the classifier, in the ranking's order."""
+    """Input column names that reach the classifier, in the classifier's column order."""
     names = np.asarray(feature_names)
-    names = names[~np.isnan(pipe.named_steps["impute"].statistics_)] if _drops_empty(pipe) else names
+    names = names[~np.isnan(pipe.named_steps["impute"].statistics_)]  # the imputer drops all-missing columns
     names = names[pipe.named_steps["drop_constant"].support_]
-    sel = pipe.named_steps["select"]
-    order = np.argsort(-sel.scores_, kind="stable")[: int(sel.support_.sum())]
-    return [str(n) for n in names[order]]
-
-
-def _drops_empty(pipe) -> bool:
-    imp = pipe.named_steps["impute"]
-    return not getattr(imp, "keep_empty_features", False)
+    return [str(n) for n in names[pipe.named_steps["select"].support_]]
 
 
 def transform_to_selected(pipe, X) -> np.ndarray:
     """Rows as the classifier sees them at predict time (every step but SMOTE and the classifier)."""
     Xt = X
-    for name in ("impute", "drop_constant", "scale"):
+    for name in ("impute", "drop_constant", "scale", "select"):
         Xt = pipe.named_steps[name].transform(Xt)
-    sel = pipe.named_steps["select"]
-    order = np.argsort(-sel.scores_, kind="stable")[: int(sel.support_.sum())]
-    return np.asarray(Xt)[:, order]
+    return np.asarray(Xt)
+
+
+def model_importance(pipe) -> np.ndarray | None:
+    """Impurity/gain importance (RF, XGBoost) or mean |coefficient| (LR); None for the RBF SVM."""
+    clf = pipe.named_steps["clf"]
+    if hasattr(clf, "feature_importances_"):
+        return np.asarray(clf.feature_importances_, dtype=float)
+    if hasattr(clf, "coef_"):
+        return np.abs(np.asarray(clf.coef_, dtype=float)).mean(axis=0)
+    return None
 
 
 # --------------------------------------------------------------------------- execution

@@ -1,0 +1,346 @@
+"""The classify stage: a feature table in, ``classification/`` out (metrics, models, card, figures).
+
+Two entry points:
+
+* :func:`run` - the run directory's ``features/features.parquet``. The models are tuned and
+  fitted on the ``train`` **and** ``val`` patients of ``splits.json`` (the validation part
+  exists for segmentation early stopping; classification tunes by its own inner CV, so it
+  uses those patients for fitting) and scored once on the ``test`` patients. When
+  ``features/predicted/features.parquet`` exists (features from the segmentation's masks),
+  the same fitted models are also scored on its test patients -> ``metrics_predicted.json``.
+* :func:`run_table` - any table (id column, label column, numeric features): repeated
+  nested cross-validation estimates performance, then the models are fitted on all rows.
+
+Outputs in ``<dir>/classification/``: ``metrics.json`` (flat, SPEC §8: ``rf.accuracy`` ->
+{value, ci_low, ci_high}, ``best_model``, ``best.*``), ``summary.json`` (choices per model and
+fold, class bookkeeping, notes), ``confusion_matrices.json``, ``predictions.csv``,
+``model.joblib`` (best whole pipeline) + ``models/<name>.joblib``, ``model_card.json``,
+``figures/*.png``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from .. import __version__
+from ..cohort import LABEL, load_splits, split_of
+from ..config import Config, hash_obj
+from ..errors import InputError
+from ..io import read_table, write_table
+from ..rundir import RunDir, file_hash, package_versions, write_json
+from .core import Result, evaluate_holdout, nested_cv, proba_full
+from .data import Table, feature_matrix, load_table, normalise_labels, table_hash
+from .evaluate import HEADLINE, bootstrap_metrics, confusion, flatten
+from .pipeline import (model_importance, n_jobs_of, parallel_backend, scorer, selected_features, strip_cache,
+                       transform_to_selected)
+
+log = logging.getLogger(__name__)
+STAGE = "classify"
+OUT = "classification"
+ID = "patient_id"
+
+
+# --------------------------------------------------------------------------- entry points
+def run(cfg: Config, run: RunDir) -> dict:
+    """Classify the run's feature table on its patient split; returns the summary dict."""
+    path = run.require("features/features.parquet", "run `cervirad extract-features` first")
+    pred_path = run.path / "features" / "predicted" / "features.parquet"
+    pred_path = pred_path if pred_path.is_file() else None
+    splits = load_splits(run.path)
+    key = hash_obj({"table": file_hash(path), "predicted": file_hash(pred_path) if pred_path else None,
+                    "splits": splits, "cfg": cfg.section_hash("classification", "run"), "v": __version__})
+    if run.is_current(STAGE, key) and (run.path / OUT / "summary.json").is_file():
+        log.info("classify: up to date (same features, split and settings) -> %s", run.path / OUT)
+        return json.loads((run.path / OUT / "summary.json").read_text())
+    df = read_table(path, "feature table")
+    exclude = _non_predictors(run.path / "features" / "columns.json", df)
+    table = load_table(df, ID, LABEL, exclude, where=str(path))
+    parts = _parts(table, df, split_of(splits), str(path))
+    fit, test = table.subset(np.isin(parts, ("train", "val"))), table.subset(parts == "test")
+    if len(test.y) == 0 or len(fit.y) == 0:
+        raise InputError(f"Feature table '{path}' has {len(fit.y)} train/val and {len(test.y)} test patients of "
+                         "splits.json; re-run `cervirad extract-features` for this run.")
+    predicted = _predicted_test(pred_path, fit, splits) if pred_path else None
+    with run.stage(STAGE, key=key) as st:
+        with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
+            res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, n_jobs_of(cfg.execution), cache)
+        summary = write_outputs(st.path(OUT), res, fit, test, cfg, table_hash(df), {"split": "test"},
+                                predicted=predicted)
+        st.info.update(best_model=summary["best_model"], evaluation="test_split")
+    return summary
+
+
+def run_table(cfg: Config, table_path: str | Path, id_column: str, label_column: str, out_dir: str | Path) -> dict:
+    """Classify any table by repeated nested CV; outputs in ``<out_dir>/classification/``."""
+    table_path = Path(table_path)
+    df = read_table(table_path, "feature table")
+    table = load_table(df, id_column, label_column, where=str(table_path))
+    table, dropped = _drop_tiny_classes(table)
+    run = RunDir(out_dir, cfg)
+    key = hash_obj({"table": file_hash(table_path), "id": id_column, "label": label_column,
+                    "cfg": cfg.section_hash("classification", "run"), "v": __version__})
+    with run.stage(STAGE, key=key) as st:
+        with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
+            res = nested_cv(table, cfg.classification, cfg.run.seed, n_jobs_of(cfg.execution), cache)
+        summary = write_outputs(st.path(OUT), res, table, table, cfg, table_hash(df),
+                                {"table": str(table_path), "excluded_classes": dropped}, id_column=id_column,
+                                label_column=label_column)
+        st.info.update(best_model=summary["best_model"], evaluation="nested_cv")
+    return summary
+
+
+# --------------------------------------------------------------------------- inputs
+def _non_predictors(columns_json: Path, df: pd.DataFrame) -> tuple[str, ...]:
+    """``split`` plus the columns the feature stage marked as not predictors (treatment variables)."""
+    out = ["split"]
+    if columns_json.is_file():
+        info = json.loads(columns_json.read_text())
+        out += list(info.get("excluded_from_predictors", []))
+        keep = info.get("predictors")
+        if keep:
+            out += [c for c in df.columns if c not in keep and c not in (ID, LABEL)]
+    return tuple(dict.fromkeys(out))
+
+
+def _parts(table: Table, df: pd.DataFrame, part_of: dict[str, str], where: str) -> np.ndarray:
+    parts = np.array([part_of.get(i, "") for i in table.ids], dtype=object)
+    unknown = table.ids[parts == ""]
+    if len(unknown):
+        log.warning("classify: %d patient(s) of the feature table are in no split of splits.json (e.g. '%s'); "
+                    "left out", len(unknown), unknown[0])
+    if "split" in df.columns:
+        given = df["split"].astype(str).to_numpy()
+        clash = (parts != "") & (given != parts)
+        if clash.any():
+            i = int(np.where(clash)[0][0])
+            raise InputError(f"Feature table '{where}': patient '{table.ids[i]}' is '{given[i]}' in its split column "
+                             f"but '{parts[i]}' in splits.json; re-run `cervirad extract-features` for this run.")
+    return parts
+
+
+def _predicted_test(path: Path, fit: Table, splits: dict) -> Table:
+    """Test patients of the predicted-mask feature table, columns in the fitted order."""
+    df = read_table(path, "predicted-mask feature table")
+    missing = [c for c in fit.features if c not in df.columns]
+    if missing:
+        raise InputError(f"Feature table '{path}' lacks {len(missing)} column(s) the models use (e.g. "
+                         f"{', '.join(missing[:5])}); re-run `cervirad extract-features --masks predicted`.")
+    df = df[df[ID].astype(str).isin(set(splits["test"]))]
+    if df.empty:
+        raise InputError(f"Feature table '{path}' holds no test patient of splits.json; "
+                         "re-run `cervirad extract-features --masks predicted`.")
+    X, notes = feature_matrix(df, fit.features, str(path))
+    labels = normalise_labels(df[LABEL]).tolist()
+    codes = {v: i for i, v in enumerate(fit.classes.tolist())}
+    unknown = sorted({v for v in labels if v not in codes}, key=str)
+    if unknown:
+        raise InputError(f"Feature table '{path}' has label(s) {unknown} not in the manual-mask table; "
+                         "both tables must come from the same cohort.")
+    return Table(X, np.array([codes[v] for v in labels]), fit.classes, df[ID].astype(str).to_numpy(), fit.features,
+                 str(path), notes)
+
+
+def _drop_tiny_classes(table: Table) -> tuple[Table, list]:
+    """Nested CV cannot train and test a class of one patient: such classes are left out (logged)."""
+    patients = pd.Series(table.ids).groupby(table.y).nunique()
+    tiny = [int(c) for c, n in patients.items() if n < 2]
+    if not tiny:
+        return table, []
+    labels = [table.classes[c].item() if hasattr(table.classes[c], "item") else table.classes[c] for c in tiny]
+    log.warning("classify: class(es) %s have a single patient; nested CV cannot both train and test them, so their "
+                "rows are left out", labels)
+    keep = ~np.isin(table.y, tiny)
+    if len(np.unique(table.y[keep])) < 2:
+        raise InputError(f"Feature table '{table.name}': after leaving out one-patient classes {labels} fewer than "
+                         "two classes remain; add patients of the other classes.")
+    classes, y = np.unique(table.classes[table.y[keep]], return_inverse=True)
+    t = Table(table.X[keep], y, classes, table.ids[keep], table.features, table.name,
+              table.notes + [f"one-patient class(es) {labels} left out"])
+    return t, labels
+
+
+class _cache:
+    """A temporary folder for the pipeline and ranking caches, removed afterwards."""
+
+    def __enter__(self) -> str:
+        self.path = tempfile.mkdtemp(prefix="cervirad-classify-")
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- outputs
+def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, train_hash: str, extra: dict,
+                  predicted: Table | None = None, id_column: str = ID, label_column: str = LABEL) -> dict:
+    """Write every artifact of one evaluation into ``out``; returns the summary."""
+    import joblib
+
+    cc = cfg.classification
+    out.mkdir(parents=True, exist_ok=True)
+    classes = fit.classes
+    labels = [str(c) for c in classes]
+    known = np.isin(np.arange(len(classes)), fit.y)
+    absent = [_py(classes[c]) for c in range(len(classes)) if not known[c]]
+    t0 = time.perf_counter()
+    metrics = _metrics(res.y, res.probs, res.groups, res, cc, classes, known)
+    mean_P = {m: np.mean(P, axis=0) for m, P in res.probs.items()}
+    confusions = {m: confusion(res.y, P.argmax(axis=1), len(classes)) for m, P in mean_P.items()}
+    best = res.best_model
+    metrics["n_fit_patients"] = int(len(np.unique(fit.ids)))
+    metrics["n_eval_patients"] = int(len(np.unique(res.groups)))
+    metrics["n_classes_absent_from_training"] = len(absent)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "confusion_matrices.json",
+               {m: {"labels": labels, "rows": "true", "columns": "predicted", "matrix": M.tolist()}
+                for m, M in confusions.items()})
+    _write_predictions(out / "predictions.csv", res, mean_P, classes, known, best, id_column, label_column)
+
+    (out / "models").mkdir(exist_ok=True)
+    for m, gs in res.searches.items():
+        joblib.dump(strip_cache(gs.best_estimator_), out / "models" / f"{m}.joblib")
+    shutil.copyfile(out / "models" / f"{best}.joblib", out / "model.joblib")
+    best_pipe = res.searches[best].best_estimator_
+
+    summary = {
+        "evaluation": res.mode, **extra, "best_model": best, "best_by": f"inner-CV {cc.scoring}",
+        "classes": [_py(c) for c in classes], "classes_absent_from_training": absent,
+        "class_counts_fit": {labels[c]: int(n) for c, n in enumerate(np.bincount(fit.y, minlength=len(classes)))},
+        "class_counts_eval": {labels[c]: int(n) for c, n in enumerate(np.bincount(res.y, minlength=len(classes)))},
+        "models": {m: {"inner_cv_score": float(gs.best_score_), "best_params": _plain(gs.best_params_),
+                       "seconds": res.seconds.get(m),
+                       "n_selected": len(selected_features(gs.best_estimator_, fit.features)),
+                       "smote": getattr(gs.best_estimator_.named_steps["smote"], "report_", None)}
+                   for m, gs in res.searches.items()},
+        "outer_folds": [{k: v for k, v in f.items() if k not in ("train_rows", "test_rows")} for f in res.folds],
+        "notes": fit.notes, "headline": {m: {k: metrics[f"{m}.{k}"]["value"] for k in HEADLINE}
+                                         for m in res.probs},
+    }
+    if predicted is not None:
+        summary["predicted_masks"] = _write_predicted(out, res, predicted, cfg, classes, known, best,
+                                                      id_column, label_column)
+    importance, correlation = _importance(best_pipe, fit, ev, cc, cfg.run.seed)
+    from .figures import write_figures
+
+    figs = write_figures(out / "figures", res.y, mean_P, labels, known, metrics, best, confusions, importance,
+                         correlation, cc.top_features)
+    summary["figures"] = [str(p.relative_to(out)) for p in figs]
+    summary["selected_features"] = selected_features(best_pipe, fit.features)
+    write_json(out / "summary.json", summary)
+    _write_card(out, best, res, fit, cfg, train_hash, id_column, label_column, absent)
+    log.info("classify: best model %s (inner CV); test %s = %s; outputs in %.1f s -> %s", best,
+             "/".join(HEADLINE[:1] + HEADLINE[-1:]),
+             "/".join(f"{metrics[f'{best}.{k}']['value']:.3f}" for k in HEADLINE[:1] + HEADLINE[-1:]),
+             time.perf_counter() - t0, out)
+    return summary
+
+
+def _metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
+    metrics: dict = {}
+    support = np.bincount(y, minlength=len(classes))
+    for i, (m, P) in enumerate(probs.items()):
+        boot = bootstrap_metrics(y, P, groups, cc.bootstrap, 1000 + i, known)
+        metrics.update(flatten(m, boot, classes, support))
+        if m in res.searches:
+            metrics[f"{m}.inner_cv_score"] = round(float(res.searches[m].best_score_), 6)
+    best = res.best_model
+    metrics["best_model"] = best
+    for k in HEADLINE:
+        metrics[f"best.{k}"] = metrics[f"{best}.{k}"]
+    return metrics
+
+
+def _write_predictions(path: Path, res: Result, mean_P: dict, classes, known, best, id_column, label_column,
+                       fold_of: bool = True) -> None:
+    P = mean_P[best]
+    df = pd.DataFrame({id_column: res.groups, label_column: classes[res.y], "predicted": classes[P.argmax(axis=1)]})
+    for c in np.where(known)[0]:
+        df[f"prob_{classes[c]}"] = P[:, c]
+    for m, Pm in mean_P.items():
+        df[f"predicted_{m}"] = classes[Pm.argmax(axis=1)]
+    write_table(df, path)
+
+
+def _write_predicted(out: Path, res: Result, pred: Table, cfg: Config, classes, known, best, id_column,
+                     label_column) -> dict:
+    """Score the fitted models on features from predicted masks: metrics_predicted.json + predictions."""
+    probs = {m: [proba_full(gs.best_estimator_, pred.X, len(classes))] for m, gs in res.searches.items()}
+    sub = Result("predicted_masks", pred.y, pred.ids, probs, res.searches)
+    metrics = _metrics(pred.y, probs, pred.ids, sub, cfg.classification, classes, known)
+    metrics["n_eval_patients"] = int(len(np.unique(pred.ids)))
+    write_json(out / "metrics_predicted.json", metrics)
+    _write_predictions(out / "predictions_predicted.csv", sub, {m: P[0] for m, P in probs.items()}, classes, known,
+                       best, id_column, label_column)
+    return {m: {k: metrics[f"{m}.{k}"]["value"] for k in HEADLINE} for m in probs}
+
+
+def _importance(pipe, fit: Table, ev: Table, cc, seed: int):
+    """Best model: importance of its selected features (model + permutation on the evaluated rows) and
+    the selected features of the fitting rows for the correlation map."""
+    from sklearn.inspection import permutation_importance
+
+    names = selected_features(pipe, fit.features)
+    Xe = transform_to_selected(pipe, ev.X)
+    perm = permutation_importance(pipe.named_steps["clf"], Xe, ev.y, scoring=scorer(cc.scoring),
+                                  n_repeats=cc.permutation_repeats, random_state=seed, n_jobs=1)
+    importance = {"names": names, "model": model_importance(pipe), "perm_mean": perm.importances_mean,
+                  "perm_sd": perm.importances_std}
+    return importance, (transform_to_selected(pipe, fit.X), names)
+
+
+def _write_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, train_hash: str, id_column: str,
+                label_column: str, absent: list) -> None:
+    pipe = res.searches[best].best_estimator_
+    card = {
+        "cervirad_version": __version__, "model": best, "model_file": "model.joblib",
+        "model_sha256": file_hash(out / "model.joblib"),
+        "models": {m: f"models/{m}.joblib" for m in res.searches},
+        "model_sha256_by_name": {m: file_hash(out / "models" / f"{m}.joblib") for m in res.searches},
+        "id_column": id_column, "label_column": label_column,
+        "class_codes": [_py(c) for c in fit.classes],
+        "classes": [_py(fit.classes[int(c)]) for c in pipe.classes_],
+        "classes_absent_from_training": absent,
+        "feature_columns": fit.features, "selected_features": selected_features(pipe, fit.features),
+        "training_table_sha256": train_hash, "training_rows": int(len(fit.y)),
+        "training_patients": int(len(np.unique(fit.ids))), "evaluation": res.mode,
+        "cv_scores": {m: {"scoring": cfg.classification.scoring, "inner_cv_score": float(gs.best_score_),
+                          "best_params": _plain(gs.best_params_)} for m, gs in res.searches.items()},
+        "config": cfg.to_dict()["classification"], "seed": cfg.run.seed, "packages": package_versions(),
+    }
+    write_json(out / "model_card.json", card)
+
+
+def _plain(d: dict) -> dict:
+    return {k: _py(v) for k, v in d.items()}
+
+
+def _py(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+# --------------------------------------------------------------------------- for the report
+def outputs(path: str | Path) -> dict:
+    """What a finished classify stage left in ``<run>/classification`` (or that folder itself):
+    ``{"dir", "metrics", "metrics_predicted", "summary", "figures": {name: path}, "predictions"}``;
+    empty dict when the stage has not run."""
+    p = Path(path)
+    d = p if (p / "metrics.json").is_file() else p / OUT
+    if not (d / "metrics.json").is_file():
+        return {}
+
+    def _load(name):
+        f = d / name
+        return json.loads(f.read_text()) if f.is_file() else None
+
+    figs = {f.stem: f for f in sorted((d / "figures").glob("*.png"))}
+    return {"dir": d, "metrics": _load("metrics.json"), "metrics_predicted": _load("metrics_predicted.json"),
+            "summary": _load("summary.json"), "model_card": _load("model_card.json"), "figures": figs,
+            "predictions": d / "predictions.csv"}

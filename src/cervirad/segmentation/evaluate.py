@@ -1,0 +1,109 @@
+"""Test-split evaluation: predict each test patient, map the mask back to the original grid,
+write it as NIfTI, score it (:mod:`.metrics`) and draw overlays.
+
+The network reads the run's preprocessed slices (the same arrays training used); the binary
+prediction is restored onto the patient's ORIGINAL image grid with
+:func:`cervirad.preprocess.restore_mask`, and the 3D metrics compare it with the original
+reference mask on that grid (physical spacing for the distances). MAE uses the probability
+map on the network's slice grid.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import Cohort, read_image, to_array, write_image, write_table
+from ..preprocess import load_meta, load_patient_slices, restore_mask
+from ..rundir import write_json
+from .infer import LoadedModel, binarise, predict_slices
+from .metrics import patient_metrics, summarise
+
+
+def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: list[str], masks_dir: Path,
+                      batch_size: int = 8, n_overlays: int = 4) -> tuple[pd.DataFrame, list[dict]]:
+    """Per-patient metrics table and up to ``n_overlays`` overlay slices; writes ``<masks_dir>/<pid>.nii.gz``."""
+    from tqdm.auto import tqdm
+
+    rows, overlay_pool = [], []
+    thr, keep = model.info["threshold"], model.info["largest_component"]
+    seq0 = model.sequences[0]
+    _warm_up(model, run_path, ids[0], batch_size)
+    for pid in tqdm(ids, desc="segment test", unit="patient", leave=False):
+        images, truth_sq = load_patient_slices(run_path, pid)
+        probs, seconds = predict_slices(model, images, batch_size)
+        pred_sq = binarise(probs, thr, keep)
+        patient = cohort.patient(pid)
+        reference = read_image(patient.images[seq0], pid, seq0)
+        pred_img = restore_mask(pred_sq, load_meta(run_path, pid), reference)
+        write_image(pred_img, masks_dir / f"{pid}.nii.gz")
+        truth = to_array(read_image(patient.mask, pid, "mask"), np.uint8) > 0
+        spacing_zyx = tuple(float(s) for s in reference.GetSpacing()[::-1])
+        m = patient_metrics(to_array(pred_img, np.uint8) > 0, truth, spacing_zyx, probs, truth_sq)
+        m["infer_ms_per_slice"] = 1000.0 * seconds / max(1, len(probs))
+        rows.append({"patient_id": pid, "n_slices": len(probs), "lesion_voxels": int(truth.sum()),
+                     "predicted_voxels": int((to_array(pred_img, np.uint8) > 0).sum()), **m})
+        if truth_sq is not None and truth_sq.any():
+            k = int(np.argmax(truth_sq.reshape(len(truth_sq), -1).sum(1)))
+            overlay_pool.append({"patient_id": pid, "slice": k, "image": np.asarray(images[k, 0], np.float32),
+                                 "truth": np.asarray(truth_sq[k]), "pred": pred_sq[k], "dice": m["dice"]})
+    return pd.DataFrame(rows), _pick_overlays(overlay_pool, n_overlays)
+
+
+def _warm_up(model: LoadedModel, run_path: Path, pid: str, batch_size: int) -> None:
+    """One untimed batch so the first patient's timing excludes one-off allocation costs."""
+    images, _ = load_patient_slices(run_path, pid)
+    predict_slices(model, np.asarray(images[:batch_size]), batch_size)
+
+
+def _pick_overlays(pool: list[dict], n: int) -> list[dict]:
+    """``n`` patients spread over the Dice range (worst, best and in between)."""
+    if n <= 0 or not pool:
+        return []
+    pool = sorted(pool, key=lambda d: d["dice"])
+    picks = np.unique(np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int))
+    return [pool[i] for i in picks]
+
+
+def save_overlays(overlays: list[dict], out_dir: Path, title: str) -> list[Path]:
+    """One PNG per slice: the image with the reference (green) and predicted (red) contours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..rundir import save_figure
+
+    paths = []
+    for o in overlays:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(o["image"], cmap="gray")
+        for mask, color, label in ((o["truth"], "lime", "reference"), (o["pred"], "red", "prediction")):
+            if mask.any():
+                ax.contour(mask.astype(float), levels=[0.5], colors=color, linewidths=1.2)
+            ax.plot([], [], color=color, label=label)
+        ax.legend(loc="lower right", fontsize=7)
+        ax.set_title(f"{title}: {o['patient_id']} slice {o['slice']} (Dice {o['dice']:.2f})", fontsize=8)
+        ax.axis("off")
+        paths.append(save_figure(fig, out_dir / f"{o['patient_id']}_slice{o['slice']:03d}.png"))
+    return paths
+
+
+def clean_json(obj):
+    """NaN/inf -> None so metrics.json stays valid JSON."""
+    if isinstance(obj, dict):
+        return {k: clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_evaluation(per_patient: pd.DataFrame, out_dir: Path, n_boot: int, seed: int, extra: dict) -> dict:
+    """``per_patient.csv`` and the flat ``metrics.json`` (bootstrap CIs over patients)."""
+    write_table(per_patient, out_dir / "per_patient.csv")
+    summary = {**summarise(per_patient, n_boot, seed), **extra}
+    summary = clean_json(summary)
+    write_json(out_dir / "metrics.json", summary)
+    return summary

@@ -1,0 +1,223 @@
+"""Inference: checkpoints, batched slice prediction, and whole volumes back on their own grid.
+
+A checkpoint (``model.pt``) is a plain dict loadable with ``torch.load(weights_only=True)``:
+``format``, ``arch``, ``in_channels``, ``lstm_hidden``, ``deep_supervision``,
+``input_sequences``, ``preprocess`` (spacing, normalize, slice_size), ``threshold``,
+``largest_component``, ``state_dict`` and training provenance (``epoch``, ``val_dice``, ``config``).
+
+A new volume goes: read -> :func:`cervirad.preprocess.prepare_volume` (resample to the training
+spacing, z-score, 256 x 256 slices) -> batched prediction -> threshold -> optional largest
+3D connected component -> :func:`cervirad.preprocess.restore_mask` onto the input's original
+grid (same size, spacing, origin and direction) -> NIfTI.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from ..config import PreprocessConfig
+from ..errors import InputError
+from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
+from ..preprocess import prepare_volume, restore_mask
+from .model import ARCHITECTURES, build_model, optimise_for_inference, predict_proba
+
+FORMAT = "cervirad-seg-v1"
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference and the settings it was trained with."""
+
+    net: torch.nn.Module
+    info: dict
+    device: torch.device
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.info["in_channels"])
+
+    @property
+    def sequences(self) -> list[str]:
+        return list(self.info["input_sequences"])
+
+    def preprocess_config(self) -> PreprocessConfig:
+        p = self.info["preprocess"]
+        return PreprocessConfig(spacing=tuple(p["spacing"]), normalize=p["normalize"], slice_size=p["slice_size"])
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("segmentation.device is 'cuda' but no CUDA device is available; set segmentation.device=auto "
+                         "or cpu.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and check a checkpoint dict (weights_only); one-line errors for foreign files."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"Model checkpoint '{p}' not found; pass the model.pt written by `cervirad train-seg`.")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for foreign files
+        raise InputError(f"Model checkpoint '{p}' could not be loaded ({type(e).__name__}); pass a model.pt written "
+                         "by `cervirad train-seg`.") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT or "state_dict" not in ck:
+        raise InputError(f"File '{p}' is not a cervirad segmentation checkpoint (no '{FORMAT}' header); pass a "
+                         "model.pt written by `cervirad train-seg`.")
+    if ck.get("arch") not in ARCHITECTURES:
+        raise InputError(f"Checkpoint '{p}' names architecture {ck.get('arch')!r}; expected one of {ARCHITECTURES}.")
+    return ck
+
+
+def model_from_checkpoint(ck: dict, source: str = "checkpoint") -> torch.nn.Module:
+    """Rebuild the network described by ``ck`` and load its weights (strictly)."""
+    net = build_model(ck["arch"], int(ck["in_channels"]), int(ck.get("lstm_hidden", 256)),
+                      bool(ck.get("deep_supervision", False)))
+    try:
+        net.load_state_dict(ck["state_dict"], strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)[:160]
+        raise InputError(f"Checkpoint {source} does not match architecture '{ck['arch']}' with {ck['in_channels']} "
+                         f"input channel(s) ({first[:160]}); it was saved by another architecture or channel "
+                         "count — retrain or pass the matching model.pt.") from None
+    return net
+
+
+def load_model(path: str | Path, device: str = "auto", expect_channels: int | None = None,
+               expect_arch: str | None = None) -> LoadedModel:
+    """Load ``model.pt`` for inference (conv+BN folded, channels-last) on ``device``."""
+    ck = read_checkpoint(path)
+    if expect_arch is not None and ck["arch"] != expect_arch:
+        raise InputError(f"Checkpoint '{path}' is a '{ck['arch']}' model but '{expect_arch}' was requested; pass the "
+                         f"{expect_arch} checkpoint or --model {ck['arch']}.")
+    if expect_channels is not None and int(ck["in_channels"]) != expect_channels:
+        raise InputError(f"Checkpoint '{path}' expects {ck['in_channels']} input channel(s) "
+                         f"({', '.join(ck['input_sequences'])}) but the data has {expect_channels}; set "
+                         "segmentation.input_sequences to match or retrain.")
+    dev = resolve_device(device)
+    net = optimise_for_inference(model_from_checkpoint(ck, f"'{path}'")).to(dev)
+    info = {k: v for k, v in ck.items() if k not in ("state_dict", "optimizer", "scheduler")}
+    return LoadedModel(net, info, dev)
+
+
+def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, float]:
+    """Probabilities (S, H, W) for slices (S, C, H, W), and the network seconds spent."""
+    if images.shape[1] != model.in_channels:
+        raise InputError(f"Input has {images.shape[1]} channel(s) but the model expects {model.in_channels} "
+                         f"({', '.join(model.sequences)}); provide exactly those sequences.")
+    out = np.empty((images.shape[0],) + images.shape[2:], dtype=np.float32)
+    seconds = 0.0
+    use_bf16 = model.device.type == "cuda"
+    for s in range(0, images.shape[0], batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size], dtype=np.float32)).to(model.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        t0 = time.perf_counter()
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            p = predict_proba(model.net, x)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        out[s:s + len(p)] = p.float().cpu().numpy()
+    return out, seconds
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 3D 26-connected component of a binary mask."""
+    lab, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+    if n <= 1:
+        return mask.astype(np.uint8)
+    sizes = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
+    return (lab == (1 + int(np.argmax(sizes)))).astype(np.uint8)
+
+
+def binarise(probs: np.ndarray, threshold: float, keep_largest: bool) -> np.ndarray:
+    """probs > threshold, optionally reduced to the largest connected component."""
+    m = (probs > threshold).astype(np.uint8)
+    return largest_component(m) if keep_largest and m.any() else m
+
+
+def segment_volume(model: LoadedModel, images: list[sitk.Image], batch_size: int = 8,
+                   threshold: float | None = None, keep_largest: bool | None = None) -> sitk.Image:
+    """Predicted mask of one case (one image per model sequence) on the first image's grid."""
+    if len(images) != model.in_channels:
+        raise InputError(f"Model expects {model.in_channels} sequence(s) ({', '.join(model.sequences)}) but "
+                         f"{len(images)} volume(s) were given; provide exactly those sequences.")
+    prep = prepare_volume(images, model.preprocess_config())
+    probs, _ = predict_slices(model, prep.image, batch_size)
+    thr = model.info["threshold"] if threshold is None else threshold
+    keep = model.info["largest_component"] if keep_largest is None else keep_largest
+    return restore_mask(binarise(probs, thr, keep), prep.meta, images[0])
+
+
+def _is_volume(p: Path) -> bool:
+    return p.is_file() and any(p.name.lower().endswith(s) for s in VOLUME_SUFFIXES)
+
+
+def _case_name(p: Path) -> str:
+    name = p.name
+    for s in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return p.stem
+
+
+def discover_cases(source: str | Path, sequences: list[str]) -> list[tuple[str, list[Path]]]:
+    """Cases to segment: a volume file, a folder of volume files, or a manifest CSV.
+
+    Single-sequence models accept a volume or a folder of volumes (one case per file).
+    Multi-sequence models need a manifest CSV with an id column (``patient_id`` or ``id``) and
+    one column per sequence the model was trained on.
+    """
+    src = Path(source)
+    if not src.exists():
+        raise InputError(f"Input '{src}' does not exist; pass a volume file, a folder of volumes or a manifest CSV.")
+    if src.is_file() and src.suffix.lower() == ".csv":
+        return _cases_from_manifest(src, sequences)
+    if len(sequences) > 1:
+        raise InputError(f"The model expects {len(sequences)} sequences ({', '.join(sequences)}) but input '{src}' "
+                         f"is a single volume or folder; pass a manifest CSV with columns id,{','.join(sequences)}.")
+    if src.is_file():
+        return [(_case_name(src), [src])]
+    files = sorted(f for f in src.iterdir() if _is_volume(f))
+    if not files:
+        raise InputError(f"Input folder '{src}' holds no volume files ({', '.join(VOLUME_SUFFIXES)}); put the volumes "
+                         "to segment there or pass a manifest CSV.")
+    return [(_case_name(f), [f]) for f in files]
+
+
+def _cases_from_manifest(path: Path, sequences: list[str]) -> list[tuple[str, list[Path]]]:
+    df = read_table(path, "manifest")
+    id_col = next((c for c in ("patient_id", "id") if c in df.columns), None)
+    missing = [s for s in sequences if s not in df.columns]
+    if id_col is None or missing:
+        raise InputError(f"Manifest '{path}' needs an id column (patient_id or id) and columns {sequences}; "
+                         f"missing {missing or ['patient_id']}.")
+    if df.empty:
+        raise InputError(f"Manifest '{path}' lists no cases; add one row per case.")
+    base = path.parent
+    return [(str(r[id_col]), [Path(r[s]) if Path(r[s]).is_absolute() else base / r[s] for s in sequences])
+            for _, r in df.iterrows()]
+
+
+def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Path, device: str = "auto",
+                  batch_size: int = 8, keep_largest: bool | None = None) -> list[Path]:
+    """Segment every case of ``source`` with ``model_path``; write ``<out>/<case>.nii.gz``."""
+    model = load_model(model_path, device)
+    cases = discover_cases(source, model.sequences)
+    out = Path(out_dir)
+    written = []
+    for name, files in cases:
+        images = [read_image(f, name, seq) for f, seq in zip(files, model.sequences)]
+        mask = segment_volume(model, images, batch_size, keep_largest=keep_largest)
+        written.append(write_image(mask, out / f"{name}.nii.gz"))
+    return written

@@ -1,0 +1,279 @@
+"""Training loop (SPEC §4): Adam, cosine annealing, early stopping on validation Dice, resume.
+
+One epoch = the slices chosen by :func:`data.epoch_slices`, augmented on the fly, in batches of
+``batch_size``; Adam (lr ``lr``); the learning rate follows cosine annealing from ``lr`` to 0
+over ``epochs`` epochs (``CosineAnnealingLR``, stepped once per epoch). After every epoch the
+validation slices (:func:`data.val_slices`) are predicted and scored with the pooled Dice
+2·ΣTP / (2·ΣTP + ΣFP + ΣFN) at ``threshold``. The best epoch (highest validation Dice) is
+saved as ``model.pt``; every epoch also writes ``last.pt`` (weights, optimizer, scheduler,
+early-stopping state, log, RNG) so ``--resume`` continues after the last finished epoch, even
+after a kill -9. Training stops early when the validation Dice has not improved by at least
+``early_stopping_min_delta`` for ``early_stopping_patience`` consecutive epochs.
+
+Device: ``auto`` = CUDA when present (bf16 autocast), else CPU (float32). Seeds: torch is
+seeded with ``run.seed`` before the model is built; the sampling/augmentation generator of
+epoch e is ``numpy.random.default_rng([seed, e])`` so a resumed run draws the same batches.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import Config, SegmentationConfig
+from ..errors import InputError
+from ..io import write_table
+from ..rundir import atomic_path
+from .data import SliceSet, epoch_slices, n_batches, training_batches, val_slices
+from .infer import FORMAT, read_checkpoint, resolve_device
+from .losses import SegLoss, segmentation_loss
+from .model import build_model, count_parameters
+
+log = logging.getLogger(__name__)
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_dice", "best_val_dice", "seconds", "improved"]
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs whose score did not beat the reference by ``min_delta``."""
+
+    patience: int
+    min_delta: float
+    reference: float = -math.inf
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+    def step(self, score: float) -> bool:
+        """Record one epoch's score; True when training should stop."""
+        self.history.append(float(score))
+        if score >= self.reference + self.min_delta:
+            self.reference = float(score)
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"reference": self.reference, "bad_epochs": self.bad_epochs, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reference, self.bad_epochs = float(state["reference"]), int(state["bad_epochs"])
+        self.history = list(state["history"])
+
+
+def pooled_dice(probs: np.ndarray, truth: np.ndarray, threshold: float) -> float:
+    """2·ΣTP / (2·ΣTP + ΣFP + ΣFN) over all pixels (1.0 when both are empty)."""
+    p, t = probs > threshold, truth.astype(bool)
+    tp = np.count_nonzero(p & t)
+    den = np.count_nonzero(p) + np.count_nonzero(t)
+    return 1.0 if den == 0 else float(2 * tp / den)
+
+
+def checkpoint_header(cfg: Config, arch: str, in_channels: int) -> dict:
+    """Everything needed to rebuild the network and preprocess new volumes like the training data."""
+    s = cfg.segmentation
+    return {"format": FORMAT, "arch": arch, "in_channels": int(in_channels), "lstm_hidden": s.lstm_hidden,
+            "deep_supervision": s.deep_supervision, "input_sequences": list(s.input_sequences),
+            "preprocess": {"spacing": list(cfg.preprocess.spacing), "normalize": cfg.preprocess.normalize,
+                           "slice_size": cfg.preprocess.slice_size},
+            "threshold": s.threshold, "largest_component": s.largest_component, "config": cfg.to_dict()}
+
+
+def save_checkpoint(obj: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_dice: float
+    epochs_run: int
+    stopped_early: bool
+    log: pd.DataFrame
+    seconds: float
+    train_slices_per_s: float
+
+
+class Trainer:
+    """Trains one architecture on a run's train/val slices; checkpoints into ``work_dir``."""
+
+    def __init__(self, cfg: Config, arch: str, train: SliceSet, val: SliceSet, work_dir: Path, key: str,
+                 progress: bool = True):
+        self.cfg, self.s, self.arch = cfg, cfg.segmentation, arch
+        self.train_set, self.val_set = train, val
+        self.work_dir, self.key, self.progress = Path(work_dir), key, progress
+        self.device = resolve_device(self.s.device)
+        if self.s.num_threads:
+            torch.set_num_threads(self.s.num_threads)
+        torch.manual_seed(cfg.run.seed)
+        self.model = build_model(arch, train.n_channels, self.s.lstm_hidden, self.s.deep_supervision).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.s.lr)
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, self.s.epochs))
+                          if self.s.scheduler == "cosine" else None)
+        self.stopper = EarlyStopping(self.s.early_stopping_patience, self.s.early_stopping_min_delta)
+        sx, sy = cfg.preprocess.spacing[0], cfg.preprocess.spacing[1]
+        self.loss_fn = SegLoss(self.s, pixel_area_mm2=sx * sy)
+        self.rows: list[dict] = []
+        self.start_epoch = 1
+        self.best = -math.inf
+        self.val_idx = val_slices(val.rows, self.s, cfg.run.seed)
+
+    # ---------------------------------------------------------------- checkpoints
+    @property
+    def last_path(self) -> Path:
+        return self.work_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.work_dir / "model.pt"
+
+    def header(self) -> dict:
+        return checkpoint_header(self.cfg, self.arch, self.train_set.n_channels)
+
+    def save_last(self, epoch: int) -> None:
+        save_checkpoint({**self.header(), "key": self.key, "epoch": epoch, "best_val_dice": self.best,
+                         "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+                         "early_stopping": self.stopper.state_dict(), "log": list(self.rows),
+                         "torch_rng": torch.get_rng_state()}, self.last_path)
+
+    def resume(self) -> bool:
+        """Restore from ``last.pt`` when present; True if training continues from it."""
+        if not self.last_path.is_file():
+            return False
+        ck = read_checkpoint(self.last_path)
+        if ck.get("key") != self.key or ck["arch"] != self.arch:
+            raise InputError(f"Cannot resume: the interrupted checkpoint '{self.last_path}' was trained with other "
+                             "settings or data; rerun train-seg without --resume to start over.")
+        self.model.load_state_dict(ck["state_dict"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if self.scheduler and ck["scheduler"]:
+            self.scheduler.load_state_dict(ck["scheduler"])
+        self.stopper.load_state_dict(ck["early_stopping"])
+        torch.set_rng_state(ck["torch_rng"])
+        self.rows = list(ck["log"])
+        self.best = float(ck["best_val_dice"])
+        self.start_epoch = int(ck["epoch"]) + 1
+        log.info("train-seg %s: resuming after epoch %d (best val Dice %.4f)", self.arch, ck["epoch"], self.best)
+        return True
+
+    # ---------------------------------------------------------------- loop
+    def fit(self) -> TrainResult:
+        t_start = time.perf_counter()
+        n_seen, t_train = 0, 0.0
+        stopped = bool(self.rows) and self.stopper.bad_epochs >= self.stopper.patience
+        epoch = self.start_epoch - 1
+        for epoch in range(self.start_epoch, self.s.epochs + 1):
+            if stopped:
+                break
+            t0 = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, n = self._train_epoch(epoch)
+            t_train += time.perf_counter() - t0
+            n_seen += n
+            val_loss, val_dice = self._validate()
+            if self.scheduler:
+                self.scheduler.step()
+            improved = val_dice > self.best
+            if improved:
+                self.best = val_dice
+                save_checkpoint({**self.header(), "epoch": epoch, "val_dice": val_dice,
+                                 "state_dict": self.model.state_dict()}, self.best_path)
+            stopped = self.stopper.step(val_dice)
+            self.rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+                              "val_dice": val_dice, "best_val_dice": self.best,
+                              "seconds": round(time.perf_counter() - t0, 2), "improved": improved})
+            self.save_last(epoch)
+            write_table(pd.DataFrame(self.rows, columns=LOG_COLUMNS), self.work_dir / "train_log.csv")
+            log.info("train-seg %s epoch %d: loss %.4f, val Dice %.4f%s", self.arch, epoch, train_loss, val_dice,
+                     " (best)" if improved else "")
+        df = pd.DataFrame(self.rows, columns=LOG_COLUMNS)
+        best_row = df.loc[df.val_dice.idxmax()] if len(df) else None
+        return TrainResult(best_epoch=int(best_row.epoch) if best_row is not None else 0,
+                           best_val_dice=float(self.best), epochs_run=len(df),
+                           stopped_early=stopped and len(df) < self.s.epochs, log=df,
+                           seconds=time.perf_counter() - t_start,
+                           train_slices_per_s=n_seen / t_train if t_train else float("nan"))
+
+    def _train_epoch(self, epoch: int) -> tuple[float, int]:
+        from tqdm.auto import tqdm
+
+        rng = np.random.default_rng([self.cfg.run.seed, epoch])
+        order = epoch_slices(self.train_set.rows, self.s, rng)
+        self.model.train()
+        total, count = 0.0, 0
+        bar = tqdm(training_batches(self.train_set, order, self.s, rng), total=n_batches(len(order), self.s.batch_size),
+                   desc=f"{self.arch} epoch {epoch}/{self.s.epochs}", unit="batch", leave=False,
+                   disable=not self.progress)
+        use_bf16 = self.device.type == "cuda"
+        for imgs, masks in bar:
+            x = torch.from_numpy(imgs).to(self.device, non_blocking=True)
+            y = torch.from_numpy(masks).to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = self.model(x)
+            loss = self.loss_fn(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
+        return total / max(1, count), count
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[float, float]:
+        """(mean loss, pooled Dice) over the validation slices."""
+        self.model.eval()
+        probs, truths, losses = [], [], []
+        bs = self.s.infer_batch_size
+        use_bf16 = self.device.type == "cuda"
+        for s in range(0, len(self.val_idx), bs):
+            pairs = [self.val_set.get(int(i)) for i in self.val_idx[s:s + bs]]
+            x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device)
+            y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.float32)).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = self.model(x)
+            losses.append(float(segmentation_loss(logits, y, self.s.dice_weight, self.s.bce_weight)) * len(x))
+            probs.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
+            truths.append(y.cpu().numpy())
+        if not probs:
+            return float("nan"), float("nan")
+        return (sum(losses) / len(self.val_idx),
+                pooled_dice(np.concatenate(probs), np.concatenate(truths), self.s.threshold))
+
+
+def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
+    """Loss (train, val) and validation Dice per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..rundir import save_figure
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a.plot(df.epoch, df.train_loss, "o-", label="train")
+    a.plot(df.epoch, df.val_loss, "s-", label="validation")
+    a.set(xlabel="epoch", ylabel="loss (Dice + BCE)", title="loss")
+    a.legend()
+    b.plot(df.epoch, df.val_dice, "o-", color="C2")
+    b.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def describe(model_arch: str, in_channels: int, lstm_hidden: int = 256) -> dict:
+    """Parameter count of an architecture (for the log and the comparison table)."""
+    return {"arch": model_arch, "parameters": count_parameters(build_model(model_arch, in_channels, lstm_hidden))}
+
+
+__all__ = ["EarlyStopping", "Trainer", "TrainResult", "pooled_dice", "plot_curves", "checkpoint_header",
+           "SegmentationConfig"]

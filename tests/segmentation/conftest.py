@@ -1,0 +1,19 @@
+"""Segmentation fixtures: a private, writable copy of the shared tiny run and fast training settings."""
+import shutil
+
+import pytest
+
+FAST = ["segmentation.epochs=2", "segmentation.train_crop=64", "segmentation.max_train_slices_per_epoch=8",
+        "segmentation.max_val_slices=8", "segmentation.lstm_hidden=16", "segmentation.bootstrap=50",
+        "segmentation.n_overlays=2", "segmentation.early_stopping_patience=5"]
+
+
+@pytest.fixture()
+def seg_run(tmp_path, tiny_run, tiny_cfg):
+    """(cfg, run) on a copy of the 12-patient preprocessed demo run, with tiny training settings."""
+    from cervirad.rundir import RunDir
+
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run.path, dst)
+    cfg = tiny_cfg.with_overrides(FAST)
+    return cfg, RunDir(dst, cfg)

@@ -1,0 +1,73 @@
+"""Does the network learn? A tiny synthetic overfit (slow) and a few steps on real MRI (realdata)."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from cervirad.config import PreprocessConfig, SegmentationConfig
+from cervirad.preprocess import prepare_volume
+from cervirad.segmentation.losses import SegLoss
+from cervirad.segmentation.model import build_model, predict_proba
+from tests.conftest import require_shared
+
+
+def _synthetic(n=8, size=64, seed=0):
+    """Bright irregular discs on smooth noisy background; the mask is the disc."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    imgs, masks = [], []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(18, 46), rng.uniform(18, 46), rng.uniform(6, 12)
+        m = ((yy - cy) ** 2 + (xx - cx) ** 2) < r * r
+        img = rng.normal(0, 0.3, (size, size)) + 1.5 * m
+        imgs.append(img[None])
+        masks.append(m)
+    return torch.tensor(np.array(imgs), dtype=torch.float32), torch.tensor(np.array(masks), dtype=torch.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["crfe"])
+def test_overfits_tiny_synthetic_set(arch):
+    torch.manual_seed(0)
+    x, y = _synthetic()
+    model = build_model(arch, 1, lstm_hidden=32)
+    loss_fn = SegLoss(SegmentationConfig(), 1.0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        for i in range(0, len(x), 4):
+            loss = loss_fn(model.train()(x[i:i + 4]), y[i:i + 4])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    p = predict_proba(model.eval(), x) > 0.5
+    dice = 2 * (p & y.bool()).sum() / (p.sum() + y.sum())
+    assert dice > 0.9
+
+
+@pytest.mark.realdata
+def test_loss_falls_on_real_mri_slices():
+    root = require_shared("ibsi_sts_mri")
+    cfg = PreprocessConfig(spacing=(1.0, 1.0, 3.27), slice_size=128)
+    xs, ys = [], []
+    for case in ("STS_001", "STS_002", "STS_003"):
+        img = sitk.ReadImage(str(root / case / "MR_T1_image.nii.gz"))
+        mask = sitk.ReadImage(str(root / case / "MR_T1_mask.nii.gz"))
+        prep = prepare_volume([img], cfg, mask)
+        area = prep.mask.reshape(len(prep.mask), -1).sum(1)
+        k = np.argsort(area)[-2:]  # the two slices with the largest tumour section
+        xs.append(prep.image[k])
+        ys.append(prep.mask[k])
+    x, y = torch.tensor(np.concatenate(xs)), torch.tensor(np.concatenate(ys), dtype=torch.float32)
+    assert y.sum() > 0
+    torch.manual_seed(0)
+    model = build_model("crfe", 1, lstm_hidden=32).train()
+    loss_fn = SegLoss(SegmentationConfig(), 1.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3])

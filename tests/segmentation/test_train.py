@@ -1,0 +1,116 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+
+from cervirad import segmentation
+from cervirad.errors import InputError
+from cervirad.segmentation.train import EarlyStopping, Trainer, pooled_dice
+
+
+def test_early_stopping_counts_epochs_below_min_delta():
+    es = EarlyStopping(patience=3, min_delta=0.001)
+    assert not es.step(0.50)
+    assert not es.step(0.5005)  # < min_delta: 1 bad epoch
+    assert not es.step(0.5009)  # still within 0.001 of the 0.50 reference: 2
+    assert es.bad_epochs == 2
+    assert not es.step(0.52)  # real improvement resets
+    assert es.bad_epochs == 0
+    assert [es.step(0.5) for _ in range(3)] == [False, False, True]
+
+
+def test_early_stopping_state_round_trip():
+    es = EarlyStopping(10, 0.001)
+    for v in (0.1, 0.2, 0.2):
+        es.step(v)
+    es2 = EarlyStopping(10, 0.001)
+    es2.load_state_dict(es.state_dict())
+    assert es2.reference == 0.2 and es2.bad_epochs == 1 and es2.history == es.history
+
+
+def test_pooled_dice():
+    p = np.array([[0.9, 0.9, 0.1, 0.1]])
+    t = np.array([[1, 0, 1, 0]])
+    assert pooled_dice(p, t, 0.5) == pytest.approx(0.5)
+    assert pooled_dice(np.zeros((2, 2)), np.zeros((2, 2)), 0.5) == 1.0
+
+
+def test_train_seg_writes_every_artifact(seg_run):
+    cfg, run = seg_run
+    res = segmentation.run_train(cfg, run, progress=False)["crfe"]
+    seg = run.path / "segmentation"
+    for f in ("model.pt", "last.pt", "train_log.csv", "curves.png", "metrics.json", "per_patient.csv"):
+        assert (seg / f).is_file(), f
+    assert len(list((seg / "overlays").glob("*.png"))) == 2
+    ck = torch.load(seg / "model.pt", weights_only=True)
+    assert ck["arch"] == "crfe" and ck["in_channels"] == 1 and ck["lstm_hidden"] == 16
+    last = torch.load(seg / "last.pt", weights_only=True)
+    assert "optimizer" in last and last["epoch"] == 2
+    log = pd.read_csv(seg / "train_log.csv")
+    assert list(log.epoch) == [1, 2]
+    m = json.loads((seg / "metrics.json").read_text())
+    for k in ("dice", "f1", "iou_foreground", "iou_mean_fg_bg", "pixel_accuracy", "precision", "recall",
+              "specificity", "mae", "hausdorff_mm", "hd95_mm", "infer_ms_per_slice"):
+        assert set(m[k]) == {"value", "ci_low", "ci_high"}, k
+    assert m["dice"] == res["dice"] and m["model"] == "crfe" and m["n_patients"] == \
+        len(json.loads((run.path / "splits.json").read_text())["test"])
+    test_ids = json.loads((run.path / "splits.json").read_text())["test"]
+    assert sorted(p.name for p in (run.path / "masks").iterdir()) == sorted(f"{p}.nii.gz" for p in test_ids)
+    manifest = pd.read_csv(run.path / "cohort" / "manifest.csv", dtype=str).set_index("patient_id")
+    for pid in test_ids:  # each mask on the patient's ORIGINAL T2W grid
+        pred = sitk.ReadImage(str(run.path / "masks" / f"{pid}.nii.gz"))
+        ref = sitk.ReadImage(str(run.path / "cohort" / manifest.loc[pid, "t2w"]))
+        assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == ref.GetSpacing()
+        assert pred.GetOrigin() == ref.GetOrigin() and pred.GetDirection() == ref.GetDirection()
+    assert run.stage_record("train-seg")["status"] == "done"
+
+
+def test_resume_after_a_crash_continues_from_last_epoch(seg_run, monkeypatch):
+    cfg, run = seg_run
+    real = Trainer._train_epoch
+
+    def crash_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise RuntimeError("simulated kill")
+        return real(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_at_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        segmentation.run_train(cfg, run, progress=False)
+    partial = run.path / ".partial" / "train-seg" / "segmentation" / "last.pt"
+    assert partial.is_file() and torch.load(partial, weights_only=True)["epoch"] == 1
+    assert not (run.path / "segmentation" / "model.pt").exists()
+
+    seen = []
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, e: (seen.append(e), real(self, e))[1])
+    m = segmentation.run_train(cfg, run, resume=True, progress=False)["crfe"]
+    assert seen == [2] and m["resumed"] is True
+    assert list(pd.read_csv(run.path / "segmentation" / "train_log.csv").epoch) == [1, 2]
+    # resuming a finished run is a no-op
+    seen.clear()
+    segmentation.run_train(cfg, run, resume=True, progress=False)
+    assert seen == []
+
+
+def test_resume_refuses_checkpoint_of_other_settings(seg_run, monkeypatch):
+    cfg, run = seg_run
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, e: (_ for _ in ()).throw(RuntimeError("boom"))
+                        if e == 2 else (0.0, 0))
+    with pytest.raises(RuntimeError):
+        segmentation.run_train(cfg, run, progress=False)
+    other = cfg.with_overrides(["segmentation.lr=0.01"])
+    with pytest.raises(InputError, match="Cannot resume"):
+        segmentation.run_train(other, run, resume=True, progress=False)
+
+
+def test_no_lesion_slices_in_training_is_one_line_error(seg_run):
+    cfg, run = seg_run
+    csv = run.path / "preprocess" / "slices.csv"
+    df = pd.read_csv(csv)
+    df.loc[df.split == "train", "has_lesion"] = False
+    df.to_csv(csv, index=False)
+    with pytest.raises(InputError, match="training split has no slice with a lesion"):
+        segmentation.run_train(cfg, run, progress=False)
