@@ -246,6 +246,39 @@ def predict(
     typer.echo(f"predict: {len(res)} patient(s), classes {res['predicted'].value_counts().to_dict()} -> {target}")
 
 
+@app.command("run-all")
+def run_all(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    start: Optional[str] = typer.Option(None, "--from", help="Redo this stage and every later one."),
+    force: bool = typer.Option(False, "--force", help="Redo every stage."),
+    overrides: List[str] = SetOpt,
+) -> None:
+    """validate -> preprocess -> train-seg (+ test masks) -> features (manual, predicted) -> classify -> report."""
+    from .pipeline import run_all as _run_all
+
+    cfg = load(config, overrides)
+    run = open_run_dir(cfg, run_dir)
+    times = _run_all(cfg, run, start=start, force=force)
+    ran = ", ".join(f"{k} {v:.0f}s" for k, v in times.items()) or "nothing to redo"
+    typer.echo(f"run-all: {ran}; report -> {run.path / 'report.html'}")
+
+
+@app.command()
+def report(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    overrides: List[str] = SetOpt,
+) -> None:
+    """(Re)build the self-contained report.html of a run from its artifacts."""
+    from .pipeline import run_stage
+
+    cfg = load(config, overrides)
+    run = open_run_dir(cfg, run_dir)
+    run_stage("report", cfg, run)
+    typer.echo(f"report -> {run.path / 'report.html'}")
+
+
 def main() -> None:
     """Console entry point: one line and exit 2 for user errors, exit 1 for internal errors."""
     try:

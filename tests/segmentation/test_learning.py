@@ -26,32 +26,34 @@ def _synthetic(n=8, size=64, seed=0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["crfe"])
-def test_overfits_tiny_synthetic_set(arch):
+def test_overfits_tiny_synthetic_set():
     torch.manual_seed(0)
-    x, y = _synthetic()
-    model = build_model(arch, 1, lstm_hidden=32)
+    x, y = _synthetic(n=8, size=48)
+    model = build_model("crfe", 1, lstm_hidden=16)
     loss_fn = SegLoss(SegmentationConfig(), 1.0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        for i in range(0, len(x), 4):
-            loss = loss_fn(model.train()(x[i:i + 4]), y[i:i + 4])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    p = predict_proba(model.eval(), x) > 0.5
-    dice = 2 * (p & y.bool()).sum() / (p.sum() + y.sum())
-    assert dice > 0.9
+    dice = 0.0
+    for step in range(1, 151):
+        loss = loss_fn(model.train()(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 10 == 0:
+            p = predict_proba(model.eval(), x) > 0.5
+            dice = float(2 * (p & y.bool()).sum() / (p.sum() + y.sum()))
+            if dice > 0.9:
+                break
+    assert dice > 0.9, f"Dice {dice:.3f} after {step} steps"
 
 
 @pytest.mark.realdata
 def test_loss_falls_on_real_mri_slices():
     root = require_shared("ibsi_sts_mri")
-    cfg = PreprocessConfig(spacing=(1.0, 1.0, 3.27), slice_size=128)
     xs, ys = [], []
     for case in ("STS_001", "STS_002", "STS_003"):
         img = sitk.ReadImage(str(root / case / "MR_T1_image.nii.gz"))
         mask = sitk.ReadImage(str(root / case / "MR_T1_mask.nii.gz"))
+        cfg = PreprocessConfig(spacing=img.GetSpacing(), slice_size=128)  # native grid: no resampling cost
         prep = prepare_volume([img], cfg, mask)
         area = prep.mask.reshape(len(prep.mask), -1).sum(1)
         k = np.argsort(area)[-2:]  # the two slices with the largest tumour section
@@ -69,5 +71,5 @@ def test_loss_falls_on_real_mri_slices():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3])

@@ -24,7 +24,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from .pipeline import build_pipeline, effective_k_grid, make_cv, scorer
 
@@ -64,10 +64,16 @@ def _prefix_model(model: str, clf, n: int):
     return _XGBRounds(clf, n)
 
 
-class _XGBRounds:
+class _XGBRounds(ClassifierMixin, BaseEstimator):
+    """A fitted XGBoost classifier read with its first ``n`` boosting rounds only."""
+
     def __init__(self, clf, n: int):
-        self.clf, self.n = clf, n
-        self.classes_ = clf.classes_
+        self.clf = clf
+        self.n = n
+
+    @property
+    def classes_(self):
+        return self.clf.classes_
 
     def predict(self, X):
         return self.clf.predict(X, iteration_range=(0, self.n))

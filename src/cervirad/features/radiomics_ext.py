@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,6 +23,8 @@ from ..errors import ConfigError
 
 WAVELET_SUBBANDS = ("LLL", "LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH")
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# PyRadiomics validates parameters with a YAML parser that is not thread-safe
+_EXTRACTOR_LOCK = threading.Lock()
 
 
 def resolve_params_path(path: str | Path) -> Path:
@@ -60,7 +63,8 @@ def validate_params(params: dict, where: str = "<dict>") -> None:
     logging.getLogger("pykwalify").setLevel(logging.CRITICAL)
     schema, funcs = getParameterValidationFiles()
     try:
-        pykwalify.core.Core(source_data=params, schema_files=[schema], extensions=[funcs]).validate()
+        with _EXTRACTOR_LOCK:
+            pykwalify.core.Core(source_data=params, schema_files=[schema], extensions=[funcs]).validate()
     except PyKwalifyException as e:
         msg = " ".join(str(getattr(e, "msg", e)).split())
         msg = msg.replace("Validation failed reason: ", "").replace("<SchemaError: error code 2: ", "").rstrip(">:")
@@ -97,8 +101,13 @@ def _extractor(params_json: str):
 
 
 def make_extractor(params: dict):
-    """A (per-process cached) ``RadiomicsFeatureExtractor`` for ``params``."""
-    return _extractor(json.dumps(params, sort_keys=True))
+    """A (per-process cached) ``RadiomicsFeatureExtractor`` for ``params``.
+
+    Built under a lock: PyRadiomics validates parameters with a YAML parser that is not
+    thread-safe, and a dask worker runs several cases in threads of one process.
+    """
+    with _EXTRACTOR_LOCK:
+        return _extractor(json.dumps(params, sort_keys=True))
 
 
 def _keep(image_type_name: str, subbands: tuple[str, ...] | None) -> bool:

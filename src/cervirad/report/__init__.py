@@ -94,6 +94,10 @@ def metrics_pivot(flat: dict, prefixes: list[str]) -> tuple[list[str], list[list
     return cols, rows
 
 
+HEADLINE = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
+            "auc_macro", "brier", "inner_cv_score")
+
+
 def _scalar_metrics(flat: dict) -> dict:
     return {k: v for k, v in flat.items() if isinstance(v, (int, float)) or (isinstance(v, dict) and "value" in v)}
 
@@ -105,8 +109,8 @@ def _section(anchor: str, title: str, body: str) -> str:
 
 def _summary_section(run: RunDir, info: dict) -> str:
     stages = info.get("stages", {})
-    rows = [[name, rec.get("status", "?"), rec.get("seconds", ""), rec.get("finished", rec.get("started", "")),
-             (rec.get("error") or "")[:140]] for name, rec in stages.items()]
+    rows = [[name, rec.get("status", "?") if name != "report" else "this page", rec.get("seconds", ""),
+             rec.get("finished", rec.get("started", "")), (rec.get("error") or "")[:140]] for name, rec in stages.items()]
     prov = [["run directory", str(run.path)], ["cervirad", info.get("cervirad_version")],
             ["git commit", info.get("git_commit")], ["config hash", info.get("config_hash")],
             ["created", info.get("created")], ["seeds", info.get("seeds")], ["python", info.get("python")]]
@@ -187,7 +191,7 @@ def _features_section(run: RunDir) -> str:
     counts = _read_json(d / "column_counts.json")
     if counts:
         flat = counts.get("per_category", counts) if isinstance(counts, dict) else {}
-        rows = [[k, v] for k, v in flat.items() if isinstance(v, int)]
+        rows = [[k, v] for k, v in flat.items() if isinstance(v, int) and k != "total"]
         parts.append(_table(rows + [["total", sum(r[1] for r in rows)]], ["category", "columns"]))
     err = d / "errors.csv"
     if err.is_file():
@@ -207,7 +211,13 @@ def _classification_section(run: RunDir, models: list[str]) -> str:
         parts.append(f"<p>Best model by inner cross-validation (never the test set): <b>{html.escape(str(best))}</b>.</p>")
     flat = {k: v for k, v in m.items() if not k.startswith("predicted.")}
     cols, rows = metrics_pivot(_scalar_metrics(flat), models)
-    parts.append("<h3>Model comparison on the test patients (bootstrap 95 % CI)</h3>" + _table(rows, ["metric"] + cols))
+    head = [r for r in rows if r[0] in HEADLINE]
+    rest = [r for r in rows if r[0] not in HEADLINE]
+    parts.append("<h3>Model comparison on the test patients (bootstrap 95 % CI over patients)</h3>"
+                 + _table(head or rows, ["metric"] + cols))
+    if head and rest:
+        parts.append("<details><summary>Per-class metrics and support</summary>" + _table(rest, ["metric"] + cols)
+                     + "</details>")
     card = _read_json(d / "model_card.json") or {}
     feats = card.get("selected_features") or card.get("features_selected") or card.get("features")
     if feats:
@@ -225,13 +235,20 @@ def _manual_vs_predicted(run: RunDir, models: list[str]) -> str:
         pred = {k[len("predicted."):]: v for k, v in m.items() if k.startswith("predicted.")}
     if not pred:
         return "<p class='muted'>No features from predicted masks in this run (run-all extracts them for the test patients).</p>"
-    rows = []
-    for k, v in _scalar_metrics(pred).items():
-        if k in m:
-            rows.append([k, m[k], v])
-    note = ("<p>Deployment has only predicted masks: the right column is what a new patient would get. Both columns "
-            "score the same test patients with the same fitted models.</p>")
-    return note + _table(rows, ["metric", "manual masks", "predicted (CRFE) masks"])
+    cols = [c for c in models if any(k.startswith(c + ".") for k in pred)]
+    header, rows = ["metric"], []
+    for c in cols:
+        header += [f"{c}: manual", f"{c}: predicted"]
+    for metric in HEADLINE:
+        if any(f"{c}.{metric}" in pred for c in cols):
+            row: list = [metric]
+            for c in cols:
+                row += [m.get(f"{c}.{metric}", ""), pred.get(f"{c}.{metric}", "")]
+            rows.append(row)
+    note = ("<p>Deployment has only predicted masks: the <i>predicted</i> columns are what a new patient would get. "
+            "Both score the same test patients with the same fitted models; only the lesion masks differ "
+            "(expert vs CRFE).</p>")
+    return note + _table(rows, header)
 
 
 def _dca_section(run: RunDir, category: int | None, out_dir: Path) -> tuple[str, bool]:
@@ -280,7 +297,7 @@ def build_report(run: RunDir, dca_category: int | None = 6, out_dir: Path | None
     facts = {"run": info, "fingerprint": fp or {}, "splits": splits or {}, "config": cfg or {},
              "seg_metrics": _read_json(run.path / "segmentation" / "metrics.json") or {},
              "cls_metrics": _read_json(run.path / "classification" / "metrics.json") or {},
-             "feature_counts": {k: v for k, v in counts.items() if isinstance(v, int)}, "dca": has_dca}
+             "feature_counts": {k: v for k, v in counts.items() if isinstance(v, int) and k != "total"}, "dca": has_dca}
     sections = [
         ("summary", "Run summary and provenance", _summary_section(run, info)),
         ("cohort", "Cohort fingerprint and split", _cohort_section(run, fp, splits)),

@@ -27,7 +27,6 @@ import pandas as pd
 import torch
 
 from ..config import Config, SegmentationConfig
-from ..errors import InputError
 from ..io import write_table
 from ..rundir import atomic_path
 from .data import SliceSet, epoch_slices, n_batches, training_batches, val_slices
@@ -145,13 +144,17 @@ class Trainer:
                          "torch_rng": torch.get_rng_state()}, self.last_path)
 
     def resume(self) -> bool:
-        """Restore from ``last.pt`` when present; True if training continues from it."""
+        """Restore from ``last.pt`` when present and trained with the same settings and data (else
+        start over); True if training continues from it."""
         if not self.last_path.is_file():
             return False
         ck = read_checkpoint(self.last_path)
         if ck.get("key") != self.key or ck["arch"] != self.arch:
-            raise InputError(f"Cannot resume: the interrupted checkpoint '{self.last_path}' was trained with other "
-                             "settings or data; rerun train-seg without --resume to start over.")
+            log.warning("train-seg %s: the interrupted checkpoint %s was trained with other settings or data; "
+                        "starting over", self.arch, self.last_path)
+            for f in ("last.pt", "model.pt", "train_log.csv"):
+                (self.work_dir / f).unlink(missing_ok=True)
+            return False
         self.model.load_state_dict(ck["state_dict"])
         self.optimizer.load_state_dict(ck["optimizer"])
         if self.scheduler and ck["scheduler"]:

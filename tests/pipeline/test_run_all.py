@@ -1,0 +1,109 @@
+"""End-to-end run-all: artifacts, resumability, kill -9 and resume (slow; CI runs them)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import env, read_json, run_all_cmd
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = [
+    "run.json", "config.yaml", "fingerprint.json", "splits.json",
+    "segmentation/model.pt", "segmentation/metrics.json", "segmentation/per_patient.csv",
+    "features/features.parquet", "features/features.csv", "features/errors.csv",
+    "features/predicted/features.parquet",
+    "classification/metrics.json", "classification/model.joblib", "classification/model_card.json",
+    "report.html",
+]
+
+
+def test_run_all_writes_every_artifact(e2e_run):
+    for rel in ARTIFACTS:
+        assert (e2e_run / rel).exists(), rel
+    splits = read_json(e2e_run / "splits.json")
+    test_ids = set(splits["test"])
+    assert not (set(splits["train"]) & test_ids or set(splits["val"]) & test_ids)
+    masks = {p.name.split(".")[0] for p in (e2e_run / "masks").glob("*.nii.gz")}
+    assert masks == test_ids  # predicted masks for exactly the test patients
+    info = read_json(e2e_run / "run.json")
+    assert all(info["stages"][s]["status"] == "done" for s in info["stages"])
+    assert set(info["pipeline"]) == {"validate", "preprocess", "train-seg", "features", "features-predicted",
+                                     "classify", "report"}
+    m = read_json(e2e_run / "classification" / "metrics.json")
+    acc = m["rf.accuracy"]
+    assert 0.0 <= acc["ci_low"] <= acc["value"] <= acc["ci_high"] <= 1.0
+    assert not (e2e_run / ".partial").exists()
+    import pandas as pd
+
+    feats = pd.read_parquet(e2e_run / "features" / "features.parquet")
+    assert set(feats.patient_id) == set(splits["train"] + splits["val"] + splits["test"])
+    assert dict(zip(feats.patient_id, feats.split)) == {p: k for k in ("train", "val", "test") for p in splits[k]}
+
+
+def test_rerun_skips_unchanged_stages_and_from_redoes(e2e_run):
+    t = time.perf_counter()
+    res = subprocess.run(run_all_cmd(e2e_run), capture_output=True, text=True, encoding="utf-8", env=env(),
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "nothing to redo" in res.stdout
+    assert time.perf_counter() - t < 60
+    before = read_json(e2e_run / "classification" / "metrics.json")
+    res = subprocess.run(run_all_cmd(e2e_run, "--from", "report"), capture_output=True, text=True,
+                         encoding="utf-8", env=env(), timeout=300)
+    assert res.returncode == 0 and "report" in res.stdout and "classify" not in res.stdout
+    assert read_json(e2e_run / "classification" / "metrics.json") == before
+
+
+def _wait_for(run_dir: Path, stage: str, extra=lambda: True, timeout: float = 600) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        p = run_dir / "run.json"
+        if p.is_file():
+            try:
+                rec = json.loads(p.read_text()).get("stages", {}).get(stage, {})
+            except json.JSONDecodeError:  # pragma: no cover - written atomically, so never partial
+                rec = {}
+            if rec.get("status") == "running" and extra():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"stage {stage} never started")
+
+
+def _kill_when(run_dir: Path, stage: str, extra=lambda: True) -> None:
+    proc = subprocess.Popen(run_all_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
+                            start_new_session=True)
+    try:
+        _wait_for(run_dir, stage, extra)
+        time.sleep(1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_kill_9_and_resume_gives_the_same_numbers(e2e_run, tmp_path):
+    run_dir = tmp_path / "run"
+    # 1) killed during segmentation training, once a checkpoint exists
+    ckpt = run_dir / ".partial" / "train-seg" / "segmentation" / "last.pt"
+    _kill_when(run_dir, "train-seg", ckpt.is_file)
+    assert not (run_dir / "segmentation" / "metrics.json").exists()
+    # 2) killed again during feature extraction
+    _kill_when(run_dir, "extract-features")
+    assert not (run_dir / "features" / "features.parquet").exists()
+    # 3) finish
+    res = subprocess.run(run_all_cmd(run_dir), capture_output=True, text=True, encoding="utf-8", env=env(),
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (run_dir / ".partial").exists()
+    for rel in ("segmentation/metrics.json", "classification/metrics.json"):
+        a, b = read_json(run_dir / rel), read_json(e2e_run / rel)
+        keys = [k for k, v in b.items() if isinstance(v, dict) and "value" in v and "ms" not in k]
+        assert keys
+        for k in keys:
+            assert a[k]["value"] == pytest.approx(b[k]["value"], abs=1e-9), (rel, k)
