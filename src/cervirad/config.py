@@ -123,6 +123,16 @@ class SegmentationConfig:
     bootstrap: int = 1000
     n_overlays: int = 4
 
+    def __post_init__(self) -> None:
+        checks = [("lesion_free_fraction", 0.0 <= self.lesion_free_fraction < 1.0, "a number in [0, 1)"),
+                  ("train_crop", self.train_crop is None or self.train_crop >= 16, "null or an integer >= 16"),
+                  ("epochs", self.epochs >= 1, "an integer >= 1"),
+                  ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+                  ("threshold", 0.0 < self.threshold < 1.0, "a number in (0, 1)")]
+        for key, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"Config key 'segmentation.{key}': expected {expected}, got {getattr(self, key)!r}.")
+
 
 @dataclass(frozen=True)
 class ClinicalColumnsConfig:

@@ -76,3 +76,14 @@ def test_random_crop_contains_lesion():
     for s in range(10):
         ci, cm = random_crop(img, m, 64, np.random.default_rng(s))
         assert ci.shape == (1, 64, 64) and cm.shape == (64, 64) and cm.any()
+
+
+@pytest.mark.parametrize("override,match", [("segmentation.lesion_free_fraction=1.0", "lesion_free_fraction"),
+                                            ("segmentation.train_crop=8", "train_crop"),
+                                            ("segmentation.threshold=0", "threshold")])
+def test_bad_segmentation_settings_are_refused(override, match):
+    from cervirad.config import load_config
+    from cervirad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])

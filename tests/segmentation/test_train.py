@@ -10,6 +10,10 @@ from cervirad import segmentation
 from cervirad.errors import InputError
 from cervirad.segmentation.train import EarlyStopping, Trainer, pooled_dice
 
+from tests.conftest import REPO
+
+from .conftest import FAST
+
 
 def test_early_stopping_counts_epochs_below_min_delta():
     es = EarlyStopping(patience=3, min_delta=0.001)
@@ -38,9 +42,26 @@ def test_pooled_dice():
     assert pooled_dice(np.zeros((2, 2)), np.zeros((2, 2)), 0.5) == 1.0
 
 
-def test_train_seg_writes_every_artifact(seg_run):
+def test_train_seg_resumes_after_a_crash_and_writes_every_artifact(seg_run, monkeypatch):
     cfg, run = seg_run
-    res = segmentation.run_train(cfg, run, progress=False)["crfe"]
+    real = Trainer._train_epoch
+
+    def crash_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise RuntimeError("simulated kill")
+        return real(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_at_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        segmentation.run_train(cfg, run, progress=False)
+    partial = run.path / ".partial" / "train-seg" / "segmentation" / "last.pt"
+    assert partial.is_file() and torch.load(partial, weights_only=True)["epoch"] == 1
+    assert not (run.path / "segmentation" / "model.pt").exists()
+
+    seen = []
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, e: (seen.append(e), real(self, e))[1])
+    res = segmentation.run_train(cfg, run, resume=True, progress=False)["crfe"]
+    assert seen == [2] and res["resumed"] is True
     seg = run.path / "segmentation"
     for f in ("model.pt", "last.pt", "train_log.csv", "curves.png", "metrics.json", "per_patient.csv"):
         assert (seg / f).is_file(), f
@@ -67,33 +88,20 @@ def test_train_seg_writes_every_artifact(seg_run):
         assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == ref.GetSpacing()
         assert pred.GetOrigin() == ref.GetOrigin() and pred.GetDirection() == ref.GetDirection()
     assert run.stage_record("train-seg")["status"] == "done"
-
-
-def test_resume_after_a_crash_continues_from_last_epoch(seg_run, monkeypatch):
-    cfg, run = seg_run
-    real = Trainer._train_epoch
-
-    def crash_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise RuntimeError("simulated kill")
-        return real(self, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", crash_at_epoch_2)
-    with pytest.raises(RuntimeError, match="simulated kill"):
-        segmentation.run_train(cfg, run, progress=False)
-    partial = run.path / ".partial" / "train-seg" / "segmentation" / "last.pt"
-    assert partial.is_file() and torch.load(partial, weights_only=True)["epoch"] == 1
-    assert not (run.path / "segmentation" / "model.pt").exists()
-
-    seen = []
-    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, e: (seen.append(e), real(self, e))[1])
-    m = segmentation.run_train(cfg, run, resume=True, progress=False)["crfe"]
-    assert seen == [2] and m["resumed"] is True
-    assert list(pd.read_csv(run.path / "segmentation" / "train_log.csv").epoch) == [1, 2]
     # resuming a finished run is a no-op
     seen.clear()
     segmentation.run_train(cfg, run, resume=True, progress=False)
     assert seen == []
+    # `cervirad segment --config --run-dir` re-scores the run's test patients with the trained model
+    from typer.testing import CliRunner
+
+    from cervirad.cli import app
+
+    (seg / "metrics.json").unlink()
+    overrides = [a for o in FAST for a in ("--set", o)] + ["--set", "data.demo_patients=12"]
+    r = CliRunner().invoke(app, ["segment", "--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run.path), *overrides])
+    assert r.exit_code == 0, r.output
+    assert json.loads((seg / "metrics.json").read_text())["n_patients"] == n_test
 
 
 def test_resume_with_other_settings_starts_over(seg_run, monkeypatch):
@@ -118,3 +126,18 @@ def test_no_lesion_slices_in_training_is_one_line_error(seg_run):
     df.to_csv(csv, index=False)
     with pytest.raises(InputError, match="training split has no slice with a lesion"):
         segmentation.run_train(cfg, run, progress=False)
+
+
+@pytest.mark.slow
+def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
+    cfg, run = seg_run
+    cfg = cfg.with_overrides(["segmentation.epochs=1"])
+    segmentation.run_train(cfg, run, model_name="unet", progress=False)
+    unet = run.path / "segmentation" / "unet"
+    assert torch.load(unet / "model.pt", weights_only=True)["arch"] == "unet"
+    assert (unet / "metrics.json").is_file() and any((unet / "masks").glob("*.nii.gz"))
+    assert not (run.path / "masks").exists() and not (run.path / "segmentation" / "comparison.csv").exists()
+    crfe = json.loads((unet / "metrics.json").read_text()) | {"model": "crfe"}
+    (run.path / "segmentation" / "metrics.json").write_text(json.dumps(crfe))
+    table = pd.read_csv(segmentation.write_comparison(run.path))
+    assert list(table.model) == ["crfe", "unet"] and {"dice", "dice_ci_low", "iou_mean_fg_bg"} <= set(table.columns)
