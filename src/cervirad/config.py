@@ -182,7 +182,7 @@ class ClassificationConfig:
     bootstrap: int = 1000
     grids: dict[str, dict[str, list]] = field(
         default_factory=lambda: {
-            "rf": {"n_estimators": [100, 200], "max_depth": [None], "min_samples_split": [2, 5]},
+            "rf": {"n_estimators": [50, 100], "max_depth": [None], "min_samples_split": [2, 5]},
             "xgboost": {"n_estimators": [50, 100, 200], "max_depth": [2, 4], "learning_rate": [0.1]},
             "svm": {"C": [0.1, 1.0, 10.0], "gamma": ["scale"]},
             "lr": {"C": [0.01, 0.1, 1.0, 10.0]},

@@ -1,4 +1,5 @@
-"""Does the network learn? A tiny synthetic overfit (slow) and a few steps on real MRI (realdata)."""
+"""Does the network learn? A tiny synthetic overfit (slow) and a few steps on real MRI (realdata:
+T1w sarcoma volumes with expert masks from ../shared/data/ibsi_sts_mri, 2 volumes x 2 slices)."""
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -50,10 +51,10 @@ def test_overfits_tiny_synthetic_set():
 def test_loss_falls_on_real_mri_slices():
     root = require_shared("ibsi_sts_mri")
     xs, ys = [], []
-    for case in ("STS_001", "STS_002", "STS_003"):
+    for case in ("STS_001", "STS_002"):
         img = sitk.ReadImage(str(root / case / "MR_T1_image.nii.gz"))
         mask = sitk.ReadImage(str(root / case / "MR_T1_mask.nii.gz"))
-        cfg = PreprocessConfig(spacing=img.GetSpacing(), slice_size=128)  # native grid: no resampling cost
+        cfg = PreprocessConfig(spacing=img.GetSpacing(), slice_size=96)  # native grid: no resampling cost
         prep = prepare_volume([img], cfg, mask)
         area = prep.mask.reshape(len(prep.mask), -1).sum(1)
         k = np.argsort(area)[-2:]  # the two slices with the largest tumour section
@@ -62,11 +63,11 @@ def test_loss_falls_on_real_mri_slices():
     x, y = torch.tensor(np.concatenate(xs)), torch.tensor(np.concatenate(ys), dtype=torch.float32)
     assert y.sum() > 0
     torch.manual_seed(0)
-    model = build_model("crfe", 1, lstm_hidden=32).train()
+    model = build_model("crfe", 1, lstm_hidden=16).train()
     loss_fn = SegLoss(SegmentationConfig(), 1.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(12):
+    for _ in range(10):
         loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()

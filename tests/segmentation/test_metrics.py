@@ -67,3 +67,27 @@ def test_bootstrap_ci_brackets_the_mean_and_summary_is_flat():
     assert s["n_patients"] == 30 and s["n_patients_hd_undefined"] == 3
     assert s["hausdorff_mm"]["value"] == pytest.approx(5.0)
     assert set(s["dice"]) == {"value", "ci_low", "ci_high"}
+
+
+def test_cropping_to_the_union_box_keeps_distances():
+    rng = np.random.default_rng(3)
+    t = np.zeros((12, 80, 80), bool)
+    p = np.zeros_like(t)
+    t[3:8, 20:40, 25:45] = True
+    p[4:10, 30:55, 20:38] = True
+    p[5, 70, 70] = True
+    t &= rng.random(t.shape) > 0.1
+    sp = (4.0, 0.7, 0.7)
+    from scipy import ndimage
+
+    def full_hd95(a, b):
+        def surf(m):
+            return m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(3, 1))
+        sa, sb = surf(a), surf(b)
+        da = ndimage.distance_transform_edt(~sb, sampling=sp)[sa]
+        db = ndimage.distance_transform_edt(~sa, sampling=sp)[sb]
+        return max(np.percentile(da, 95), np.percentile(db, 95)), max(da.max(), db.max())
+
+    ref95, ref_max = full_hd95(p, t)
+    assert hd95_mm(p, t, sp) == pytest.approx(ref95)
+    assert hausdorff_mm(p, t, sp) == pytest.approx(ref_max, rel=1e-5)

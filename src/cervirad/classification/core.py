@@ -20,6 +20,7 @@ import numpy as np
 
 from .data import Table
 from .pipeline import make_cv, search_model
+from .search import rows
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def nested_cv(table: Table, ccfg, seed: int, n_jobs: int, cache_dir: str | None,
             inner = table.subset(np.isin(np.arange(len(table.y)), tr))
             searches, _ = fit_models(inner, ccfg, seed, n_jobs, cache_dir)
             for m, gs in searches.items():
-                P[m][te] = proba_full(gs.best_estimator_, table.X[te], C)
+                P[m][te] = proba_full(gs.best_estimator_, rows(table.X, te), C)
                 folds.append({"repeat": r, "fold": f, "model": m, "train_rows": tr.tolist(), "test_rows": te.tolist(),
                               "best_params": _plain(gs.best_params_), "inner_score": float(gs.best_score_)})
             log.info("classify: nested CV repeat %d/%d, outer fold %d done", r + 1, ccfg.repeats, f + 1)

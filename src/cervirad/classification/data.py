@@ -69,7 +69,7 @@ def feature_matrix(df: pd.DataFrame, features: list[str], where: str) -> tuple[n
                          if example else
                          f"Feature table '{where}' has non-numeric feature column(s) {_names(bad)}; "
                          "encode them as numbers or remove them.")
-    X = frame.to_numpy(dtype=float, na_value=np.nan)
+    X = np.array(frame.to_numpy(dtype=float, na_value=np.nan), dtype=float)  # writable copy
     notes = []
     inf = ~np.isfinite(X) & ~np.isnan(X)
     if inf.any():

@@ -36,6 +36,14 @@ MODEL_NAMES = {"rf": "Random forest", "xgboost": "XGBoost", "svm": "SVM (RBF)", 
 
 
 # --------------------------------------------------------------------------- cleaning
+def _names_in(est, X) -> None:
+    """Remember a DataFrame's column names, as scikit-learn's own transformers do."""
+    if hasattr(X, "columns"):
+        est.feature_names_in_ = np.asarray(X.columns, dtype=object)
+    elif hasattr(est, "feature_names_in_"):
+        del est.feature_names_in_
+
+
 class DropConstant(SelectorMixin, BaseEstimator):
     """Drop constant and near-constant columns.
 
@@ -48,6 +56,7 @@ class DropConstant(SelectorMixin, BaseEstimator):
         self.threshold = threshold
 
     def fit(self, X, y=None):
+        _names_in(self, X)
         X = np.asarray(X, dtype=float)
         if self.threshold <= 0:
             keep = np.ptp(X, axis=0) > 0
@@ -144,6 +153,7 @@ class RankSelector(SelectorMixin, BaseEstimator):
         self.cache_dir = cache_dir
 
     def fit(self, X, y):
+        _names_in(self, X)
         X = np.asarray(X, dtype=float)
         ranker = rank_features
         if self.cache_dir:
@@ -213,11 +223,13 @@ def make_classifier(name: str, seed: int):
 
 
 # --------------------------------------------------------------------------- the pipeline
-def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, memory: bool = False):
+def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, memory: bool = False,
+                   frame: bool = False):
     """impute (median) -> DropConstant -> StandardScaler -> RankSelector -> AdaptiveSMOTE -> classifier.
 
     ``cache_dir``: folder for the ranking cache (and, with ``memory=True``, the Pipeline's
-    step cache, useful when the pipeline goes through plain GridSearchCV).
+    step cache, useful when the pipeline goes through plain GridSearchCV). ``frame=True``
+    keeps pandas DataFrames (and their row index) between steps.
     """
     from imblearn.pipeline import Pipeline
     from sklearn.impute import SimpleImputer
@@ -235,7 +247,8 @@ def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, me
          if ccfg.smote else "passthrough"),
         ("clf", make_classifier(model, seed)),
     ]
-    return Pipeline(steps, memory=cache_dir if memory else None)
+    pipe = Pipeline(steps, memory=cache_dir if memory else None)
+    return pipe.set_output(transform="pandas") if frame else pipe
 
 
 def effective_k_grid(k_grid, n_features: int) -> list[int]:

@@ -89,9 +89,9 @@ def _task(model: str, ccfg, seed: int, X, y, tr, te, k: int, method: str, cache_
 
     s = scorer(ccfg.scoring)
     score = s if callable(s) else get_scorer(s)
-    pipe = build_pipeline(model, ccfg, seed, cache_dir)
+    pipe = build_pipeline(model, ccfg, seed, cache_dir, frame=hasattr(X, "iloc"))
     pipe.set_params(select__k=k, select__method=method)
-    Xtr, Xte = X[tr], X[te]
+    Xtr, Xte = rows(X, tr), rows(X, te)
     for name in ("impute", "drop_constant", "scale", "select"):
         step = pipe.named_steps[name]
         Xtr = step.fit_transform(Xtr, y[tr])
@@ -138,11 +138,16 @@ def search(model: str, X: np.ndarray, y: np.ndarray, groups, ccfg, seed: int, n_
     split_scores = np.array([scores[_key(c)] for c in cands])
     means = split_scores.mean(axis=1)
     best = int(np.nanargmax(means))
-    pipe = build_pipeline(model, ccfg, seed, cache_dir).set_params(**cands[best])
+    pipe = build_pipeline(model, ccfg, seed, cache_dir, frame=hasattr(X, "iloc")).set_params(**cands[best])
     pipe.fit(X, y)
     cv_results = {"params": cands, "mean_test_score": means, "std_test_score": split_scores.std(axis=1),
                   **{f"split{i}_test_score": split_scores[:, i] for i in range(len(folds))}}
     return SearchResult(cands[best], float(means[best]), pipe, cv_results, best)
+
+
+def rows(X, idx):
+    """Rows ``idx`` of an array or (by position) of a DataFrame."""
+    return X.iloc[idx] if hasattr(X, "iloc") else X[idx]
 
 
 def _key(params: dict) -> tuple:

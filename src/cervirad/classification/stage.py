@@ -236,10 +236,9 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     summary["selected_features"] = selected_features(best_pipe, fit.features)
     write_json(out / "summary.json", summary)
     _write_card(out, best, res, fit, cfg, train_hash, id_column, label_column, absent)
-    log.info("classify: best model %s (inner CV); test %s = %s; outputs in %.1f s -> %s", best,
-             "/".join(HEADLINE[:1] + HEADLINE[-1:]),
-             "/".join(f"{metrics[f'{best}.{k}']['value']:.3f}" for k in HEADLINE[:1] + HEADLINE[-1:]),
-             time.perf_counter() - t0, out)
+    log.info("classify: best model %s (by inner CV): accuracy %.3f, macro AUC %s; outputs written in %.1f s",
+             best, metrics[f"{best}.accuracy"]["value"], metrics[f"{best}.auc_macro"]["value"],
+             time.perf_counter() - t0)
     return summary
 
 
@@ -258,8 +257,8 @@ def _metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
     return metrics
 
 
-def _write_predictions(path: Path, res: Result, mean_P: dict, classes, known, best, id_column, label_column,
-                       fold_of: bool = True) -> None:
+def _write_predictions(path: Path, res: Result, mean_P: dict, classes, known, best, id_column, label_column) -> None:
+    """One row per evaluated row: truth, the best model's class and probabilities, every model's class."""
     P = mean_P[best]
     df = pd.DataFrame({id_column: res.groups, label_column: classes[res.y], "predicted": classes[P.argmax(axis=1)]})
     for c in np.where(known)[0]:

@@ -120,9 +120,19 @@ def _train_one(cfg, run, arch: str, resume: bool, progress: bool) -> dict:
                  "train_seconds": round(result.seconds, 1), "train_slices_per_s": result.train_slices_per_s,
                  "parameters": sum(p.numel() for p in model.net.parameters()), "device": str(model.device)}
         summary = write_evaluation(per_patient, work, cfg.segmentation.bootstrap, cfg.run.seed, extra)
+        _drop_stale(run.path, [f"{rel}/overlays", masks_dir(arch)])
         st.info.update({"best_val_dice": result.best_val_dice, "test_dice": summary["dice"]["value"],
                         "epochs_run": result.epochs_run})
     return summary
+
+
+def _drop_stale(run_path: Path, rels: list[str]) -> None:
+    """Remove output folders that the finishing stage replaces as a whole (promotion merges folders,
+    so overlays or masks of an earlier run would otherwise survive next to the new ones)."""
+    import shutil
+
+    for rel in rels:
+        shutil.rmtree(Path(run_path) / rel, ignore_errors=True)
 
 
 def load_slice_set_ids(run_path: Path, part: str) -> list[str]:
@@ -158,6 +168,7 @@ def run_segment(cfg, run, model_name: str | None = None, model_path: str | Path 
         keep = {k: v for k, v in json.loads(old.read_text()).items() if not isinstance(v, dict)} if old.is_file() else {}
         keep.update({"model": arch, "model_path": str(path), "device": str(model.device)})
         summary = write_evaluation(per_patient, work, cfg.segmentation.bootstrap, cfg.run.seed, keep)
+        _drop_stale(run.path, [f"{rel}/overlays", masks_dir(arch)])
     write_comparison(run.path)
     return summary
 

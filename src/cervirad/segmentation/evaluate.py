@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from ..io import Cohort, read_image, to_array, write_image, write_table
 from ..preprocess import load_meta, load_patient_slices, restore_mask
 from ..rundir import write_json
@@ -36,6 +37,9 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
         probs, seconds = predict_slices(model, images, batch_size)
         pred_sq = binarise(probs, thr, keep)
         patient = cohort.patient(pid)
+        if patient.mask is None:
+            raise InputError(f"Test patient '{pid}' has no reference mask in the manifest; the test split is scored "
+                             "against manual masks — add the mask or use `cervirad segment --model --input` instead.")
         reference = read_image(patient.images[seq0], pid, seq0)
         pred_img = restore_mask(pred_sq, load_meta(run_path, pid), reference)
         write_image(pred_img, masks_dir / f"{pid}.nii.gz")

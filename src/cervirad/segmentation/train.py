@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import Config, SegmentationConfig
+from ..config import Config
 from ..io import write_table
 from ..rundir import atomic_path
 from .data import SliceSet, epoch_slices, n_batches, training_batches, val_slices
 from .infer import FORMAT, read_checkpoint, resolve_device
 from .losses import SegLoss, segmentation_loss
-from .model import build_model, count_parameters
+from .model import build_model
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_dice", "best_val_dice", "seconds", "improved"]
@@ -273,10 +273,4 @@ def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def describe(model_arch: str, in_channels: int, lstm_hidden: int = 256) -> dict:
-    """Parameter count of an architecture (for the log and the comparison table)."""
-    return {"arch": model_arch, "parameters": count_parameters(build_model(model_arch, in_channels, lstm_hidden))}
-
-
-__all__ = ["EarlyStopping", "Trainer", "TrainResult", "pooled_dice", "plot_curves", "checkpoint_header",
-           "SegmentationConfig"]
+__all__ = ["EarlyStopping", "Trainer", "TrainResult", "pooled_dice", "plot_curves", "checkpoint_header"]

@@ -1,0 +1,212 @@
+"""The classify stage end to end: run directory and any-table modes, outputs, predict, bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cervirad.classification import outputs, predict_table, run, run_table
+from cervirad.classification.synthetic import synthetic_table
+from cervirad.cli import app
+from cervirad.errors import InputError
+from cervirad.io import write_table
+from cervirad.rundir import RunDir, write_json
+
+FIGURES = {"roc_rf", "roc_xgboost", "roc_svm", "roc_lr", "confusion_rf", "confusion_xgboost", "confusion_svm",
+           "confusion_lr", "model_comparison", "calibration", "feature_importance", "correlation"}
+
+
+@pytest.fixture(scope="module")
+def classified_run(tmp_path_factory, fast_cfg, demo_like):
+    """A run directory with splits.json, features.parquet and predicted-mask features, classified."""
+    d = tmp_path_factory.mktemp("cls_run")
+    r = RunDir(d, fast_cfg)
+    write_json(d / "splits.json", {p: sorted(demo_like.loc[demo_like.split == p, "patient_id"]) for p in
+                                   ("train", "val", "test")})
+    write_table(demo_like, d / "features" / "features.parquet")
+    pred = demo_like.copy()
+    feats = pred.columns[3:]
+    pred[feats] = pred[feats] * (1 + np.random.default_rng(0).normal(0, 0.05, (len(pred), len(feats))))
+    write_table(pred, d / "features" / "predicted" / "features.parquet")
+    summary = run(fast_cfg, r)
+    return r, summary
+
+
+def test_run_writes_metrics_with_cis_for_all_models(classified_run):
+    r, summary = classified_run
+    out = outputs(r.path)
+    m = out["metrics"]
+    for model in ("rf", "xgboost", "svm", "lr"):
+        for k in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
+                  "precision_weighted", "recall_weighted", "auc_macro", "class_6.auc", "class_6.f1"):
+            v = m[f"{model}.{k}"]
+            assert set(v) == {"value", "ci_low", "ci_high"} and v["ci_low"] <= v["value"] <= v["ci_high"], k
+        assert isinstance(m[f"{model}.class_6.support"], int)
+    assert m["best_model"] == summary["best_model"] == max(
+        ("rf", "xgboost", "svm", "lr"), key=lambda k: (m[f"{k}.inner_cv_score"], -"rf xgboost svm lr".split().index(k)))
+    assert m["n_eval_patients"] == len(json.loads((r.path / "splits.json").read_text())["test"])
+    assert set(out["figures"]) == FIGURES
+    assert out["metrics_predicted"]["rf.accuracy"]["value"] is not None
+    assert summary["evaluation"] == "test_split"
+
+
+def test_run_fits_on_train_and_val_and_keeps_every_model(classified_run, demo_like):
+    r, _ = classified_run
+    card = json.loads((r.path / "classification" / "model_card.json").read_text())
+    assert card["training_patients"] == int((demo_like.split != "test").sum())
+    assert card["classes"] == [0, 2, 6, 7] and card["feature_columns"][0] == "clin_age"
+    assert "split" not in card["feature_columns"] and len(card["selected_features"]) in (5, 15)
+    for name in ("rf", "xgboost", "svm", "lr"):
+        assert (r.path / "classification" / "models" / f"{name}.joblib").is_file()
+
+
+def test_predict_reproduces_the_test_predictions(classified_run, demo_like):
+    r, _ = classified_run
+    saved = pd.read_csv(r.path / "classification" / "predictions.csv")
+    test = demo_like[demo_like.split == "test"]
+    got = predict_table(r.path, test)
+    merged = saved.merge(got, on="patient_id", suffixes=("_saved", ""))
+    assert len(merged) == len(test)
+    assert (merged["predicted_saved"] == merged["predicted"]).all()
+    for c in ("0", "2", "6", "7"):
+        np.testing.assert_allclose(merged[f"prob_{c}_saved"], merged[f"prob_{c}"], atol=1e-12)
+
+
+def test_predict_outside_a_run_needs_trust_and_the_right_columns(classified_run, demo_like, tmp_path):
+    r, _ = classified_run
+    copy = tmp_path / "model"
+    shutil.copytree(r.path / "classification", copy)
+    table = tmp_path / "t.csv"
+    write_table(demo_like.head(5), table)
+    res = CliRunner().invoke(app, ["predict", "--model", str(copy), "--features", str(table)])
+    assert res.exit_code != 0 and "--trust-model" in str(res.exception)
+    out = tmp_path / "p.csv"
+    assert predict_table(copy, table, out, trust_model=True)["predicted"].notna().all() and out.is_file()
+    write_table(demo_like.head(5).drop(columns=["clin_age", "hist_mean"]), table)
+    with pytest.raises(InputError, match="lacks 2 feature column.*clin_age, hist_mean"):
+        predict_table(copy, table, trust_model=True)
+    (copy / "model.joblib").write_bytes(b"tampered")
+    with pytest.raises(InputError, match="differs from the sha256"):
+        predict_table(copy, demo_like.head(5), trust_model=True)
+
+
+def test_rerun_with_same_inputs_is_skipped(classified_run, fast_cfg, caplog):
+    r, summary = classified_run
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        again = run(fast_cfg, r)
+    assert "up to date" in caplog.text and again["best_model"] == summary["best_model"]
+
+
+@pytest.fixture(scope="module")
+def binary_csv(tmp_path_factory):
+    df = synthetic_table({"benign": 30, "malignant": 24}, n_features=60, informative=6, signal=1.5, seed=8,
+                         label="Target").drop(columns="split").rename(columns={"patient_id": "ID"})
+    p = tmp_path_factory.mktemp("tab") / "table.csv"
+    write_table(df, p)
+    return p, df
+
+
+def test_cli_classifies_any_table_by_nested_cv(binary_csv, tmp_path):
+    path, df = binary_csv
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("classification:\n  models: [lr, rf]\n  k_grid: [5, 10]\n  cv_folds: 3\n  outer_folds: 3\n"
+                   "  bootstrap: 50\n  permutation_repeats: 2\n  selectors: [anova, rfe]\n"
+                   "  grids: {lr: {C: [0.1, 1.0]}, rf: {n_estimators: [20], max_depth: [null], "
+                   "min_samples_split: [2]}}\nexecution: {n_jobs: 1}\n")
+    res = CliRunner().invoke(app, ["classify", "--config", str(cfg), "--features", str(path), "--id-column", "ID",
+                                   "--label-column", "Target", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    out = outputs(tmp_path / "out")
+    assert out["summary"]["evaluation"] == "nested_cv" and len(out["summary"]["outer_folds"]) == 6
+    assert out["metrics"]["lr.auc_macro"]["value"] > 0.8
+    preds = pd.read_csv(out["predictions"])
+    assert len(preds) == len(df) and set(preds["predicted"]) <= {"benign", "malignant"}
+    res = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "out"), "--features", str(path),
+                                   "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output  # run_table's output folder is a run directory: trusted
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d.drop(columns="Target"), "no label column 'Target'"),
+    (lambda d: d.assign(Target="x"), "is constant"),
+    (lambda d: d.assign(clin_age="old"), "non-numeric feature column.*clin_age"),
+    (lambda d: d.assign(ID=["A"] * len(d)), "appears with different labels"),
+    (lambda d: d.assign(Target=[None] + list(d.Target[1:])), "is empty for 1 row"),
+])
+def test_bad_tables_fail_with_one_line(binary_csv, tmp_path, fast_cfg, mutate, message):
+    _, df = binary_csv
+    p = tmp_path / "bad.csv"
+    write_table(mutate(df.copy()), p)
+    with pytest.raises(InputError, match=message) as e:
+        run_table(fast_cfg, p, "ID", "Target", tmp_path / "out")
+    assert "\n" not in str(e.value)
+
+
+def test_cli_bad_input_exits_2(binary_csv, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path, _ = binary_csv
+    exe = Path(sys.executable).parent / "cervirad"
+    res = subprocess.run([str(exe), "classify", "--features", str(path), "--id-column", "ID", "--label-column",
+                          "Nope", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert res.returncode == 2 and "no label column 'Nope'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_single_patient_class_inf_and_duplicates_are_explained_fallbacks(binary_csv, tmp_path, fast_cfg, caplog):
+    import logging
+
+    _, df = binary_csv
+    df = df.copy()
+    df.loc[0, "Target"] = "rare"
+    df.loc[1, "clin_age"] = np.inf
+    df = pd.concat([df, df.iloc[[5]]], ignore_index=True)  # a second row of patient 5
+    p = tmp_path / "t.csv"
+    write_table(df, p)
+    cfg = replace(fast_cfg, classification=replace(fast_cfg.classification, models=("lr",), selectors=("anova",)))
+    with caplog.at_level(logging.WARNING):
+        s = run_table(cfg, p, "ID", "Target", tmp_path / "out")
+    assert s["excluded_classes"] == ["rare"] and s["classes"] == ["benign", "malignant"]
+    assert "single patient" in caplog.text and "infinite" in caplog.text and "repeated id" in caplog.text
+    assert any("infinite" in n for n in s["notes"])
+
+
+def test_dask_backend_gives_the_same_choice(binary_csv, fast_cfg):
+    from cervirad.classification.data import load_table
+    from cervirad.classification.pipeline import parallel_backend, search_model
+
+    _, df = binary_csv
+    t = load_table(df, "ID", "Target")
+    cc = replace(fast_cfg.classification, selectors=("anova",))
+    loky = search_model("lr", t.X, t.y, None, cc, 0, 2)
+    with parallel_backend(replace(fast_cfg.execution, backend="dask", n_jobs=2)):
+        dask = search_model("lr", t.X, t.y, None, cc, 0, 2)
+    assert dask.best_params_ == loky.best_params_
+    np.testing.assert_array_equal(dask.cv_results_["mean_test_score"], loky.cv_results_["mean_test_score"])
+
+
+def test_class_absent_from_training_is_reported(tmp_path, fast_cfg, demo_like):
+    """All category-7 patients in the test split (as the paper's rare classes may be): reported, no AUC."""
+    df = demo_like.copy()
+    df.loc[df.Pathologic_typing == 7, "split"] = "test"
+    r = RunDir(tmp_path, fast_cfg)
+    write_json(tmp_path / "splits.json", {p: sorted(df.loc[df.split == p, "patient_id"]) for p in ("train", "val", "test")})
+    write_table(df, tmp_path / "features" / "features.parquet")
+    cfg = replace(fast_cfg, classification=replace(fast_cfg.classification, models=("lr", "xgboost"),
+                                                   selectors=("anova",)))
+    assert outputs(tmp_path) == {}
+    s = run(cfg, r)
+    m = outputs(tmp_path)["metrics"]
+    assert s["classes_absent_from_training"] == [7] and m["n_classes_absent_from_training"] == 1
+    assert m["lr.class_7.auc"]["value"] is None and m["lr.class_7.recall"]["value"] == 0.0
+    assert m["lr.class_7.support"] == 10
+    card = json.loads((tmp_path / "classification" / "model_card.json").read_text())
+    assert card["classes"] == [0, 2, 6] and card["classes_absent_from_training"] == [7]
