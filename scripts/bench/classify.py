@@ -13,7 +13,7 @@ hyperparameters for every model and prints both times and the ratio (goal <= 0.5
 Part 2 (a whole table run). ``run_table`` (repeated nested CV, four models, bootstrap CIs,
 figures) on a synthetic 260-patient x 264-feature binary table: the wall time a user waits
 (goal < 5 minutes on a 2-core machine). The paper's grids (the config defaults) are far
-beyond that on 2 cores, so part 2 uses the LIGHT grids below (same ranges, fewer points);
+beyond that on 2 cores, so part 2 uses configs/table.yaml (the default of `classify --features`: same ranges, fewer points);
 ``--paper-grids`` times the defaults instead.
 
 The paper's full grid takes long on 2 cores; ``--k-grid`` and ``--cv-folds`` shrink both sides
@@ -79,12 +79,7 @@ def part1(k_grid: list[int], cv_folds: int, n_jobs: int, models: list[str]) -> b
     return same_all
 
 
-LIGHT = [
-    "classification.k_grid=[5, 10, 30, 100]",
-    "classification.grids={rf: {n_estimators: [50, 100], max_depth: [null], min_samples_split: [2, 5]}, "
-    "xgboost: {n_estimators: [50, 100, 200], max_depth: [2, 4], learning_rate: [0.1]}, "
-    "svm: {C: [0.1, 1.0, 10.0], gamma: [scale]}, lr: {C: [0.01, 0.1, 1.0, 10.0]}}",
-]
+LIGHT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "table.yaml"  # `classify --features` default
 
 
 def part2(n_jobs: int, paper_grids: bool) -> float:
@@ -93,7 +88,7 @@ def part2(n_jobs: int, paper_grids: bool) -> float:
     from cervirad.config import load_config
     from cervirad.io import write_table
 
-    cfg = load_config(None, [f"execution.n_jobs={n_jobs}", *([] if paper_grids else LIGHT)])
+    cfg = load_config(None if paper_grids else LIGHT_CONFIG, [f"execution.n_jobs={n_jobs}"])
     df = synthetic_table({0: 166, 1: 94}, n_features=264, informative=15, signal=0.5, seed=5, label="Target")
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "table.csv"

@@ -218,8 +218,13 @@ class RunDir:
 
     # -- stages -------------------------------------------------------------
     @contextlib.contextmanager
-    def stage(self, name: str, key: str | None = None, resumable: bool = False) -> Iterator[StageContext]:
-        """Run a stage: stage into ``.partial/<name>``, promote on success, log to run.json."""
+    def stage(self, name: str, key: str | None = None, resumable: bool = False,
+              replace: tuple[str, ...] = ()) -> Iterator[StageContext]:
+        """Run a stage: stage into ``.partial/<name>``, promote on success, log to run.json.
+
+        Promotion merges folders entry by entry; run-relative folders named in ``replace`` are
+        owned by this stage and replaced whole, so no file of an earlier run stays behind.
+        """
         staging = self.path / ".partial" / name
         if staging.exists() and not resumable:
             shutil.rmtree(staging)
@@ -239,6 +244,9 @@ class RunDir:
                 shutil.rmtree(staging, ignore_errors=True)
                 self._drop_empty_partial()
             raise
+        for rel in replace:
+            if (staging / rel).exists() and (self.path / rel).is_dir():
+                shutil.rmtree(self.path / rel)
         self._promote(staging)
         self.update_stage(name, status="done", finished=_now(), seconds=round(time.perf_counter() - t0, 3),
                           **ctx.info)

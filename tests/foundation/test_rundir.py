@@ -54,3 +54,15 @@ def test_atomic_path_leaves_no_partial_file(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole"
+
+
+def test_stage_replace_drops_stale_files(tmp_path):
+    run = RunDir(tmp_path / "r", Config())
+    with run.stage("s") as st:
+        write_json(st.path("out/old.json"), {})
+        write_json(st.path("keep/a.json"), {})
+    with run.stage("s", replace=("out",)) as st:
+        write_json(st.path("out/new.json"), {})
+        write_json(st.path("keep/b.json"), {})
+    assert sorted(p.name for p in (run.path / "out").iterdir()) == ["new.json"]
+    assert sorted(p.name for p in (run.path / "keep").iterdir()) == ["a.json", "b.json"]

@@ -69,7 +69,7 @@ def run(cfg: Config, run: RunDir) -> dict:
         raise InputError(f"Feature table '{path}' has {len(fit.y)} train/val and {len(test.y)} test patients of "
                          "splits.json; re-run `cervirad extract-features` for this run.")
     predicted = _predicted_test(pred_path, fit, splits) if pred_path else None
-    with run.stage(STAGE, key=key) as st:
+    with run.stage(STAGE, key=key, replace=(OUT,)) as st:
         with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
             res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, n_jobs_of(cfg.execution), cache)
         summary = write_outputs(st.path(OUT), res, fit, test, cfg, table_hash(df), {"split": "test"},
@@ -87,7 +87,7 @@ def run_table(cfg: Config, table_path: str | Path, id_column: str, label_column:
     run = RunDir(out_dir, cfg)
     key = hash_obj({"table": file_hash(table_path), "id": id_column, "label": label_column,
                     "cfg": cfg.section_hash("classification", "run"), "v": __version__})
-    with run.stage(STAGE, key=key) as st:
+    with run.stage(STAGE, key=key, replace=(OUT,)) as st:
         with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
             res = nested_cv(table, cfg.classification, cfg.run.seed, n_jobs_of(cfg.execution), cache)
         summary = write_outputs(st.path(OUT), res, table, table, cfg, table_hash(df),
