@@ -78,7 +78,7 @@ def _manifest_overrides(manifest: Path, clinical: Optional[Path]) -> List[str]:
     out = ["data.source=manifest", f"data.manifest={manifest}"] + ([f"data.clinical={clinical}"] if clinical else [])
     if not manifest.is_file():
         return out
-    with open(manifest, newline="") as fh:
+    with open(manifest, newline="", encoding="utf-8") as fh:
         header = [c.strip() for c in next(csv.reader(fh), [])]
     d = DataConfig()
     seqs = [c for c in header if c not in (d.id_column, d.mask_column)]

@@ -112,7 +112,7 @@ def load_splits(run_path: Path) -> dict[str, list[str]]:
     p = Path(run_path) / "splits.json"
     if not p.is_file():
         raise InputError(f"Run directory '{run_path}' has no splits.json; run `cervirad preprocess` first.")
-    data = json.loads(p.read_text())
+    data = json.loads(p.read_text(encoding="utf-8"))
     return {k: list(data[k]) for k in ("train", "val", "test")}
 
 

@@ -381,7 +381,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"Config file '{p}' not found; pass an existing YAML file, e.g. configs/demo.yaml.")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"Config file '{p}' is not valid YAML: {str(e).splitlines()[0]}; fix the syntax.") from None
         if not isinstance(data, dict):

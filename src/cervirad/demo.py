@@ -221,6 +221,6 @@ def ensure_demo_cohort(out: str | Path, patients: int, seed: int) -> tuple[Path,
     out = Path(out)
     stamp = out / "demo.json"
     want = {"patients": patients, "seed": seed, "version": DEMO_VERSION}
-    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == want:
         return out / "manifest.csv", out / "clinical.csv"
     return write_demo_cohort(out, patients, seed)

@@ -234,7 +234,7 @@ def load_patient_slices(run_path: Path, pid: str, mmap: bool = True) -> tuple[np
 
 
 def load_meta(run_path: Path, pid: str) -> dict:
-    return json.loads((Path(run_path) / "preprocess" / "meta" / f"{pid}.json").read_text())
+    return json.loads((Path(run_path) / "preprocess" / "meta" / f"{pid}.json").read_text(encoding="utf-8"))
 
 
 __all__ = ["zscore", "body_mask", "to_square", "from_square", "prepare_volume", "restore_mask", "run",

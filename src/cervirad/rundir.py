@@ -69,7 +69,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
@@ -172,7 +172,7 @@ class RunDir:
 
     def read_run_json(self) -> dict:
         if self.run_json.is_file():
-            return json.loads(self.run_json.read_text())
+            return json.loads(self.run_json.read_text(encoding="utf-8"))
         return {}
 
     def _init_provenance(self, cfg: Config) -> None:
@@ -293,5 +293,5 @@ def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
 
 
 def load_yaml(path: str | Path) -> Any:
-    return yaml.safe_load(Path(path).read_text())
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 

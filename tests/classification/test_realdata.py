@@ -26,7 +26,7 @@ SETTINGS = ["execution.n_jobs=2", "classification.models=[lr]", "classification.
 def test_radmlbench_auc_floor(name, floor, tmp_path):
     table = require_shared("radiomics_tabular/radmlbench_subset") / f"{name}.csv.gz"
     s = run_table(load_config(None, SETTINGS), table, "ID", "Target", tmp_path)
-    auc = json.loads((tmp_path / "classification" / "metrics.json").read_text())["lr.auc_macro"]
+    auc = json.loads((tmp_path / "classification" / "metrics.json").read_text(encoding="utf-8"))["lr.auc_macro"]
     print(f"{name}: LR nested-CV AUC {auc['value']:.3f} [{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]")
     assert auc["value"] >= floor and auc["ci_low"] < auc["value"] < auc["ci_high"]
     assert s["classes"] == [0, 1] and s["evaluation"] == "nested_cv"

@@ -49,7 +49,7 @@ def test_run_writes_metrics_with_cis_for_all_models(classified_run):
         assert isinstance(m[f"{model}.class_6.support"], int)
     assert m["best_model"] == summary["best_model"] == max(
         ("rf", "xgboost", "svm", "lr"), key=lambda k: (m[f"{k}.inner_cv_score"], -"rf xgboost svm lr".split().index(k)))
-    assert m["n_eval_patients"] == len(json.loads((r.path / "splits.json").read_text())["test"])
+    assert m["n_eval_patients"] == len(json.loads((r.path / "splits.json").read_text(encoding="utf-8"))["test"])
     assert set(out["figures"]) == FIGURES
     assert out["metrics_predicted"]["rf.accuracy"]["value"] is not None
     assert summary["evaluation"] == "test_split"
@@ -57,7 +57,7 @@ def test_run_writes_metrics_with_cis_for_all_models(classified_run):
 
 def test_run_fits_on_train_and_val_and_keeps_every_model(classified_run, demo_like):
     r, _ = classified_run
-    card = json.loads((r.path / "classification" / "model_card.json").read_text())
+    card = json.loads((r.path / "classification" / "model_card.json").read_text(encoding="utf-8"))
     assert card["training_patients"] == int((demo_like.split != "test").sum())
     assert card["classes"] == [0, 2, 6, 7] and card["feature_columns"][0] == "clin_age"
     assert "split" not in card["feature_columns"] and len(card["selected_features"]) in (5, 15)
@@ -208,5 +208,5 @@ def test_class_absent_from_training_is_reported(tmp_path, fast_cfg, demo_like):
     assert s["classes_absent_from_training"] == [7] and m["n_classes_absent_from_training"] == 1
     assert m["lr.class_7.auc"]["value"] is None and m["lr.class_7.recall"]["value"] == 0.0
     assert m["lr.class_7.support"] == 10
-    card = json.loads((tmp_path / "classification" / "model_card.json").read_text())
+    card = json.loads((tmp_path / "classification" / "model_card.json").read_text(encoding="utf-8"))
     assert card["classes"] == [0, 2, 6] and card["classes_absent_from_training"] == [7]

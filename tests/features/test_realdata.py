@@ -40,7 +40,7 @@ def test_paper_preset_on_real_mri(tmp_path):
     out = features.run(cfg, run)
     table = pd.read_parquet(out / "features.parquet")
     assert table.shape == (3, 3 + 868)
-    assert json.loads((out / "column_counts.json").read_text())["total"] == 868
+    assert json.loads((out / "column_counts.json").read_text(encoding="utf-8"))["total"] == 868
     feats = table.iloc[:, 3:]
     assert not feats.isna().all().any()
     assert table.set_index("patient_id").loc["STS_002", "split"] == "test"

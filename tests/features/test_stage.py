@@ -54,7 +54,7 @@ def test_paper_table_has_868_columns(paper_run):
     table = pd.read_parquet(out / "features.parquet")
     assert table.shape == (12, 3 + 868)
     assert list(table.columns[:3]) == ["patient_id", "split", LABEL]
-    assert json.loads((out / "column_counts.json").read_text()) == PAPER_COUNTS
+    assert json.loads((out / "column_counts.json").read_text(encoding="utf-8")) == PAPER_COUNTS
     for name in ("original_glcm_Contrast", "wavelet-LLL_firstorder_Mean", "wavelet-HHH_ngtdm_Busyness",
                  "log-sigma-2-0-mm-3D_glszm_ZoneEntropy", "exponential_gldm_DependenceEntropy", "hist_median",
                  "clin_figo_stage"):
@@ -77,7 +77,7 @@ def test_split_and_label_match_the_run(paper_run):
 
 def test_side_files(paper_run):
     _, _, out = paper_run
-    cols = json.loads((out / "columns.json").read_text())
+    cols = json.loads((out / "columns.json").read_text(encoding="utf-8"))
     assert cols["excluded_from_predictors"] == ["clin_chemotherapy", "clin_radiotherapy"]
     assert len(cols["predictors"]) == 866 and "clin_age" in cols["predictors"]
     diag = pd.read_csv(out / "diagnostics.csv")
@@ -141,7 +141,7 @@ def test_several_sequences_are_prefixed(tmp_path, tiny_cfg, tiny_run, fast_param
                         "features.sequences=[t2w, adc]")
     out = features.run(cfg, run)
     table = pd.read_parquet(out / "features.parquet")
-    counts = json.loads((out / "column_counts.json").read_text())
+    counts = json.loads((out / "column_counts.json").read_text(encoding="utf-8"))
     assert counts["shape"] == 28 and counts["firstorder"] == 36 and counts["histogram"] == 18
     assert {"t2w_original_firstorder_Mean", "adc_original_firstorder_Mean", "adc_hist_mean", "clin_age"} \
         <= set(table.columns)

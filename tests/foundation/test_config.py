@@ -17,7 +17,7 @@ def test_every_shipped_config_loads(path):
 def test_paper_config_states_every_setting_explicitly():
     import yaml
 
-    raw = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    raw = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text(encoding="utf-8"))
     full = Config().to_dict()
 
     def keys(d, prefix=""):

@@ -76,7 +76,7 @@ def test_preprocess_stage_outputs(tiny_run, tiny_cfg):
     all_ids = splits["train"] + splits["val"] + splits["test"]
     assert len(all_ids) == len(set(all_ids)) == 12
     assert all(splits[k] for k in ("train", "val", "test"))
-    info = json.loads((run.path / "splits.json").read_text())
+    info = json.loads((run.path / "splits.json").read_text(encoding="utf-8"))
     assert info["stratified_by"] == "Pathologic_typing" and info["seed"] == tiny_cfg.run.seed
     img, mask = load_patient_slices(run.path, all_ids[0])
     assert img.dtype == np.float16 and img.shape == (24, 1, 256, 256) and mask.shape == (24, 256, 256)
@@ -85,7 +85,7 @@ def test_preprocess_stage_outputs(tiny_run, tiny_cfg):
     assert abs(meta["channel_mean"][0]) < 1e-3 and abs(meta["channel_sd"][0] - 1) < 1e-3
     index = pd.read_csv(run.path / "preprocess" / "slices.csv")
     assert len(index) == 12 * 24 and index.has_lesion.any() and (~index.has_lesion).any()
-    summary = json.loads((run.path / "preprocess" / "summary.json").read_text())
+    summary = json.loads((run.path / "preprocess" / "summary.json").read_text(encoding="utf-8"))
     assert summary["slices_with_lesion"] == int(index.has_lesion.sum())
     # every stage reads this one split: the slice index agrees with it
     for part, ids in splits.items():

@@ -31,11 +31,11 @@ def test_validate_and_preprocess_real_mri(tmp_path):
     assert fp["n_patients"] == 18 and fp["n_with_mask"] == 18
     assert fp["lesion_volume_ml"]["min"] > 0
     summary = preprocess_stage(cfg, run)
-    splits = json.loads((run.path / "splits.json").read_text())
+    splits = json.loads((run.path / "splits.json").read_text(encoding="utf-8"))
     ids = splits["train"] + splits["val"] + splits["test"]
     assert sorted(ids) == [c.name for c in cases] and len(set(ids)) == 18
     assert summary["slices_with_lesion"] > 18 * 10
     img = np.load(run.path / "preprocess" / "slices" / "STS_001_image.npy")
     assert img.shape[1:] == (1, 256, 256)
-    meta = json.loads((run.path / "preprocess" / "meta" / "STS_001.json").read_text())
+    meta = json.loads((run.path / "preprocess" / "meta" / "STS_001.json").read_text(encoding="utf-8"))
     assert abs(meta["channel_mean"][0]) < 1e-3 and abs(meta["channel_sd"][0] - 1) < 1e-3

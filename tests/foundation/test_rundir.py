@@ -10,13 +10,13 @@ from cervirad.rundir import RunDir, atomic_path, write_json
 def test_run_json_carries_provenance(tmp_path):
     cfg = Config()
     run = RunDir(tmp_path / "r", cfg)
-    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    info = json.loads((tmp_path / "r" / "run.json").read_text(encoding="utf-8"))
     for key in ("cervirad_version", "config_hash", "git_commit", "packages", "seeds", "stages", "created"):
         assert key in info
     assert info["config_hash"] == cfg.hash()
     assert info["seeds"]["run"] == cfg.run.seed
     assert info["packages"]["numpy"] and info["packages"]["SimpleITK"]
-    assert (tmp_path / "r" / "config.yaml").read_text() == cfg.to_yaml()
+    assert (tmp_path / "r" / "config.yaml").read_text(encoding="utf-8") == cfg.to_yaml()
     assert run.path == (tmp_path / "r").resolve()
 
 
@@ -25,7 +25,7 @@ def test_stage_promotes_on_success_and_records_timing(tmp_path):
     with run.stage("demo-stage", key="k1") as st:
         write_json(st.path("things/a.json"), {"a": 1})
         assert not (run.path / "things").exists()  # not visible until the stage succeeds
-    assert json.loads((run.path / "things" / "a.json").read_text()) == {"a": 1}
+    assert json.loads((run.path / "things" / "a.json").read_text(encoding="utf-8")) == {"a": 1}
     rec = run.stage_record("demo-stage")
     assert rec["status"] == "done" and rec["seconds"] >= 0 and run.is_current("demo-stage", "k1")
     assert not run.is_current("demo-stage", "k2")
@@ -53,7 +53,7 @@ def test_atomic_path_leaves_no_partial_file(tmp_path):
     assert not target.exists() and list(tmp_path.iterdir()) == []
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
-    assert target.read_text() == "whole"
+    assert target.read_text(encoding="utf-8") == "whole"
 
 
 def test_stage_replace_drops_stale_files(tmp_path):

@@ -140,7 +140,7 @@ def test_failed_stage_writes_nothing_but_its_error(tmp_path, cohort):
     run_validate(tmp_path, manifest, clinical)
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == ["config.yaml", "run.json"]
-    rec = json.loads((tmp_path / "run" / "run.json").read_text())["stages"]["validate"]
+    rec = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))["stages"]["validate"]
     assert rec["status"] == "failed" and "P001" in rec["error"]
 
 

@@ -49,9 +49,9 @@ def e2e_run(tmp_path_factory) -> Path:
     res = subprocess.run(run_all_cmd(run_dir), capture_output=True, text=True, encoding="utf-8", env=env(),
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir / "run-all.stdout").write_text(res.stdout + res.stderr)
+    (run_dir / "run-all.stdout").write_text(res.stdout + res.stderr, encoding="utf-8")
     return run_dir
 
 
 def read_json(p: Path) -> dict:
-    return json.loads(p.read_text())
+    return json.loads(p.read_text(encoding="utf-8"))

@@ -14,8 +14,8 @@ def _make_var(text: str, name: str) -> str:
 
 
 def test_make_demo_config_is_the_documented_one():
-    make = (REPO / "Makefile").read_text()
-    readme = (REPO / "README.md").read_text()
+    make = (REPO / "Makefile").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     config, run_dir = _make_var(make, "CONFIG"), _make_var(make, "RUN_DIR")
     demo_recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", make, re.M).group(1)
     assert "cervirad run-all --config $(CONFIG) --run-dir $(RUN_DIR)" in demo_recipe
@@ -25,8 +25,8 @@ def test_make_demo_config_is_the_documented_one():
 
 
 def test_readme_gives_exactly_two_fresh_machine_commands():
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = re.search(r"## On a fresh machine\s*```bash\n(.*?)```", readme, re.S).group(1)
     assert [ln.strip() for ln in block.strip().splitlines()] == ["make demo", "make test"]
-    ci = (REPO / ".ci" / "run").read_text()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "make test" in ci

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_report_in_headless_chromium(e2e_run):
     chromium_path()  # skip (or fail under CI) before any work when there is no browser
     report = e2e_run / "report.html"
-    html = report.read_text()
+    html = report.read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
     shot = e2e_run / "report_screenshot.png"
     result = open_report(report, shot)

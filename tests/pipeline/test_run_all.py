@@ -67,7 +67,7 @@ def _wait_for(run_dir: Path, stage: str, extra=lambda: True, timeout: float = 60
         p = run_dir / "run.json"
         if p.is_file():
             try:
-                rec = json.loads(p.read_text()).get("stages", {}).get(stage, {})
+                rec = json.loads(p.read_text(encoding="utf-8")).get("stages", {}).get(stage, {})
             except json.JSONDecodeError:  # pragma: no cover - written atomically, so never partial
                 rec = {}
             if rec.get("status") == "running" and extra():

@@ -65,7 +65,7 @@ def test_train_seg_resumes_after_a_crash_and_writes_every_artifact(seg_run, monk
     seg = run.path / "segmentation"
     for f in ("model.pt", "last.pt", "train_log.csv", "curves.png", "metrics.json", "per_patient.csv"):
         assert (seg / f).is_file(), f
-    n_test = len(json.loads((run.path / "splits.json").read_text())["test"])
+    n_test = len(json.loads((run.path / "splits.json").read_text(encoding="utf-8"))["test"])
     assert len(list((seg / "overlays").glob("*.png"))) == min(2, n_test)
     ck = torch.load(seg / "model.pt", weights_only=True)
     assert ck["arch"] == "crfe" and ck["in_channels"] == 1 and ck["lstm_hidden"] == 16
@@ -73,13 +73,13 @@ def test_train_seg_resumes_after_a_crash_and_writes_every_artifact(seg_run, monk
     assert "optimizer" in last and last["epoch"] == 2
     log = pd.read_csv(seg / "train_log.csv")
     assert list(log.epoch) == [1, 2]
-    m = json.loads((seg / "metrics.json").read_text())
+    m = json.loads((seg / "metrics.json").read_text(encoding="utf-8"))
     for k in ("dice", "f1", "iou_foreground", "iou_mean_fg_bg", "pixel_accuracy", "precision", "recall",
               "specificity", "mae", "hausdorff_mm", "hd95_mm", "infer_ms_per_slice"):
         assert set(m[k]) == {"value", "ci_low", "ci_high"}, k
     assert m["dice"] == res["dice"] and m["model"] == "crfe" and m["n_patients"] == \
-        len(json.loads((run.path / "splits.json").read_text())["test"])
-    test_ids = json.loads((run.path / "splits.json").read_text())["test"]
+        len(json.loads((run.path / "splits.json").read_text(encoding="utf-8"))["test"])
+    test_ids = json.loads((run.path / "splits.json").read_text(encoding="utf-8"))["test"]
     assert sorted(p.name for p in (run.path / "masks").iterdir()) == sorted(f"{p}.nii.gz" for p in test_ids)
     manifest = pd.read_csv(run.path / "cohort" / "manifest.csv", dtype=str).set_index("patient_id")
     for pid in test_ids:  # each mask on the patient's ORIGINAL T2W grid
@@ -101,7 +101,7 @@ def test_train_seg_resumes_after_a_crash_and_writes_every_artifact(seg_run, monk
     overrides = [a for o in FAST for a in ("--set", o)] + ["--set", "data.demo_patients=12"]
     r = CliRunner().invoke(app, ["segment", "--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run.path), *overrides])
     assert r.exit_code == 0, r.output
-    assert json.loads((seg / "metrics.json").read_text())["n_patients"] == n_test
+    assert json.loads((seg / "metrics.json").read_text(encoding="utf-8"))["n_patients"] == n_test
 
 
 def test_resume_with_other_settings_starts_over(seg_run, monkeypatch):
@@ -137,7 +137,7 @@ def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
     assert torch.load(unet / "model.pt", weights_only=True)["arch"] == "unet"
     assert (unet / "metrics.json").is_file() and any((unet / "masks").glob("*.nii.gz"))
     assert not (run.path / "masks").exists() and not (run.path / "segmentation" / "comparison.csv").exists()
-    crfe = json.loads((unet / "metrics.json").read_text()) | {"model": "crfe"}
+    crfe = json.loads((unet / "metrics.json").read_text(encoding="utf-8")) | {"model": "crfe"}
     (run.path / "segmentation" / "metrics.json").write_text(json.dumps(crfe))
     table = pd.read_csv(segmentation.write_comparison(run.path))
     assert list(table.model) == ["crfe", "unet"] and {"dice", "dice_ci_low", "iou_mean_fg_bg"} <= set(table.columns)

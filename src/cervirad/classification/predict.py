@@ -40,7 +40,7 @@ def load_model(path: str | Path, trust_model: bool = False, name: str | None = N
     import joblib
 
     d = model_dir(path)
-    card = json.loads((d / "model_card.json").read_text())
+    card = json.loads((d / "model_card.json").read_text(encoding="utf-8"))
     in_run = (d.parent / "run.json").is_file() or (d / "run.json").is_file()
     if not in_run and not trust_model:
         raise InputError(f"Model folder '{d}' is not inside a cervirad run directory (no run.json next to it); "

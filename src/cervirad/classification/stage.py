@@ -59,7 +59,7 @@ def run(cfg: Config, run: RunDir) -> dict:
                     "splits": splits, "cfg": cfg.section_hash("classification", "run"), "v": __version__})
     if run.is_current(STAGE, key) and (run.path / OUT / "summary.json").is_file():
         log.info("classify: up to date (same features, split and settings) -> %s", run.path / OUT)
-        return json.loads((run.path / OUT / "summary.json").read_text())
+        return json.loads((run.path / OUT / "summary.json").read_text(encoding="utf-8"))
     df = read_table(path, "feature table")
     exclude = _non_predictors(run.path / "features" / "columns.json", df)
     table = load_table(df, ID, LABEL, exclude, where=str(path))
@@ -102,7 +102,7 @@ def _non_predictors(columns_json: Path, df: pd.DataFrame) -> tuple[str, ...]:
     """``split`` plus the columns the feature stage marked as not predictors (treatment variables)."""
     out = ["split"]
     if columns_json.is_file():
-        info = json.loads(columns_json.read_text())
+        info = json.loads(columns_json.read_text(encoding="utf-8"))
         out += list(info.get("excluded_from_predictors", []))
         keep = info.get("predictors")
         if keep:
@@ -337,7 +337,7 @@ def outputs(path: str | Path) -> dict:
 
     def _load(name):
         f = d / name
-        return json.loads(f.read_text()) if f.is_file() else None
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
 
     figs = {f.stem: f for f in sorted((d / "figures").glob("*.png"))}
     return {"dir": d, "metrics": _load("metrics.json"), "metrics_predicted": _load("metrics_predicted.json"),

@@ -40,7 +40,7 @@ def load_features(run_path: str | Path, masks: str = "manual"):
     if not table.is_file() or not columns.is_file():
         raise InputError(f"Run directory '{run_path}' has no {output_dir(masks)}/features.parquet; run "
                          f"`cervirad extract-features --masks {masks}` first.")
-    return pd.read_parquet(table), json.loads(columns.read_text())["predictors"]
+    return pd.read_parquet(table), json.loads(columns.read_text(encoding="utf-8"))["predictors"]
 
 
 def summary(folder: str | Path) -> str:
@@ -48,7 +48,7 @@ def summary(folder: str | Path) -> str:
     import json
 
     folder = Path(folder)
-    counts = json.loads((folder / "column_counts.json").read_text())
-    n_rows = sum(1 for _ in (folder / "features.csv").open()) - 1
-    n_err = sum(1 for _ in (folder / "errors.csv").open()) - 1
+    counts = json.loads((folder / "column_counts.json").read_text(encoding="utf-8"))
+    n_rows = sum(1 for _ in (folder / "features.csv").open(encoding="utf-8")) - 1
+    n_err = sum(1 for _ in (folder / "errors.csv").open(encoding="utf-8")) - 1
     return f"{n_rows} patients x {counts['total']} feature columns, {n_err} error(s)"

@@ -150,7 +150,7 @@ class CaseCache:
         if not p.is_file():
             return None
         try:
-            return json.loads(p.read_text())
+            return json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None  # a damaged entry is recomputed
 

@@ -43,7 +43,7 @@ def load_params(path: str | Path) -> dict:
         raise ConfigError(f"Radiomics parameter file '{path}' not found; set features.radiomics_params to a "
                           "PyRadiomics YAML file such as configs/radiomics/paper.yaml.")
     try:
-        params = yaml.safe_load(p.read_text()) or {}
+        params = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"Radiomics parameter file '{p}' is not valid YAML: {str(e).splitlines()[0]}; "
                           "fix the syntax.") from None

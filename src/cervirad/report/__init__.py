@@ -39,7 +39,7 @@ pre{background:#f0f2f5;padding:10px;overflow:auto;font-size:12px;max-height:420p
 
 # --------------------------------------------------------------------------- helpers
 def _read_json(p: Path) -> Any:
-    return json.loads(p.read_text()) if p.is_file() else None
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
 def _img(path: Path, caption: str | None = None) -> str:
@@ -289,7 +289,7 @@ def build_report(run: RunDir, dca_category: int | None = 6, out_dir: Path | None
     info = run.read_run_json()
     fp = _read_json(run.path / "fingerprint.json")
     splits = _read_json(run.path / "splits.json")
-    cfg = yaml.safe_load((run.path / "config.yaml").read_text()) if (run.path / "config.yaml").is_file() else {}
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) if (run.path / "config.yaml").is_file() else {}
     models = list(cfg.get("classification", {}).get("models", ["rf", "xgboost", "svm", "lr"]))
     dca_html, has_dca = _dca_section(run, dca_category, out_dir)
     counts = _read_json(run.path / "features" / "column_counts.json") or {}
@@ -307,7 +307,7 @@ def build_report(run: RunDir, dca_category: int | None = 6, out_dir: Path | None
         ("masks", "Test metrics: manual vs predicted masks", _manual_vs_predicted(run, models)),
         ("dca", "Decision-curve analysis", dca_html),
         ("checklist", "TRIPOD+AI / CLEAR checklist", _checklist_section(build_checklist(facts))),
-        ("config", "Resolved configuration", f"<pre>{html.escape((run.path / 'config.yaml').read_text() if (run.path / 'config.yaml').is_file() else '')}</pre>"),
+        ("config", "Resolved configuration", f"<pre>{html.escape((run.path / 'config.yaml').read_text(encoding="utf-8") if (run.path / 'config.yaml').is_file() else '')}</pre>"),
     ]
     nav = "".join(f'<a href="#{a}">{html.escape(t.split(" (")[0])}</a>' for a, t, _ in sections)
     body = "".join(_section(a, t, b) for a, t, b in sections)

@@ -53,7 +53,7 @@ def _ensure_preprocessed(cfg, run) -> None:
         preprocess_stage(cfg, run)
     from ..errors import InputError
 
-    channels = json.loads(summary.read_text())["channels"]
+    channels = json.loads(summary.read_text(encoding="utf-8"))["channels"]
     if list(channels) != list(cfg.segmentation.input_sequences):
         raise InputError(f"Run '{run.path}' was preprocessed with channels {channels} but "
                          f"segmentation.input_sequences is {list(cfg.segmentation.input_sequences)}; rerun "
@@ -63,7 +63,7 @@ def _ensure_preprocessed(cfg, run) -> None:
 def _train_key(cfg, run, arch: str) -> str:
     from ..config import hash_obj
 
-    splits = json.loads((run.path / "splits.json").read_text())
+    splits = json.loads((run.path / "splits.json").read_text(encoding="utf-8"))
     d = cfg.to_dict()
     return hash_obj({"arch": arch, "seed": cfg.run.seed, "preprocess": d["preprocess"],
                      "segmentation": d["segmentation"], "splits": {k: splits[k] for k in ("train", "val", "test")}})
@@ -92,7 +92,7 @@ def _train_one(cfg, run, arch: str, resume: bool, progress: bool) -> dict:
     key = _train_key(cfg, run, arch)
     if resume and run.is_current(name, key) and (run.path / rel / "metrics.json").is_file():
         log.info("%s: already finished with these settings; nothing to resume", name)
-        return json.loads((run.path / rel / "metrics.json").read_text())
+        return json.loads((run.path / rel / "metrics.json").read_text(encoding="utf-8"))
     cohort = ensure_valid_cohort(cfg, run)
     train, val = load_slice_set(run.path, "train"), load_slice_set(run.path, "val")
     if len(val.rows) == 0:
@@ -165,7 +165,7 @@ def run_segment(cfg, run, model_name: str | None = None, model_path: str | Path 
         work = st.dir(rel)
         save_overlays(overlays, work / "overlays", arch.upper())
         old = run.path / rel / "metrics.json"
-        keep = {k: v for k, v in json.loads(old.read_text()).items() if not isinstance(v, dict)} if old.is_file() else {}
+        keep = {k: v for k, v in json.loads(old.read_text(encoding="utf-8")).items() if not isinstance(v, dict)} if old.is_file() else {}
         keep.update({"model": arch, "model_path": str(path), "device": str(model.device)})
         summary = write_evaluation(per_patient, work, cfg.segmentation.bootstrap, cfg.run.seed, keep)
         _drop_stale(run.path, [f"{rel}/overlays", masks_dir(arch)])
@@ -188,7 +188,7 @@ def write_comparison(run_path: Path) -> Path | None:
         p = Path(run_path) / output_dir(arch) / "metrics.json"
         if not p.is_file():
             continue
-        m = json.loads(p.read_text())
+        m = json.loads(p.read_text(encoding="utf-8"))
         row = {"model": arch, "n_patients": m.get("n_patients"), "parameters": m.get("parameters"),
                "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds")}
         for k in COMPARISON_METRICS:
