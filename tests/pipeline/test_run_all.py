@@ -61,27 +61,23 @@ def test_rerun_skips_unchanged_stages_and_from_redoes(e2e_run):
     assert read_json(e2e_run / "classification" / "metrics.json") == before
 
 
-def _wait_for(run_dir: Path, stage: str, extra=lambda: True, timeout: float = 600) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        p = run_dir / "run.json"
-        if p.is_file():
-            try:
-                rec = json.loads(p.read_text(encoding="utf-8")).get("stages", {}).get(stage, {})
-            except json.JSONDecodeError:  # pragma: no cover - written atomically, so never partial
-                rec = {}
-            if rec.get("status") == "running" and extra():
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"stage {stage} never started")
+def _stage_running(run_dir: Path, stage: str) -> bool:
+    p = run_dir / "run.json"
+    if not p.is_file():
+        return False
+    return json.loads(p.read_text(encoding="utf-8")).get("stages", {}).get(stage, {}).get("status") == "running"
 
 
-def _kill_when(run_dir: Path, stage: str, extra=lambda: True) -> None:
+def _kill_when(run_dir: Path, ready, timeout: float = 600) -> None:
+    """Start run-all, wait until ``ready()`` holds, then kill -9 its whole process group."""
     proc = subprocess.Popen(run_all_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
                             start_new_session=True)
     try:
-        _wait_for(run_dir, stage, extra)
-        time.sleep(1.0)
+        t0 = time.time()
+        while not ready():
+            assert proc.poll() is None, "run-all finished before the kill point was reached"
+            assert time.time() - t0 < timeout, "kill point never reached"
+            time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -91,10 +87,11 @@ def test_kill_9_and_resume_gives_the_same_numbers(e2e_run, tmp_path):
     run_dir = tmp_path / "run"
     # 1) killed during segmentation training, once a checkpoint exists
     ckpt = run_dir / ".partial" / "train-seg" / "segmentation" / "last.pt"
-    _kill_when(run_dir, "train-seg", ckpt.is_file)
+    _kill_when(run_dir, lambda: _stage_running(run_dir, "train-seg") and ckpt.is_file())
     assert not (run_dir / "segmentation" / "metrics.json").exists()
-    # 2) killed again during feature extraction
-    _kill_when(run_dir, "extract-features")
+    # 2) killed again half-way through feature extraction (cases land in the per-case cache first)
+    cache = run_dir / "cache" / "features"
+    _kill_when(run_dir, lambda: cache.is_dir() and len(list(cache.glob("*.json"))) >= 5)
     assert not (run_dir / "features" / "features.parquet").exists()
     # 3) finish
     res = subprocess.run(run_all_cmd(run_dir), capture_output=True, text=True, encoding="utf-8", env=env(),

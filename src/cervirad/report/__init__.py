@@ -290,6 +290,8 @@ def build_report(run: RunDir, dca_category: int | None = 6, out_dir: Path | None
     fp = _read_json(run.path / "fingerprint.json")
     splits = _read_json(run.path / "splits.json")
     cfg = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) if (run.path / "config.yaml").is_file() else {}
+    config_path = run.path / "config.yaml"
+    config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
     models = list(cfg.get("classification", {}).get("models", ["rf", "xgboost", "svm", "lr"]))
     dca_html, has_dca = _dca_section(run, dca_category, out_dir)
     counts = _read_json(run.path / "features" / "column_counts.json") or {}
@@ -307,7 +309,7 @@ def build_report(run: RunDir, dca_category: int | None = 6, out_dir: Path | None
         ("masks", "Test metrics: manual vs predicted masks", _manual_vs_predicted(run, models)),
         ("dca", "Decision-curve analysis", dca_html),
         ("checklist", "TRIPOD+AI / CLEAR checklist", _checklist_section(build_checklist(facts))),
-        ("config", "Resolved configuration", f"<pre>{html.escape((run.path / 'config.yaml').read_text(encoding="utf-8") if (run.path / 'config.yaml').is_file() else '')}</pre>"),
+        ("config", "Resolved configuration", f"<pre>{html.escape(config_text)}</pre>"),
     ]
     nav = "".join(f'<a href="#{a}">{html.escape(t.split(" (")[0])}</a>' for a, t, _ in sections)
     body = "".join(_section(a, t, b) for a, t, b in sections)
