@@ -50,6 +50,12 @@ def open_run_dir(cfg, run_dir: Optional[Path]):
     return open_run(cfg, run_dir)
 
 
+def load_run(config: Optional[Path], overrides: List[str], run_dir: Optional[Path]):
+    """The validated config and its run directory."""
+    cfg = load(config, overrides)
+    return cfg, open_run_dir(cfg, run_dir)
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     _setup_logging(verbose)
@@ -102,8 +108,7 @@ def validate(
         raise CerviradError("validate needs --config FILE or --manifest FILE; pass one of them.")
     if manifest is not None:
         overrides = [*overrides, *_manifest_overrides(manifest, clinical)]
-    cfg = load(config, overrides)
-    run = open_run_dir(cfg, run_dir)
+    cfg, run = load_run(config, overrides, run_dir)
     fp = validate_stage(cfg, run, require_labels=clinical is not None or manifest is None)
     typer.echo(f"validate: {fp['n_patients']} patients OK, class counts {fp['class_counts'] or 'n/a'}; "
                f"fingerprint -> {run.path / 'fingerprint.json'}")
@@ -118,8 +123,7 @@ def preprocess(
     """Resample, z-score, slice to 256 x 256 and write the one patient-level split (splits.json)."""
     from .pipeline import preprocess_stage
 
-    cfg = load(config, overrides)
-    run = open_run_dir(cfg, run_dir)
+    cfg, run = load_run(config, overrides, run_dir)
     summary = preprocess_stage(cfg, run)
     ps = summary["per_split"]
     typer.echo(f"preprocess: {summary['slices_with_lesion']} slices with lesion, {summary['slices_without_lesion']} "
@@ -143,8 +147,7 @@ def train_seg(
 
     if model is not None and model not in ("crfe", "unet"):
         raise CerviradError(f"--model must be crfe or unet, got {model!r}; pick one of them.")
-    cfg = load(config, overrides)
-    run = open_run_dir(cfg, run_dir)
+    cfg, run = load_run(config, overrides, run_dir)
     for arch, m in segmentation.run_train(cfg, run, model, resume).items():
         typer.echo(f"train-seg {arch}: test Dice {m['dice']['value']:.4f} "
                    f"[{m['dice']['ci_low']:.4f}, {m['dice']['ci_high']:.4f}], best epoch {m['best_epoch']} -> "
@@ -173,8 +176,7 @@ def segment(
     if config is None and run_dir is None:
         raise CerviradError("segment needs --model/--input/--out, or --config FILE [--run-dir DIR] to score a run's "
                             "test patients.")
-    cfg = load(config, overrides)
-    run = open_run_dir(cfg, run_dir)
+    cfg, run = load_run(config, overrides, run_dir)
     m = segmentation.run_segment(cfg, run, arch, model)
     typer.echo(f"segment {m['model']}: test Dice {m['dice']['value']:.4f} over {m['n_patients']} patients -> "
                f"{run.path / segmentation.output_dir(m['model'])}/metrics.json")
@@ -191,8 +193,7 @@ def extract_features(
     """PyRadiomics + histogram + clinical features per patient -> <run>/features/features.parquet."""
     from . import features
 
-    cfg = load(config, overrides)
-    run = open_run_dir(cfg, run_dir)
+    cfg, run = load_run(config, overrides, run_dir)
     out = features.run(cfg, run, masks)
     typer.echo(f"extract-features: {features.summary(out)} -> {out}")
 
@@ -260,8 +261,7 @@ def run_all(
     """validate -> preprocess -> train-seg (+ test masks) -> features (manual, predicted) -> classify -> report."""
     from .pipeline import run_all as _run_all
 
-    cfg = load(config, overrides)
-    run = open_run_dir(cfg, run_dir)
+    cfg, run = load_run(config, overrides, run_dir)
     times = _run_all(cfg, run, start=start, force=force)
     ran = ", ".join(f"{k} {v:.0f}s" for k, v in times.items()) or "nothing to redo"
     typer.echo(f"run-all: {ran}; report -> {run.path / 'report.html'}")
@@ -276,8 +276,7 @@ def report(
     """(Re)build the self-contained report.html of a run from its artifacts."""
     from .pipeline import run_stage
 
-    cfg = load(config, overrides)
-    run = open_run_dir(cfg, run_dir)
+    cfg, run = load_run(config, overrides, run_dir)
     run_stage("report", cfg, run)
     typer.echo(f"report -> {run.path / 'report.html'}")
 
