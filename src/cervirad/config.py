@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -214,6 +215,11 @@ class ExecutionConfig:
     n_jobs: int = -1
     backend: Literal["loky", "dask"] = "loky"
     scheduler_address: Optional[str] = None
+
+    @property
+    def workers(self) -> int:
+        """Worker count: ``n_jobs``, with -1 or 0 meaning every CPU of the machine."""
+        return max(1, os.cpu_count() or 1) if self.n_jobs in (-1, 0) else max(1, self.n_jobs)
 
 
 @dataclass(frozen=True)

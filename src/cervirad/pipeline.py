@@ -6,7 +6,6 @@ skipped when ``run.json`` records a successful validation of the same files and 
 from __future__ import annotations
 
 import logging
-import os
 
 from .cohort import cohort_from_config
 from .config import Config
@@ -14,11 +13,6 @@ from .io import Cohort
 from .rundir import RunDir, write_json
 
 log = logging.getLogger(__name__)
-
-
-def _n_jobs(cfg: Config) -> int:
-    j = cfg.execution.n_jobs
-    return max(1, os.cpu_count() or 1) if j in (-1, 0) else j
 
 
 def cohort_key(cfg: Config, cohort: Cohort) -> str:
@@ -40,7 +34,7 @@ def validate_stage(cfg: Config, run: RunDir, require_labels: bool = True, cohort
 
     cohort = cohort or cohort_from_config(cfg, run.path)
     with run.stage("validate", key=cohort_key(cfg, cohort)) as st:
-        fp = validate_cohort(cohort, cfg.data, require_labels=require_labels, n_threads=_n_jobs(cfg))
+        fp = validate_cohort(cohort, cfg.data, require_labels=require_labels, n_threads=cfg.execution.workers)
         write_json(st.path("fingerprint.json"), fp)
         st.info["n_patients"] = fp["n_patients"]
     for w in fp["warnings"][:5]:
@@ -60,7 +54,7 @@ def preprocess_stage(cfg: Config, run: RunDir) -> dict:
     from . import preprocess
 
     cohort = ensure_valid_cohort(cfg, run)
-    return preprocess.run(cfg, run, cohort, n_jobs=_n_jobs(cfg))
+    return preprocess.run(cfg, run, cohort, n_jobs=cfg.execution.workers)
 
 
 # --------------------------------------------------------------------------- run-all

@@ -90,3 +90,10 @@ def test_hash_changes_with_settings():
 def test_split_fractions_must_sum_to_one():
     with pytest.raises(ConfigError, match="sum to 1"):
         load_config(None, ["preprocess.split.train=0.9"])
+
+
+def test_execution_workers_resolves_all_cpus():
+    import os
+
+    assert load_config(None, ["execution.n_jobs=-1"]).execution.workers == max(1, os.cpu_count() or 1)
+    assert load_config(None, ["execution.n_jobs=3"]).execution.workers == 3

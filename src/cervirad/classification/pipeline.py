@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from typing import Iterator
 
@@ -359,11 +358,6 @@ def model_importance(pipe) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------- execution
-def n_jobs_of(execution) -> int:
-    j = execution.n_jobs
-    return max(1, os.cpu_count() or 1) if j in (-1, 0) else j
-
-
 @contextlib.contextmanager
 def parallel_backend(execution) -> Iterator[None]:
     """joblib backend for the grid searches: loky (local processes) or a Dask cluster.
@@ -384,7 +378,7 @@ def parallel_backend(execution) -> Iterator[None]:
         if execution.scheduler_address:
             client = Client(execution.scheduler_address, timeout="20s")
         else:
-            cluster = LocalCluster(n_workers=n_jobs_of(execution), threads_per_worker=1, processes=False,
+            cluster = LocalCluster(n_workers=execution.workers, threads_per_worker=1, processes=False,
                                    dashboard_address=None)
             client = Client(cluster)
     except OSError as e:

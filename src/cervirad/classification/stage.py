@@ -39,7 +39,7 @@ from ..rundir import RunDir, file_hash, package_versions, write_json
 from .core import Result, evaluate_holdout, nested_cv, proba_full
 from .data import Table, feature_matrix, load_table, normalise_labels, table_hash
 from .evaluate import HEADLINE, bootstrap_metrics, confusion, flatten
-from .pipeline import (model_importance, n_jobs_of, parallel_backend, scorer, selected_features, strip_cache,
+from .pipeline import (model_importance, parallel_backend, scorer, selected_features, strip_cache,
                        transform_to_selected)
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def run(cfg: Config, run: RunDir) -> dict:
     predicted = _predicted_test(pred_path, fit, splits) if pred_path else None
     with run.stage(STAGE, key=key, replace=(OUT,)) as st:
         with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
-            res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, n_jobs_of(cfg.execution), cache)
+            res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
         summary = write_outputs(st.path(OUT), res, fit, test, cfg, table_hash(df), {"split": "test"},
                                 predicted=predicted)
         st.info.update(best_model=summary["best_model"], evaluation="test_split")
@@ -89,7 +89,7 @@ def run_table(cfg: Config, table_path: str | Path, id_column: str, label_column:
                     "cfg": cfg.section_hash("classification", "run"), "v": __version__})
     with run.stage(STAGE, key=key, replace=(OUT,)) as st:
         with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
-            res = nested_cv(table, cfg.classification, cfg.run.seed, n_jobs_of(cfg.execution), cache)
+            res = nested_cv(table, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
         summary = write_outputs(st.path(OUT), res, table, table, cfg, table_hash(df),
                                 {"table": str(table_path), "excluded_classes": dropped}, id_column=id_column,
                                 label_column=label_column)

@@ -16,7 +16,6 @@ Outputs (``features/`` for manual masks, ``features/predicted/`` for the segment
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -38,11 +37,6 @@ log = logging.getLogger(__name__)
 STAGE = "extract-features"
 CATEGORIES = ("clinical", "shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "histogram")
 ERROR_COLUMNS = ["patient_id", "sequence", "step", "message"]
-
-
-def n_jobs_of(cfg: Config) -> int:
-    j = cfg.execution.n_jobs
-    return max(1, os.cpu_count() or 1) if j in (-1, 0) else max(1, j)
 
 
 def output_dir(masks: str) -> str:
@@ -203,7 +197,7 @@ def run(cfg: Config, run: RunDir, masks: str | None = None) -> Path:
                          "clinical features).")
     clinical = clin.encode_clinical(cohort.clinical, fc.clinical_columns, cfg.data.id_column)
     labels = pathologic_typing(cohort.clinical, cfg.data)
-    n_jobs = n_jobs_of(cfg)
+    n_jobs = cfg.execution.workers
     jobs, errors = build_jobs(cfg, cohort, run.path, masks, params, subbands, n_jobs)
     if not jobs:
         hint = ("run `cervirad segment` first" if masks == "predicted" else "add mask paths to the manifest")
