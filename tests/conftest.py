@@ -39,9 +39,9 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_cfg):
     """A run directory with a 12-patient demo cohort, validated and preprocessed (shared, read-only)."""
-    from cervirad.pipeline import preprocess_stage
+    from cervirad.pipeline import run_stages
     from cervirad.rundir import RunDir
 
-    run = RunDir(tmp_path_factory.mktemp("tiny_run"), tiny_cfg)
-    preprocess_stage(tiny_cfg, run)
+    run = RunDir(tmp_path_factory.mktemp("tiny_run"))
+    run_stages(tiny_cfg, run, ["preprocess"])
     return run

@@ -34,15 +34,17 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # for tests.classification.synthetic (a test helper)
 
 
 def part1(k_grid: list[int], cv_folds: int, n_jobs: int, models: list[str]) -> bool:
     from threadpoolctl import threadpool_limits
 
     from cervirad.classification.data import load_table
-    from cervirad.classification.pipeline import effective_k_grid, gridsearchcv_model, search_model
-    from cervirad.classification.synthetic import synthetic_table
+    from cervirad.classification.estimators import effective_k_grid
+    from cervirad.classification.search import gridsearchcv_model, search_model
     from cervirad.config import load_config
+    from tests.classification.synthetic import synthetic_table
 
     cfg = load_config(REPO / "configs" / "paper.yaml")
     cc = replace(cfg.classification, k_grid=tuple(k_grid), cv_folds=cv_folds, models=tuple(models))
@@ -83,10 +85,10 @@ LIGHT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "table.yaml"  #
 
 
 def part2(n_jobs: int, paper_grids: bool) -> float:
-    from cervirad.classification import run_table
-    from cervirad.classification.synthetic import synthetic_table
+    from cervirad.pipeline import classify_table as run_table
     from cervirad.config import load_config
     from cervirad.io import write_table
+    from tests.classification.synthetic import synthetic_table
 
     cfg = load_config(None if paper_grids else LIGHT_CONFIG, [f"execution.n_jobs={n_jobs}"])
     df = synthetic_table({0: 166, 1: 94}, n_features=264, informative=15, signal=0.5, seed=5, label="Target")
@@ -108,11 +110,13 @@ def _short(params: dict) -> str:
 
 
 def main() -> int:
+    from cervirad.config import MODELS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k-grid", type=int, nargs="+", default=[10, 30])
     ap.add_argument("--cv-folds", type=int, default=3)
     ap.add_argument("--n-jobs", type=int, default=2)
-    ap.add_argument("--models", nargs="+", default=["rf", "xgboost", "svm", "lr"])
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--skip-default", action="store_true", help="skip part 2")
     ap.add_argument("--skip-ratio", action="store_true", help="skip part 1")
     ap.add_argument("--paper-grids", action="store_true", help="part 2 with the default (paper) grids")

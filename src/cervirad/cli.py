@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 
+from . import presets
 from .errors import CerviradError
 
 app = typer.Typer(
@@ -24,11 +25,13 @@ app = typer.Typer(
 )
 
 log = logging.getLogger("cervirad")
-TABLE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "table.yaml"
+TABLE_CONFIG = presets.packaged("table.yaml")  # cervirad/configs/table.yaml, inside the installed package
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (see configs/).")
 RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: <run.runs_root>/<run.name>).")
 SetOpt = typer.Option([], "--set", help="Override a config value, e.g. --set segmentation.epochs=2 (repeatable).")
+ForceOpt = typer.Option(False, "--force", help="Redo this stage even if it is up to date; replace another run's "
+                        "artifacts in --run-dir.")
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -44,16 +47,25 @@ def load(config: Optional[Path], overrides: List[str]):
     return load_config(config, overrides)
 
 
-def open_run_dir(cfg, run_dir: Optional[Path]):
-    from .rundir import open_run
-
-    return open_run(cfg, run_dir)
-
-
 def load_run(config: Optional[Path], overrides: List[str], run_dir: Optional[Path]):
-    """The validated config and its run directory."""
+    """The validated config and its run directory (nothing written yet). Without --config, an
+    existing --run-dir's own resolved config.yaml is the starting point."""
+    from .rundir import Layout, open_run
+
+    if config is None and run_dir is not None and Layout(run_dir).config_yaml.is_file():
+        config = Layout(run_dir).config_yaml
     cfg = load(config, overrides)
-    return cfg, open_run_dir(cfg, run_dir)
+    return cfg, open_run(cfg, run_dir)
+
+
+def run_targets(config: Optional[Path], overrides: List[str], run_dir: Optional[Path], targets: List[str],
+                force: bool = False):
+    """Bring ``targets`` of the stage table up to date (with what they need); the config and run."""
+    from .pipeline import run_stages
+
+    cfg, run = load_run(config, overrides, run_dir)
+    run_stages(cfg, run, targets, force=force)
+    return cfg, run
 
 
 @app.callback()
@@ -99,39 +111,38 @@ def validate(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV (instead of --config)."),
     clinical: Optional[Path] = typer.Option(None, "--clinical", help="Clinical CSV keyed by patient id."),
     run_dir: Optional[Path] = RunDirOpt,
+    force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
 ) -> None:
     """Check a cohort (files, masks, geometry, ids, pathology columns) and write fingerprint.json."""
-    from .pipeline import validate_stage
+    import json
 
     if config is None and manifest is None:
         raise CerviradError("validate needs --config FILE or --manifest FILE; pass one of them.")
     if manifest is not None:
         overrides = [*overrides, *_manifest_overrides(manifest, clinical)]
-    cfg, run = load_run(config, overrides, run_dir)
-    fp = validate_stage(cfg, run, require_labels=clinical is not None or manifest is None)
+    _, run = run_targets(config, overrides, run_dir, ["validate"], force)
+    fp = json.loads(run.fingerprint.read_text(encoding="utf-8"))
     typer.echo(f"validate: {fp['n_patients']} patients OK, class counts {fp['class_counts'] or 'n/a'}; "
-               f"fingerprint -> {run.path / 'fingerprint.json'}")
+               f"fingerprint -> {run.fingerprint}")
 
 
 @app.command()
 def preprocess(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
+    force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
 ) -> None:
     """Resample, z-score, slice to 256 x 256 and write the one patient-level split (splits.json)."""
-    from .pipeline import preprocess_stage
+    import json
 
-    cfg, run = load_run(config, overrides, run_dir)
-    summary = preprocess_stage(cfg, run)
+    _, run = run_targets(config, overrides, run_dir, ["preprocess"], force)
+    summary = json.loads(run.preprocess_summary.read_text(encoding="utf-8"))
     ps = summary["per_split"]
     typer.echo(f"preprocess: {summary['slices_with_lesion']} slices with lesion, {summary['slices_without_lesion']} "
                f"without; patients train/val/test = {ps['train']['patients']}/{ps['val']['patients']}/"
                f"{ps['test']['patients']} -> {run.path}")
-
-
-# --- stage commands (segmentation, features, classification, pipeline) below ---
 
 
 @app.command("train-seg")
@@ -139,19 +150,23 @@ def train_seg(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
     model: Optional[str] = typer.Option(None, "--model", help="crfe or unet (default: segmentation.model)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted training from its last epoch."),
+    force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
 ) -> None:
-    """Train the CRFE (or U-Net) segmentation network, then score it on the test patients."""
-    from . import segmentation
+    """Train the CRFE (or U-Net) network, then score it on the test patients (a killed training resumes)."""
+    import json
 
     if model is not None and model not in ("crfe", "unet"):
         raise CerviradError(f"--model must be crfe or unet, got {model!r}; pick one of them.")
-    cfg, run = load_run(config, overrides, run_dir)
-    for arch, m in segmentation.run_train(cfg, run, model, resume).items():
+    if model is not None:
+        overrides = [*overrides, f"segmentation.model={model}"]
+    cfg, run = run_targets(config, overrides, run_dir, ["train-seg"], force)
+    archs = [cfg.segmentation.model] + (["unet"] if cfg.segmentation.also_train_unet else [])
+    for arch in dict.fromkeys(archs):
+        m = json.loads(run.seg_metrics(arch).read_text(encoding="utf-8"))
         typer.echo(f"train-seg {arch}: test Dice {m['dice']['value']:.4f} "
                    f"[{m['dice']['ci_low']:.4f}, {m['dice']['ci_high']:.4f}], best epoch {m['best_epoch']} -> "
-                   f"{run.path / segmentation.output_dir(arch)}")
+                   f"{run.segmentation_dir(arch)}")
 
 
 @app.command()
@@ -161,10 +176,11 @@ def segment(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the predicted masks (<case>.nii.gz)."),
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
-    arch: Optional[str] = typer.Option(None, "--arch", help="With --config: which of the run's models (crfe|unet)."),
+    force: bool = typer.Option(False, "--force", help="With --run-dir and --model: replace the run's own "
+                               "segmentation results with this model's."),
     overrides: List[str] = SetOpt,
 ) -> None:
-    """Segment new volumes (--model --input --out), or a run's test patients with metrics (--config/--run-dir)."""
+    """Segment new volumes (--model --input --out), or re-score a run's test patients (--config/--run-dir)."""
     from . import segmentation
 
     if input is not None or out is not None:
@@ -176,10 +192,12 @@ def segment(
     if config is None and run_dir is None:
         raise CerviradError("segment needs --model/--input/--out, or --config FILE [--run-dir DIR] to score a run's "
                             "test patients.")
+    from .pipeline import rescore_segmentation
+
     cfg, run = load_run(config, overrides, run_dir)
-    m = segmentation.run_segment(cfg, run, arch, model)
+    m = rescore_segmentation(cfg, run, model, force)
     typer.echo(f"segment {m['model']}: test Dice {m['dice']['value']:.4f} over {m['n_patients']} patients -> "
-               f"{run.path / segmentation.output_dir(m['model'])}/metrics.json")
+               f"{run.seg_metrics(m['model'])}")
 
 
 @app.command("extract-features")
@@ -187,15 +205,20 @@ def extract_features(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
     masks: Optional[str] = typer.Option(None, "--masks", help="manual (the cohort's masks) or predicted "
-                                        "(<run>/masks from `cervirad segment`); default features.masks."),
+                                        "(the test masks of train-seg); default features.masks."),
+    force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
 ) -> None:
     """PyRadiomics + histogram + clinical features per patient -> <run>/features/features.parquet."""
     from . import features
 
-    cfg, run = load_run(config, overrides, run_dir)
-    out = features.run(cfg, run, masks)
-    typer.echo(f"extract-features: {features.summary(out)} -> {out}")
+    cfg = load(config, overrides)
+    masks = masks or cfg.features.masks
+    if masks not in ("manual", "predicted"):
+        raise CerviradError(f"Unknown mask source '{masks}'; use --masks manual or --masks predicted.")
+    _, run = run_targets(config, overrides, run_dir, ["features" if masks == "manual" else "features-predicted"],
+                         force)
+    typer.echo(f"extract-features: {features.summary(run.features_dir(masks))} -> {run.features_dir(masks)}")
 
 
 @app.command()
@@ -208,24 +231,28 @@ def classify(
     label_column: Optional[str] = typer.Option(None, "--label-column", help="With --features: the label column."),
     out: Optional[Path] = typer.Option(None, "--out", help="With --features: output folder (default "
                                        "<runs_root>/<run.name>)."),
+    force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
 ) -> None:
     """Tune and compare RF/XGBoost/SVM/LR (selection + SMOTE inside CV) -> <run>/classification/."""
-    from . import classification
+    import json
+
+    from .pipeline import classify_table
+    from .rundir import SUMMARY
 
     if features_table is not None and config is None:
         config = TABLE_CONFIG  # lighter grids in the paper's ranges: a 260 x 264 table in < 5 min
-    cfg = load(config, overrides)
     if features_table is not None:
         if label_column is None:
             raise CerviradError("classify --features needs --label-column NAME (and --id-column NAME); pass it.")
-        target = out or run_dir or Path(cfg.run.runs_root) / cfg.run.name
-        s = classification.run_table(cfg, features_table, id_column, label_column, target)
-        where = Path(target) / "classification"
+        cfg = load(config, overrides)
+        target = Path(out or run_dir or Path(cfg.run.runs_root) / cfg.run.name)
+        s = classify_table(cfg, features_table, id_column, label_column, target, force)
+        where = target / "classification"
     else:
-        run = open_run_dir(cfg, run_dir)
-        s = classification.run(cfg, run)
-        where = run.path / "classification"
+        _, run = run_targets(config, overrides, run_dir, ["classify"], force)
+        s = json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))
+        where = run.classification_dir
     h = s["headline"][s["best_model"]]
     typer.echo(f"classify ({s['evaluation']}): best model {s['best_model']} - accuracy {h['accuracy']:.3f}, "
                f"macro F1 {h['f1_macro']:.3f}, macro AUC {h['auc_macro']:.3f} -> {where}")
@@ -255,30 +282,28 @@ def run_all(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
     start: Optional[str] = typer.Option(None, "--from", help="Redo this stage and every later one."),
-    force: bool = typer.Option(False, "--force", help="Redo every stage."),
+    force: bool = typer.Option(False, "--force", help="Redo every stage (and replace another run's artifacts)."),
     overrides: List[str] = SetOpt,
 ) -> None:
     """validate -> preprocess -> train-seg (+ test masks) -> features (manual, predicted) -> classify -> report."""
-    from .pipeline import run_all as _run_all
+    from .pipeline import run_stages
 
     cfg, run = load_run(config, overrides, run_dir)
-    times = _run_all(cfg, run, start=start, force=force)
+    times = run_stages(cfg, run, force=force, start=start)
     ran = ", ".join(f"{k} {v:.0f}s" for k, v in times.items()) or "nothing to redo"
-    typer.echo(f"run-all: {ran}; report -> {run.path / 'report.html'}")
+    typer.echo(f"run-all: {ran}; report -> {run.report}")
 
 
 @app.command()
 def report(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
+    force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
 ) -> None:
     """(Re)build the self-contained report.html of a run from its artifacts."""
-    from .pipeline import run_stage
-
-    cfg, run = load_run(config, overrides, run_dir)
-    run_stage("report", cfg, run)
-    typer.echo(f"report -> {run.path / 'report.html'}")
+    _, run = run_targets(config, overrides, run_dir, ["report"], force)
+    typer.echo(f"report -> {run.report}")
 
 
 def main() -> None:

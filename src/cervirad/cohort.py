@@ -14,6 +14,7 @@ import pandas as pd
 from .config import Config, DataConfig
 from .errors import InputError
 from .io import Cohort, load_cohort
+from .rundir import Layout
 
 LABEL = "Pathologic_typing"
 CATEGORY_NAMES = {
@@ -60,7 +61,7 @@ def pathologic_typing(clinical: pd.DataFrame, data: DataConfig) -> pd.Series:
 
 
 def demo_cohort_dir(run_path: Path) -> Path:
-    return Path(run_path) / "cohort"
+    return Layout(run_path).cohort_dir
 
 
 def cohort_from_config(cfg: Config, run_path: Path | None = None) -> Cohort:
@@ -109,7 +110,7 @@ def make_split(ids: list[str], labels: dict[str, int] | None, fractions: tuple[f
 
 
 def load_splits(run_path: Path) -> dict[str, list[str]]:
-    p = Path(run_path) / "splits.json"
+    p = Layout(run_path).splits
     if not p.is_file():
         raise InputError(f"Run directory '{run_path}' has no splits.json; run `cervirad preprocess` first.")
     data = json.loads(p.read_text(encoding="utf-8"))

@@ -22,7 +22,12 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from . import presets
 from .errors import ConfigError
+
+# the classifiers and feature selectors the classify stage knows (classification.models / .selectors)
+MODELS = ("rf", "xgboost", "svm", "lr")
+SELECTORS = ("rf", "anova", "rfe")
 
 
 # --------------------------------------------------------------------------- sections
@@ -46,7 +51,7 @@ class DataConfig:
     large_column: str = "large_cell"
     non_keratinizing_column: str = "non_keratinizing"
     adenocarcinoma_column: str = "adenocarcinoma"
-    # tolerance (relative, on spacing/origin/direction) for "same grid" checks
+    # tolerance (relative, on spacing/origin/direction) for "same grid" checks (validate, extract-features)
     geometry_tolerance: float = 1e-3
     demo_patients: int = 100
     demo_seed: int = 7
@@ -159,7 +164,6 @@ class FeaturesConfig:
     masks: Literal["manual", "predicted"] = "manual"
     histogram_bins: int = 256
     include_treatment: bool = False
-    geometry_tolerance: float = 1e-3
     clinical_columns: ClinicalColumnsConfig = field(default_factory=ClinicalColumnsConfig)
     # reuse per-case results in <run>/cache/features/ when image, mask and settings are unchanged
     cache: bool = True
@@ -167,8 +171,8 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class ClassificationConfig:
-    models: tuple[str, ...] = ("rf", "xgboost", "svm", "lr")
-    selectors: tuple[str, ...] = ("rf", "anova", "rfe")
+    models: tuple[str, ...] = MODELS
+    selectors: tuple[str, ...] = SELECTORS
     k_grid: tuple[int, ...] = (5, 10, 20, 30, 50, 100)
     cv_folds: int = 5
     outer_folds: int = 5
@@ -197,11 +201,11 @@ class ClassificationConfig:
     permutation_repeats: int = 10
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.models if m not in ("rf", "xgboost", "svm", "lr")]
-        bad += [s for s in self.selectors if s not in ("rf", "anova", "rfe")]
+        bad = [m for m in self.models if m not in MODELS]
+        bad += [s for s in self.selectors if s not in SELECTORS]
         if bad or not self.models or not self.selectors:
             raise ConfigError(f"Config key 'classification.models/selectors': unknown or empty entry {bad or '[]'}; "
-                              "models are rf, xgboost, svm, lr and selectors rf, anova, rfe.")
+                              f"models are {', '.join(MODELS)} and selectors {', '.join(SELECTORS)}.")
         if min(self.cv_folds, self.outer_folds) < 2 or self.repeats < 1 or self.bootstrap < 0:
             raise ConfigError("Config key 'classification': cv_folds and outer_folds must be >= 2, repeats >= 1, "
                               "bootstrap >= 0.")
@@ -383,9 +387,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"Config file '{p}' not found; pass an existing YAML file, e.g. configs/demo.yaml.")
+        p = presets.resolve(path, kind="config")  # a file path, or a packaged preset name such as `demo`
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:

@@ -101,6 +101,12 @@ def geometry_mismatch(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> Option
     return None
 
 
+def geometry_mismatch_message(case: str, sequence: str, mismatch: str) -> str:
+    """The one-line error for an image/mask pair on different grids (validate, extract-features)."""
+    return (f"Image/mask geometry mismatch for case '{case}': {sequence} vs mask {mismatch}; "
+            "resample the mask onto the image grid or raise data.geometry_tolerance.")
+
+
 # --------------------------------------------------------------------------- tables
 def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     """Read a CSV (optionally gzip) or Parquet table."""

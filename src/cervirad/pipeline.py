@@ -1,146 +1,304 @@
-"""Stage wiring shared by the CLI commands: cohort resolution, validation, preprocess.
+"""The orchestrator: walk the stage table (:mod:`cervirad.stages`), run what is out of date.
 
-Every stage that reads images calls :func:`ensure_valid_cohort` first; validation is
-skipped when ``run.json`` records a successful validation of the same files and settings.
+Every command (``validate`` … ``classify``, ``report``, ``run-all``) goes through
+:func:`run_stages` with its target stage(s), so one rule decides what runs and ``run.json``
+holds one record of it. A stage runs when
+
+- it is forced (``--force``; ``--from S`` forces S and every later stage),
+- a stage it reads from ran in this invocation,
+- it never finished (no record, failed, interrupted),
+- its key changed (config section, a file's content, an upstream key, the seed, the version), or
+- one of the files it recorded as written is missing or its bytes changed.
+
+Each decision to redo is logged in one line that says why. A run needing nothing logs one
+line saying so. The run folder is locked for the whole invocation.
 """
 from __future__ import annotations
 
 import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
 
+from . import __version__
 from .cohort import cohort_from_config
-from .config import Config
+from .config import Config, hash_obj
+from .errors import ConfigError, InputError
 from .io import Cohort
-from .rundir import RunDir, write_json
+from .rundir import PARTIAL, HashCache, RunDir
+from .stages import STAGES, Stage
 
 log = logging.getLogger(__name__)
 
 
-def cohort_key(cfg: Config, cohort: Cohort) -> str:
-    """Identity of the cohort files (path, size, mtime) and the data settings."""
-    from .config import hash_obj
+# --------------------------------------------------------------------------- inputs, once per invocation
+class Inputs:
+    """What one invocation reads: the config, the cohort (loaded once) and content hashes (cached
+    on disk by path, size and mtime, so a rerun reads no file it has hashed before)."""
 
-    files = []
-    for p in cohort.patients:
-        for f in [*p.images.values(), p.mask]:
-            if f is not None and f.exists():
-                st = f.stat()
-                files.append((str(f), st.st_size, int(st.st_mtime)))
-    extra = [str(cohort.clinical_path)] + ([cohort.clinical.to_csv()] if cohort.clinical is not None else [])
-    return hash_obj({"data": cfg.to_dict()["data"], "files": files, "clinical": extra})
+    def __init__(self, cfg: Config, run: RunDir, options: dict):
+        self.cfg, self.run, self.options = cfg, run, options
+        self.hashes = HashCache(run.cache_dir("hashes") / "files.json")
+        self._cohort: Cohort | None = None
+        self._cohort_hash: str | None = None
+        self._config = cfg.to_dict()
 
+    @property
+    def cohort(self) -> Cohort:
+        if self._cohort is None:
+            self._cohort = cohort_from_config(self.cfg, self.run.path)
+        return self._cohort
 
-def validate_stage(cfg: Config, run: RunDir, require_labels: bool = True, cohort: Cohort | None = None) -> dict:
-    from .validate import validate_cohort
+    def cohort_hash(self) -> str:
+        """Content of the clinical table and of every image and mask, by patient and role (not by
+        path: a cohort moved to another folder is the same cohort)."""
+        if self._cohort_hash is None:
+            c = self.cohort
+            parts: list = [("clinical", self.hashes.of(Path(c.clinical_path)) if c.clinical_path else None)]
+            for p in c.patients:
+                roles = {**p.images, "mask": p.mask}
+                parts += [(p.id, role, self.hashes.of(Path(f)) if f is not None else None)
+                          for role, f in sorted(roles.items())]
+            self._cohort_hash = hash_obj(parts)
+        return self._cohort_hash
 
-    cohort = cohort or cohort_from_config(cfg, run.path)
-    with run.stage("validate", key=cohort_key(cfg, cohort)) as st:
-        fp = validate_cohort(cohort, cfg.data, require_labels=require_labels, n_threads=cfg.execution.workers)
-        write_json(st.path("fingerprint.json"), fp)
-        st.info["n_patients"] = fp["n_patients"]
-    for w in fp["warnings"][:5]:
-        log.info("validate: %s", w)
-    return fp
+    def config_part(self, dotted: str):
+        node = self._config
+        for part in dotted.split("."):
+            node = node[part]
+        return node
 
-
-def ensure_valid_cohort(cfg: Config, run: RunDir) -> Cohort:
-    """Load the cohort and validate it unless an identical validation already passed."""
-    cohort = cohort_from_config(cfg, run.path)
-    if not run.is_current("validate", cohort_key(cfg, cohort)) or not (run.path / "fingerprint.json").is_file():
-        validate_stage(cfg, run, require_labels=True, cohort=cohort)
-    return cohort
-
-
-def preprocess_stage(cfg: Config, run: RunDir) -> dict:
-    from . import preprocess
-
-    cohort = ensure_valid_cohort(cfg, run)
-    return preprocess.run(cfg, run, cohort, n_jobs=cfg.execution.workers)
-
-
-# --------------------------------------------------------------------------- run-all
-def preprocess_key(cfg: Config, cohort: Cohort) -> str:
-    from .config import hash_obj
-
-    d = cfg.to_dict()
-    return hash_obj({"cohort": cohort_key(cfg, cohort), "preprocess": d["preprocess"],
-                     "channels": d["segmentation"]["input_sequences"], "seed": cfg.run.seed})
-
-
-RUN_ALL_STAGES = ("validate", "preprocess", "train-seg", "features", "features-predicted", "classify", "report")
+    def components(self, stage: Stage, keys: dict[str, str | None]) -> dict:
+        """Everything the stage's key covers, each part hashed (stored to explain a redo)."""
+        opts = {k: self.options.get(k) for k in stage.options}
+        return {
+            "config": {sec: hash_obj(self.config_part(sec)) for sec in stage.config},
+            "cohort": self.cohort_hash() if stage.reads_cohort else None,
+            "files": {str(Path(p).resolve()): self.hashes.of(p) for p in stage.files(self.cfg, self.options)},
+            "upstream": {u: keys.get(u) for u in (*stage.needs, *stage.uses)},
+            "options": {k: str(v) for k, v in opts.items()},
+            "seed": self.cfg.run.seed,
+            "version": __version__,
+        }
 
 
-def _stage_keys(cfg: Config, run: RunDir, cohort: Cohort) -> dict[str, str]:
-    """Input keys of every stage; each includes the keys of the stages it reads from."""
-    from .config import hash_obj
-
-    d = cfg.to_dict()
-    keys: dict[str, str] = {"validate": cohort_key(cfg, cohort)}
-    keys["preprocess"] = preprocess_key(cfg, cohort)
-    keys["train-seg"] = hash_obj({"pre": keys["preprocess"], "seg": d["segmentation"], "seed": cfg.run.seed})
-    keys["features"] = hash_obj({"pre": keys["preprocess"], "feat": d["features"], "data": d["data"]})
-    keys["features-predicted"] = hash_obj({"feat": keys["features"], "seg": keys["train-seg"]})
-    keys["classify"] = hash_obj({"feat": keys["features-predicted"], "cls": d["classification"],
-                                 "seed": cfg.run.seed})
-    keys["report"] = hash_obj({"cls": keys["classify"], "report": d["report"]})
-    return keys
+def stage_key(comps: dict) -> str:
+    """The key: every component, files by content only (a moved file with the same bytes is the same)."""
+    return hash_obj({**comps, "files": sorted(str(h) for h in comps["files"].values())})
 
 
-def run_stage(name: str, cfg: Config, run: RunDir) -> None:
-    if name == "validate":
-        validate_stage(cfg, run, require_labels=True)
-    elif name == "preprocess":
-        preprocess_stage(cfg, run)
-    elif name == "train-seg":
-        from .segmentation import run_train
-
-        run_train(cfg, run, resume=True)
-    elif name == "features":
-        from .features import run as extract
-
-        extract(cfg, run, "manual")
-    elif name == "features-predicted":
-        from .features import run as extract
-
-        extract(cfg, run, "predicted")
-    elif name == "classify":
-        from .classification import run as classify
-
-        classify(cfg, run)
-    elif name == "report":
-        from .report import build_report
-
-        with run.stage("report") as st:
-            build_report(run, cfg.report.dca_category, out_dir=st.staging)
+# --------------------------------------------------------------------------- decisions
+def plan(table: Sequence[Stage], targets: Sequence[str]) -> list[Stage]:
+    """The targets and every stage they need (transitively), in table order."""
+    names = {s.name: s for s in table}
+    want: set[str] = set()
+    todo = list(targets)
+    while todo:
+        n = todo.pop()
+        if n not in want:
+            want.add(n)
+            todo += names[n].needs
+    return [s for s in table if s.name in want]
 
 
-def run_all(cfg: Config, run: RunDir, start: str | None = None, force: bool = False) -> dict[str, float]:
-    """Every stage in order on the one split; skip stages whose input keys are unchanged.
+def _changed_part(old: dict, new: dict) -> str:
+    for part in ("config", "files", "upstream", "options"):
+        a, b = old.get(part) or {}, new.get(part) or {}
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if diff:
+            what = {"config": "config section", "files": "file", "upstream": "input stage", "options": "option"}[part]
+            return f"{what} {', '.join(diff)} changed"
+    if old.get("cohort") != new.get("cohort"):
+        return "the cohort's files changed"
+    for part in ("seed", "version"):
+        if old.get(part) != new.get(part):
+            return f"{part} changed ({old.get(part)} -> {new.get(part)})"
+    return "inputs changed"
 
-    ``start`` redoes that stage and every later one; ``force`` redoes all. A stage killed
-    half-way has no recorded key, so the next call redoes it (training resumes from its
-    last checkpoint). Returns the wall time of each stage that ran.
-    """
-    import time
 
-    from .errors import ConfigError
-
-    if start is not None and start not in RUN_ALL_STAGES:
-        raise ConfigError(f"Unknown stage '{start}' for --from; choose one of {', '.join(RUN_ALL_STAGES)}.")
-    cohort = cohort_from_config(cfg, run.path)
-    first = RUN_ALL_STAGES.index(start) if start else (0 if force else len(RUN_ALL_STAGES))
-    keys = _stage_keys(cfg, run, cohort)
-    times: dict[str, float] = {}
-    for i, name in enumerate(RUN_ALL_STAGES):
-        done = run.read_run_json().get("pipeline", {}).get(name)
-        if i < first and done == keys[name]:
-            log.info("run-all: %-18s unchanged, skipped", name)
+def reason_to_run(stage: Stage, rec: dict, key: str, comps: dict, hashes: HashCache, run: RunDir) -> str | None:
+    """Why the stage must run, or None when its record, key and outputs are all current."""
+    status = rec.get("status")
+    if status is None:
+        return "never ran"
+    if status != "done":
+        return f"last attempt {status}" if status in ("failed", "interrupted") else "did not finish"
+    if rec.get("replaced_by"):
+        return f"its results came from another model ({rec['replaced_by']})"
+    if rec.get("key") != key:
+        return _changed_part(rec.get("inputs") or {}, comps)
+    outputs = rec.get("outputs")
+    if outputs is None:
+        return "its outputs were never recorded"
+    for rel, digest in outputs.items():
+        if digest is None:
             continue
-        t0 = time.perf_counter()
-        run_stage(name, cfg, run)
-        times[name] = round(time.perf_counter() - t0, 1)
-        info = run.read_run_json()
-        info.setdefault("pipeline", {})[name] = keys[name]
-        info.setdefault("pipeline_seconds", {})[name] = times[name]
-        write_json(run.run_json, info)
-        log.info("run-all: %-18s done in %6.1f s", name, times[name])
-    return times
+        now = hashes.of(run.path / rel)
+        if now is None:
+            return f"output {rel} is missing"
+        if now != digest:
+            return f"output {rel} changed"
+    return None
+
+
+def _upstream_key(run: RunDir, name: str, keys: dict[str, str | None]) -> str | None:
+    """Key of an upstream stage: computed in this invocation, else its record's when done."""
+    if name in keys:
+        return keys[name]
+    rec = run.stage_record(name)
+    return rec.get("key") if rec.get("status") == "done" else None
+
+
+# --------------------------------------------------------------------------- the walk
+def run_stages(cfg: Config, run: RunDir, targets: Sequence[str] | None = None, *, force: bool = False,
+               start: str | None = None, table: Sequence[Stage] = STAGES, identity: dict | None = None,
+               options: dict | None = None) -> dict[str, float]:
+    """Bring ``targets`` (default: every stage of ``table``) up to date; returns the wall time of
+    each stage that ran. ``force`` redoes the targets; ``start`` redoes that stage and every
+    later one of the plan. ``identity`` (kind and source of the run) is claimed first: a folder
+    holding another run's artifacts is refused unless ``force``."""
+    names = [s.name for s in table]
+    targets = list(targets) if targets else names
+    unknown = [t for t in [*targets, *([start] if start else [])] if t not in names]
+    if unknown:
+        raise ConfigError(f"Unknown stage '{unknown[0]}'; choose one of {', '.join(names)}.")
+    options = dict(options or {})
+    with run.lock():
+        run.claim(identity or cohort_identity(cfg), force=force)
+        run.write_provenance(cfg)
+        return _walk(cfg, run, plan(table, targets), targets, force, start, options)
+
+
+def _walk(cfg: Config, run: RunDir, stages: list[Stage], targets: list[str], force: bool, start: str | None,
+          options: dict) -> dict[str, float]:
+    inputs = Inputs(cfg, run, options)
+    order = [s.name for s in stages]
+    forced = set(targets) if force else set()
+    if start:
+        forced |= set(order[order.index(start):]) if start in order else {start}
+    keys: dict[str, str | None] = {}
+    ran: dict[str, float] = {}
+    for check in dict.fromkeys(s.check for s in stages if s.check):
+        next(s for s in stages if s.check == check).checker()(cfg)
+    _check_labels(stages, inputs)
+    for stage in stages:
+        for u in stage.uses:
+            keys.setdefault(u, _upstream_key(run, u, keys))
+        comps = inputs.components(stage, keys)
+        key = stage_key(comps)
+        keys[stage.name] = key
+        rec = run.stage_record(stage.name)
+        redone = [u for u in (*stage.needs, *stage.uses) if u in ran]
+        if stage.name in forced:
+            why = "forced (--force)" if force else f"forced (--from {start})"
+        elif redone:
+            why = f"{redone[0]} was redone"
+        else:
+            why = reason_to_run(stage, rec, key, comps, inputs.hashes, run)
+        if why is None:
+            log.info("%-18s up to date, skipped", stage.name)
+            continue
+        log.info("%-18s runs: %s", stage.name, why)
+        ran[stage.name] = _run_one(stage, cfg, run, inputs, key, comps, fresh=stage.name in forced)
+        inputs.hashes.save()
+    if not ran:
+        log.info("nothing to redo: %d stage(s) up to date", len(stages))
+    inputs.hashes.save()
+    return ran
+
+
+def _check_labels(stages: list[Stage], inputs: Inputs) -> None:
+    """Stages that need the pathology labels fail before anything runs when there are none."""
+    need = [s.name for s in stages if s.labels]
+    if need and inputs.cohort.clinical is None:
+        raise InputError(f"Stage(s) {', '.join(need)} need the pathology labels, but the cohort has no clinical "
+                         "table; set data.clinical (or --clinical), or run only validate, preprocess, train-seg.")
+
+
+def _run_one(stage: Stage, cfg: Config, run: RunDir, inputs: Inputs, key: str, comps: dict, fresh: bool) -> float:
+    func = stage.load()
+    if fresh:  # a forced stage does not resume from an interrupted attempt
+        shutil.rmtree(run.path / PARTIAL / stage.name, ignore_errors=True)
+    cohort = inputs.cohort if stage.reads_cohort else None
+    outputs = [Path(p) for p in stage.outputs(cfg, inputs.options)]
+    options = {k: inputs.options.get(k) for k in stage.options}
+    t0 = time.perf_counter()
+    with run.stage(stage.name, key=key, resumable=stage.resumable, replace=tuple(outputs)) as st:
+        st.info["inputs"] = comps
+        func(cfg, run, cohort, st, **options)
+    seconds = round(time.perf_counter() - t0, 1)
+    run.update_stage(stage.name, outputs={str(p): inputs.hashes.of(run.path / p) for p in outputs})
+    log.info("%-18s done in %6.1f s", stage.name, seconds)
+    return seconds
+
+
+# --------------------------------------------------------------------------- identities
+def cohort_identity(cfg: Config) -> dict:
+    """A run made from a cohort: the demo, or the resolved manifest path."""
+    d = cfg.data
+    source = "demo" if d.source == "demo" else str(Path(d.manifest).resolve())
+    return {"kind": "cohort", "source": source}
+
+
+def table_identity(table: str | Path) -> dict:
+    return {"kind": "table", "source": str(Path(table).resolve())}
+
+
+def classify_table(cfg: Config, table: str | Path, id_column: str, label_column: str, out_dir: str | Path,
+                   force: bool = False) -> dict:
+    """``cervirad classify --features TABLE``: a run folder made from one feature table (repeated
+    nested CV); returns the classification summary."""
+    import json
+
+    from .rundir import SUMMARY
+    from .stages import TABLE_STAGES
+
+    table = Path(table)
+    if not table.is_file():
+        raise InputError(f"Feature table '{table}' not found; pass an existing CSV or Parquet file.")
+    run = RunDir(out_dir)
+    run_stages(cfg, run, ["classify"], force=force, table=TABLE_STAGES, identity=table_identity(table),
+               options={"table": str(table.resolve()), "id_column": id_column, "label_column": label_column})
+    return json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- segment --run-dir
+def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None, force: bool = False) -> dict:
+    """``cervirad segment --run-dir``: score a trained model on the run's test patients.
+
+    The run's own model refreshes what train-seg recorded (same stage, same key). Another model
+    replaces the run's segmentation results only with ``force``, and train-seg's record then says
+    so, so that the next ``run-all`` retrains the run's own model.
+    """
+    from .rundir import OVERLAYS, RELATIVE, file_hash
+    from .segmentation import evaluate_run
+    from .segmentation.infer import read_checkpoint
+
+    with run.lock():
+        run.claim(cohort_identity(cfg))
+        run.write_provenance(cfg)
+        _walk(cfg, run, plan(STAGES, ["preprocess"]), ["preprocess"], False, None, {})
+        own = run.seg_model()
+        path = Path(model_path) if model_path else own
+        if not path.is_file():
+            raise InputError(f"No trained model at '{path}'; run `cervirad train-seg` for this run first or pass "
+                             "--model.")
+        trained = run.stage_record("train-seg").get("status") == "done"
+        foreign = not own.is_file() or path.resolve() != own.resolve()
+        if foreign and trained and not force:
+            raise InputError(f"Run '{run.path}' has its own trained segmentation; scoring '{path}' would replace its "
+                             "masks and metrics. Pass --force to do so, or another --run-dir.")
+        inputs = Inputs(cfg, run, {})
+        arch = read_checkpoint(path)["arch"]
+        replace = (RELATIVE.masks_dir(arch), RELATIVE.segmentation_dir(arch) / OVERLAYS)
+        with run.stage("segment", key=file_hash(path), replace=replace) as st:
+            metrics = evaluate_run(cfg, run, inputs.cohort, path, st)
+        rec = run.stage_record("train-seg")
+        outputs = {rel: inputs.hashes.of(run.path / rel) for rel in rec.get("outputs") or {}}
+        if foreign:
+            run.update_stage("train-seg", outputs=outputs, key=None, replaced_by=str(path))
+        elif rec:
+            run.update_stage("train-seg", outputs=outputs)
+        inputs.hashes.save()
+        return metrics

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from .cohort import LABEL, load_splits, make_split, pathologic_typing, split_of
 from .config import Config, PreprocessConfig
 from .io import Cohort, Patient, read_image, to_array
-from .rundir import RunDir, StageContext, atomic_path, write_json
+from .rundir import Layout, RunDir, StageContext, atomic_path, write_json
 
 
 # --------------------------------------------------------------------------- pure cores
@@ -144,18 +144,18 @@ def restore_mask(pred: np.ndarray, meta: dict, reference: sitk.Image) -> sitk.Im
 
 
 # --------------------------------------------------------------------------- the stage
-def _process_patient(p: Patient, sequences: tuple[str, ...], cfg: PreprocessConfig, out_dir: Path) -> dict:
+def _process_patient(p: Patient, sequences: tuple[str, ...], cfg: PreprocessConfig, out: Layout) -> dict:
     imgs = [read_image(p.images[s], p.id, s) for s in sequences]
     mask = read_image(p.mask, p.id, "mask") if p.mask is not None else None
     prep = prepare_volume(imgs, cfg, mask)
-    with atomic_path(out_dir / "slices" / f"{p.id}_image.npy") as tmp:
+    with atomic_path(out.slice_file(p.id, "image")) as tmp:
         np.save(tmp, prep.image.astype(np.float16))
     lesion_px = np.zeros(prep.image.shape[0], dtype=int)
     if prep.mask is not None:
-        with atomic_path(out_dir / "slices" / f"{p.id}_mask.npy") as tmp:
+        with atomic_path(out.slice_file(p.id, "mask")) as tmp:
             np.save(tmp, prep.mask)
         lesion_px = prep.mask.reshape(prep.mask.shape[0], -1).sum(axis=1)
-    write_json(out_dir / "meta" / f"{p.id}.json", prep.meta)
+    write_json(out.meta_file(p.id), prep.meta)
     stats = {"mean": prep.meta["channel_mean"][0], "sd": prep.meta["channel_sd"][0]}
     return {"id": p.id, "lesion_px": lesion_px.tolist(), "cropped": prep.meta["lesion_voxels_cropped"], **stats}
 
@@ -173,26 +173,22 @@ def split_for_cohort(cohort: Cohort, cfg: Config) -> dict:
             "fractions": [s.train, s.val, s.test]}
 
 
-def run(cfg: Config, run: RunDir, cohort: Cohort, n_jobs: int = 1) -> dict:
-    """Preprocess every patient of ``cohort`` into ``<run>/preprocess/`` and write ``splits.json``."""
+def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
+    """The preprocess stage: every patient of ``cohort`` into ``preprocess/``, and ``splits.json``."""
     from joblib import Parallel, delayed
 
     sequences = tuple(cfg.segmentation.input_sequences)
-    from .pipeline import preprocess_key
-
-    key = preprocess_key(cfg, cohort)
-    with run.stage("preprocess", key=key) as st:
-        out_dir = st.dir("preprocess")
-        splits = split_for_cohort(cohort, cfg)
-        results = Parallel(n_jobs=n_jobs)(
-            delayed(_process_patient)(p, sequences, cfg.preprocess, out_dir) for p in cohort.patients)
-        summary = _write_index(results, split_of(splits), out_dir, sequences, cfg.preprocess)
-        write_json(st.path("splits.json"), splits)
-        st.info["summary"] = {k: summary[k] for k in ("slices_with_lesion", "slices_without_lesion")}
+    out = Layout(st.staging)
+    splits = split_for_cohort(cohort, cfg)
+    results = Parallel(n_jobs=cfg.execution.workers)(
+        delayed(_process_patient)(p, sequences, cfg.preprocess, out) for p in cohort.patients)
+    summary = _write_index(results, split_of(splits), out, sequences, cfg.preprocess)
+    write_json(st.splits, splits)
+    st.info["summary"] = {k: summary[k] for k in ("slices_with_lesion", "slices_without_lesion")}
     return summary
 
 
-def _write_index(results: list[dict], split: dict[str, str], out_dir: Path, sequences: tuple[str, ...],
+def _write_index(results: list[dict], split: dict[str, str], out: Layout, sequences: tuple[str, ...],
                  cfg: PreprocessConfig) -> dict:
     rows = []
     for r in results:
@@ -202,7 +198,7 @@ def _write_index(results: list[dict], split: dict[str, str], out_dir: Path, sequ
     df = pd.DataFrame(rows)
     from .io import write_table
 
-    write_table(df, out_dir / "slices.csv")
+    write_table(df, out.slices_index)
     per_split = {}
     for part in ("train", "val", "test"):
         d = df[df.split == part]
@@ -220,21 +216,21 @@ def _write_index(results: list[dict], split: dict[str, str], out_dir: Path, sequ
         "zscore_check": {"mean_of_means": float(np.mean([r["mean"] for r in results])),
                          "mean_of_sds": float(np.mean([r["sd"] for r in results]))},
     }
-    write_json(out_dir / "summary.json", summary)
+    write_json(out.preprocess_summary, summary)
     return summary
 
 
 def load_patient_slices(run_path: Path, pid: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(image (S, C, H, W) float16, mask (S, H, W) uint8 or None) of one preprocessed patient."""
-    d = Path(run_path) / "preprocess" / "slices"
+    run = Layout(run_path)
     mode = "r" if mmap else None
-    img = np.load(d / f"{pid}_image.npy", mmap_mode=mode)
-    mp = d / f"{pid}_mask.npy"
+    img = np.load(run.slice_file(pid, "image"), mmap_mode=mode)
+    mp = run.slice_file(pid, "mask")
     return img, (np.load(mp, mmap_mode=mode) if mp.is_file() else None)
 
 
 def load_meta(run_path: Path, pid: str) -> dict:
-    return json.loads((Path(run_path) / "preprocess" / "meta" / f"{pid}.json").read_text(encoding="utf-8"))
+    return json.loads(Layout(run_path).meta_file(pid).read_text(encoding="utf-8"))
 
 
 __all__ = ["zscore", "body_mask", "to_square", "from_square", "prepare_volume", "restore_mask", "run",

@@ -1,9 +1,11 @@
 """The run directory: one folder holding every artifact of a run, with provenance.
 
-Layout (SPEC §8)::
+Layout (SPEC §8); every artifact name is spelled here and nowhere else (:class:`RunDir`
+exposes them as named paths)::
 
     runs/<name>/
-      run.json          config hash, versions, git commit, seeds, per-stage status/timings
+      run.json          provenance and THE record of what ran: per stage its key, status,
+                        wall time, error and the hashes of the files it wrote
       config.yaml       the resolved configuration
       fingerprint.json  cohort fingerprint (validate)
       splits.json       the ONE patient-level split every stage uses (preprocess)
@@ -13,7 +15,8 @@ Writes are atomic. A stage writes into a hidden staging folder ``.partial/<stage
 mirrors the run layout; only when the stage succeeds are its entries moved into place
 (one ``os.replace`` each). A failed stage therefore leaves nothing behind except its error
 in ``run.json``. Resumable stages (segmentation training) keep their staging folder across
-a crash so a rerun can pick up the last checkpoint.
+a crash so a rerun can pick up the last checkpoint. One process at a time works on a run
+folder (:meth:`RunDir.lock`).
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ import yaml
 
 from . import __version__
 from .config import Config
+from .errors import CerviradError
+from .jsonutil import jsonable
 
 PACKAGES = (
     "numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "imbalanced-learn", "xgboost", "torch",
@@ -74,21 +79,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    """Strict JSON (NaN/inf written as null, numpy values as plain numbers: :func:`~cervirad.jsonutil.jsonable`)."""
+    return write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -134,13 +126,149 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-# --------------------------------------------------------------------------- the run dir
-class StageContext:
-    """Where a running stage writes. ``path('segmentation/metrics.json')`` is inside staging."""
+# --------------------------------------------------------------------------- artifact names
+RUN_JSON = "run.json"
+CONFIG_YAML = "config.yaml"
+LOCK_FILE = ".lock"
+PARTIAL = ".partial"
+FINGERPRINT = "fingerprint.json"
+SPLITS = "splits.json"
+PREPROCESS = "preprocess"
+SEGMENTATION = "segmentation"
+MASKS = "masks"
+FEATURES = "features"
+CLASSIFICATION = "classification"
+REPORT = "report.html"
+REPORT_FILES = "report_files"
+CACHE = "cache"
+COHORT = "cohort"
+# files inside the stage folders that other stages or the report read
+SUMMARY = "summary.json"
+METRICS = "metrics.json"
+METRICS_PREDICTED = "metrics_predicted.json"
+PER_PATIENT = "per_patient.csv"
+COMPARISON = "comparison.csv"
+TRAIN_LOG = "train_log.csv"
+CURVES = "curves.png"
+OVERLAYS = "overlays"
+MODEL_PT = "model.pt"
+LAST_PT = "last.pt"
+FEATURES_TABLE = "features.parquet"
+FEATURES_CSV = "features.csv"
+DIAGNOSTICS = "diagnostics.csv"
+ERRORS = "errors.csv"
+COLUMN_COUNTS = "column_counts.json"
+COLUMNS = "columns.json"
+MODEL_JOBLIB = "model.joblib"
+MODEL_CARD = "model_card.json"
+MODELS = "models"
+PREDICTIONS = "predictions.csv"
+PREDICTIONS_PREDICTED = "predictions_predicted.csv"
+CONFUSION = "confusion_matrices.json"
+FIGURES = "figures"
+FEATURE_FILES = (FEATURES_TABLE, FEATURES_CSV, DIAGNOSTICS, ERRORS, COLUMN_COUNTS, COLUMNS)
 
-    def __init__(self, run: "RunDir", name: str, staging: Path):
+
+class Layout:
+    """Named paths of a run's artifacts below ``root``: the run folder itself, a stage's staging
+    folder (which mirrors it), or ``Path()`` for run-relative paths."""
+
+    def __init__(self, root: str | Path = ""):
+        self.root = Path(root)
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / RUN_JSON
+
+    @property
+    def config_yaml(self) -> Path:
+        return self.root / CONFIG_YAML
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.root / FINGERPRINT
+
+    @property
+    def splits(self) -> Path:
+        return self.root / SPLITS
+
+    @property
+    def preprocess_dir(self) -> Path:
+        return self.root / PREPROCESS
+
+    @property
+    def preprocess_summary(self) -> Path:
+        return self.root / PREPROCESS / SUMMARY
+
+    @property
+    def slices_dir(self) -> Path:
+        return self.root / PREPROCESS / "slices"
+
+    @property
+    def slices_index(self) -> Path:
+        return self.root / PREPROCESS / "slices.csv"
+
+    def slice_file(self, pid: str, kind: str) -> Path:
+        """``preprocess/slices/<pid>_<kind>.npy`` (kind: image | mask)."""
+        return self.slices_dir / f"{pid}_{kind}.npy"
+
+    def meta_file(self, pid: str) -> Path:
+        return self.root / PREPROCESS / "meta" / f"{pid}.json"
+
+    def segmentation_dir(self, arch: str = "crfe") -> Path:
+        """'segmentation' for CRFE, 'segmentation/<arch>' for a baseline."""
+        return self.root / SEGMENTATION if arch == "crfe" else self.root / SEGMENTATION / arch
+
+    def masks_dir(self, arch: str = "crfe") -> Path:
+        """Predicted test masks: 'masks' (read by the feature stage) for CRFE, else under the model's folder."""
+        return self.root / MASKS if arch == "crfe" else self.segmentation_dir(arch) / MASKS
+
+    def seg_model(self, arch: str = "crfe") -> Path:
+        return self.segmentation_dir(arch) / MODEL_PT
+
+    def seg_metrics(self, arch: str = "crfe") -> Path:
+        return self.segmentation_dir(arch) / METRICS
+
+    def features_dir(self, masks: str = "manual") -> Path:
+        return self.root / FEATURES if masks == "manual" else self.root / FEATURES / "predicted"
+
+    def features_table(self, masks: str = "manual") -> Path:
+        return self.features_dir(masks) / FEATURES_TABLE
+
+    def features_files(self, masks: str = "manual") -> list[Path]:
+        return [self.features_dir(masks) / f for f in FEATURE_FILES]
+
+    @property
+    def classification_dir(self) -> Path:
+        return self.root / CLASSIFICATION
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+    @property
+    def report_files(self) -> Path:
+        return self.root / REPORT_FILES
+
+    def cache_dir(self, kind: str) -> Path:
+        return self.root / CACHE / kind
+
+    @property
+    def cohort_dir(self) -> Path:
+        return self.root / COHORT
+
+
+RELATIVE = Layout()
+
+
+class StageContext(Layout):
+    """Where a running stage writes: the named paths of :class:`Layout` below its staging folder."""
+
+    def __init__(self, run: "RunDir", name: str, staging: Path, key: str | None = None):
+        super().__init__(staging)
         self.run = run
         self.name = name
+        self.key = key
         self.staging = staging
         self.info: dict[str, Any] = {}
 
@@ -155,27 +283,29 @@ class StageContext:
         return p
 
 
-class RunDir:
-    """A run folder: provenance in ``run.json``, staged atomic stage outputs."""
+class RunLockedError(CerviradError):
+    """Another process works on the same run folder."""
+
+
+class RunDir(Layout):
+    """A run folder: provenance and the record of what ran in ``run.json``, staged atomic stage outputs."""
 
     def __init__(self, path: str | Path, cfg: Config | None = None):
-        self.path = Path(path).resolve()
+        super().__init__(Path(path).resolve())
+        self.path = self.root
         self.cfg = cfg
         self.path.mkdir(parents=True, exist_ok=True)
         if cfg is not None:
-            self._init_provenance(cfg)
+            self.write_provenance(cfg)
 
     # -- provenance ---------------------------------------------------------
-    @property
-    def run_json(self) -> Path:
-        return self.path / "run.json"
-
     def read_run_json(self) -> dict:
         if self.run_json.is_file():
             return json.loads(self.run_json.read_text(encoding="utf-8"))
         return {}
 
-    def _init_provenance(self, cfg: Config) -> None:
+    def write_provenance(self, cfg: Config) -> None:
+        self.cfg = cfg
         info = self.read_run_json()
         info.update({
             "cervirad_version": __version__,
@@ -189,7 +319,41 @@ class RunDir:
         info.setdefault("created", _now())
         info.setdefault("stages", {})
         write_json(self.run_json, info)
-        write_text(self.path / "config.yaml", cfg.to_yaml())
+        write_text(self.config_yaml, cfg.to_yaml())
+
+    def claim(self, identity: dict, force: bool = False) -> None:
+        """Mark the folder as holding the run ``identity`` (its kind and data source).
+
+        A folder that already holds another run's artifacts is refused unless ``force``, which
+        removes every recorded output and record first.
+        """
+        info = self.read_run_json()
+        held = info.get("identity")
+        if held is None and info.get("stages") and not force:
+            held = {"kind": "unknown"}
+        if held is not None and held != identity:
+            if not force:
+                raise CerviradError(
+                    f"Run folder '{self.path}' holds the artifacts of another run ({_describe(held)}), not of "
+                    f"{_describe(identity)}; pass --force to replace them, or choose another --run-dir.")
+            self.clear()
+            info = self.read_run_json()
+        info["identity"] = identity
+        write_json(self.run_json, info)
+
+    def clear(self) -> None:
+        """Remove every stage's recorded outputs and the stage records (keeps caches and the demo cohort)."""
+        info = self.read_run_json()
+        for rec in info.get("stages", {}).values():
+            for rel in rec.get("outputs", {}):
+                target = self.path / rel
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        shutil.rmtree(self.path / PARTIAL, ignore_errors=True)
+        info["stages"] = {}
+        write_json(self.run_json, info)
 
     def update_stage(self, name: str, **fields: Any) -> None:
         info = self.read_run_json()
@@ -208,35 +372,70 @@ class RunDir:
     def __truediv__(self, rel: str) -> Path:
         return self.path / rel
 
-    def require(self, rel: str, hint: str) -> Path:
+    def require(self, path: Path, hint: str) -> Path:
         from .errors import InputError
 
-        p = self.path / rel
+        p = self.path / path
         if not p.exists():
-            raise InputError(f"Run directory '{self.path}' has no '{rel}'; {hint}.")
+            raise InputError(f"Run directory '{self.path}' has no '{p.relative_to(self.path)}'; {hint}.")
         return p
+
+    # -- one process at a time ---------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder's lock for the block: ``.lock`` holds the holder's pid under an
+        ``fcntl`` lock, which the kernel drops when the holder dies, so the lock file a killed run
+        leaves behind is simply taken over. A second process fails at once, naming the holder."""
+        import fcntl
+
+        path = self.path / LOCK_FILE
+        while True:
+            fh = open(path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                fh.close()
+                raise RunLockedError(f"Run folder '{self.path}' is in use by another cervirad process (pid {holder}); "
+                                     "wait for it to finish or pass another --run-dir.") from None
+            try:  # the holder we waited behind may have removed the file: lock the file that is there now
+                same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            fh.close()
 
     # -- stages -------------------------------------------------------------
     @contextlib.contextmanager
     def stage(self, name: str, key: str | None = None, resumable: bool = False,
-              replace: tuple[str, ...] = ()) -> Iterator[StageContext]:
+              replace: tuple[str | Path, ...] = ()) -> Iterator[StageContext]:
         """Run a stage: stage into ``.partial/<name>``, promote on success, log to run.json.
 
-        Promotion merges folders entry by entry; run-relative folders named in ``replace`` are
-        owned by this stage and replaced whole, so no file of an earlier run stays behind.
+        Promotion merges folders entry by entry; run-relative files and folders named in ``replace``
+        are owned by this stage: the old ones are removed first, so nothing of an earlier run stays.
         """
-        staging = self.path / ".partial" / name
+        staging = self.path / PARTIAL / name
         if staging.exists() and not resumable:
             shutil.rmtree(staging)
         staging.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(self, name, staging)
+        ctx = StageContext(self, name, staging, key)
         t0 = time.perf_counter()
-        self.update_stage(name, status="running", started=_now(), key=key, error=None)
+        self.update_stage(name, status="running", started=_now(), finished=None, key=key, error=None, outputs=None,
+                          replaced_by=None)
         try:
             yield ctx
         except BaseException as e:
-            from .errors import CerviradError
-
             msg = str(e) if isinstance(e, CerviradError) else f"{type(e).__name__}: {e}"
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             self.update_stage(name, status=status, error=msg, seconds=round(time.perf_counter() - t0, 3))
@@ -244,9 +443,12 @@ class RunDir:
                 shutil.rmtree(staging, ignore_errors=True)
                 self._drop_empty_partial()
             raise
-        for rel in replace:
-            if (staging / rel).exists() and (self.path / rel).is_dir():
-                shutil.rmtree(self.path / rel)
+        for rel in replace:  # the stage owns these: nothing of an earlier run survives beside the new ones
+            old = self.path / rel
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
         self._promote(staging)
         self.update_stage(name, status="done", finished=_now(), seconds=round(time.perf_counter() - t0, 3),
                           **ctx.info)
@@ -258,7 +460,7 @@ class RunDir:
         self._drop_empty_partial()
 
     def _drop_empty_partial(self) -> None:
-        parent = self.path / ".partial"
+        parent = self.path / PARTIAL
         if parent.exists() and not any(parent.iterdir()):
             parent.rmdir()
 
@@ -275,10 +477,66 @@ class RunDir:
         os.replace(src, dst)
 
 
+def _describe(identity: dict) -> str:
+    kind = identity.get("kind", "unknown")
+    source = identity.get("source")
+    return f"{kind} '{source}'" if source else f"a {kind} run"
+
+
+# --------------------------------------------------------------------------- content hashes
+class HashCache:
+    """sha256 of files, cached by (path, size, mtime_ns) in ``<run>/cache/hashes.json``.
+
+    A file whose size and modification time are unchanged is not read again, so a rerun of a
+    finished run hashes nothing; touching a file makes it be read (and its bytes decide).
+    A folder's hash combines the relative names and hashes of every file below it.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self.entries = {}
+        self.dirty = False
+
+    def file(self, f: Path) -> str:
+        st = f.stat()
+        key = str(f.resolve())
+        hit = self.entries.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        digest = file_hash(f)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
+        self.dirty = True
+        return digest
+
+    def of(self, p: Path) -> str | None:
+        """Hash of a file or folder; None when it does not exist."""
+        p = Path(p)
+        if p.is_file():
+            return self.file(p)
+        if not p.is_dir():
+            return None
+        h = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(f"{f.relative_to(p)}\0{self.file(f)}\n".encode())
+        return h.hexdigest()[:16]
+
+    def save(self) -> None:
+        if self.path is not None and self.dirty:
+            write_json(self.path, self.entries)
+            self.dirty = False
+
+
 def open_run(cfg: Config, run_dir: str | Path | None) -> RunDir:
-    """The run folder for ``cfg``: ``--run-dir`` if given, else ``<runs_root>/<run.name>``."""
+    """The run folder for ``cfg``: ``--run-dir`` if given, else ``<runs_root>/<run.name>``.
+
+    Nothing is written yet: the orchestrator writes provenance once it holds the lock."""
     path = Path(run_dir) if run_dir else Path(cfg.run.runs_root) / cfg.run.name
-    return RunDir(path, cfg)
+    return RunDir(path)
 
 
 def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:

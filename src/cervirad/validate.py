@@ -5,6 +5,7 @@ data looks like: spacings, shapes, intensity percentiles, lesion volumes and cla
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,9 +13,12 @@ from typing import Any
 import numpy as np
 
 from .cohort import LABEL, pathologic_typing, pathology_problems
-from .config import DataConfig
+from .config import Config, DataConfig
 from .errors import CohortValidationError, InputError
-from .io import Cohort, Patient, geometry_mismatch, read_image, to_array
+from .io import Cohort, Patient, geometry_mismatch, geometry_mismatch_message, read_image, to_array
+from .rundir import RunDir, StageContext, write_json
+
+log = logging.getLogger(__name__)
 
 
 def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float) -> tuple[list[str], list[str], dict]:
@@ -63,8 +67,7 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float) -> tuple[
         if ref_seq is not None:
             mis = geometry_mismatch(images[ref_seq], mask, tol)
             if mis:
-                problems.append(f"Image/mask geometry mismatch for case '{p.id}': {ref_seq} vs mask {mis}; "
-                                "resample the mask onto the image grid or raise data.geometry_tolerance.")
+                problems.append(geometry_mismatch_message(p.id, ref_seq, mis))
         voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
         n = int((m > 0).sum())
         facts["lesion_ml"] = round(n * voxel_ml, 4)
@@ -75,6 +78,17 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float) -> tuple[
                 inside = arr[m > 0]
                 facts["lesion_p50"] = float(np.median(inside))
     return problems, warnings, facts
+
+
+def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
+    """The validate stage: check the cohort, write ``fingerprint.json``. A cohort without a clinical
+    table is valid (segmentation needs none); the stages that need labels say so themselves."""
+    fp = validate_cohort(cohort, cfg.data, require_labels=False, n_threads=cfg.execution.workers)
+    write_json(st.fingerprint, fp)
+    st.info["n_patients"] = fp["n_patients"]
+    for w in fp["warnings"][:5]:
+        log.info("validate: %s", w)
+    return fp
 
 
 def validate_cohort(cohort: Cohort, data: DataConfig, require_labels: bool = True,

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from cervirad.classification.synthetic import synthetic_table
 from cervirad.config import load_config
+from tests.classification.synthetic import synthetic_table
 
 FAST_GRIDS = {
     "rf": {"n_estimators": [10, 20], "max_depth": [None, 3]},

@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cervirad.classification import pipeline as P
+from cervirad.classification import estimators as P
 from cervirad.classification.data import load_table
-from cervirad.classification.search import search
+from cervirad.classification.search import gridsearchcv_model, search
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def table(demo_like):
 def test_search_scores_and_choice_equal_gridsearchcv(model, table, fast_cfg, tmp_path):
     cc = fast_cfg.classification
     ours = search(model, table.X, table.y, None, cc, 42, 1, str(tmp_path))
-    ref = P.gridsearchcv_model(model, table.X, table.y, None, cc, 42, 1, None)
+    ref = gridsearchcv_model(model, table.X, table.y, None, cc, 42, 1, None)
     ref_scores = {repr(sorted(p.items())): s for p, s in zip(ref.cv_results_["params"], ref.cv_results_["mean_test_score"])}
     our_scores = {repr(sorted(p.items())): s for p, s in zip(ours.cv_results_["params"], ours.cv_results_["mean_test_score"])}
     assert our_scores.keys() == ref_scores.keys()

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from cervirad.classification import run_table
+from cervirad.pipeline import classify_table as run_table
 from cervirad.config import load_config
 from tests.conftest import require_shared
 

@@ -10,12 +10,21 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cervirad.classification import outputs, predict_table, run, run_table
-from cervirad.classification.synthetic import synthetic_table
+from cervirad.classification import outputs, predict_table
+from cervirad.pipeline import classify_table as run_table
 from cervirad.cli import app
 from cervirad.errors import InputError
 from cervirad.io import write_table
 from cervirad.rundir import RunDir, write_json
+from tests.classification.synthetic import synthetic_table
+
+def run(cfg, r):
+    """The classify stage function on its own (the orchestrator's rules are tested in tests/pipeline)."""
+    from cervirad.classification.stage import run as classify
+
+    with r.stage("classify") as st:
+        return classify(cfg, r, None, st)
+
 
 FIGURES = {"roc_rf", "roc_xgboost", "roc_svm", "roc_lr", "confusion_rf", "confusion_xgboost", "confusion_svm",
            "confusion_lr", "model_comparison", "calibration", "feature_importance", "correlation"}
@@ -95,15 +104,6 @@ def test_predict_outside_a_run_needs_trust_and_the_right_columns(classified_run,
         predict_table(copy, demo_like.head(5), trust_model=True)
 
 
-def test_rerun_with_same_inputs_is_skipped(classified_run, fast_cfg, caplog):
-    r, summary = classified_run
-    import logging
-
-    with caplog.at_level(logging.INFO):
-        again = run(fast_cfg, r)
-    assert "up to date" in caplog.text and again["best_model"] == summary["best_model"]
-
-
 @pytest.fixture(scope="module")
 def binary_csv(tmp_path_factory):
     df = synthetic_table({"benign": 30, "malignant": 24}, n_features=60, informative=6, signal=1.5, seed=8,
@@ -158,7 +158,9 @@ def test_cli_bad_input_exits_2(binary_csv, tmp_path):
     exe = Path(sys.executable).parent / "cervirad"
     res = subprocess.run([str(exe), "classify", "--features", str(path), "--id-column", "ID", "--label-column",
                           "Nope", "--out", str(tmp_path / "o")], capture_output=True, text=True)
-    assert res.returncode == 2 and "no label column 'Nope'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    errors = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("cervirad: error")]
+    assert res.returncode == 2 and len(errors) == 1 and "no label column 'Nope'" in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_single_patient_class_inf_and_duplicates_are_explained_fallbacks(binary_csv, tmp_path, fast_cfg, caplog):
@@ -181,7 +183,8 @@ def test_single_patient_class_inf_and_duplicates_are_explained_fallbacks(binary_
 
 def test_dask_backend_gives_the_same_choice(binary_csv, fast_cfg):
     from cervirad.classification.data import load_table
-    from cervirad.classification.pipeline import parallel_backend, search_model
+    from cervirad.classification.search import search_model
+    from cervirad.parallel import parallel_backend
 
     _, df = binary_csv
     t = load_table(df, "ID", "Target")

@@ -10,10 +10,11 @@ import json
 import pandas as pd
 import pytest
 
-from cervirad import features
 from cervirad.config import load_config
 from cervirad.rundir import RunDir, write_json
 from tests.conftest import REPO, require_shared
+
+from .test_stage import extract
 
 SMALLEST = ("STS_019", "STS_008", "STS_002")  # 3.9k, 8.9k and 17k tumour voxels
 
@@ -37,7 +38,7 @@ def test_paper_preset_on_real_mri(tmp_path):
         f"data.clinical={tmp_path / 'clinical.csv'}", "data.sequences=[t2w]", "execution.n_jobs=2"])
     run = RunDir(tmp_path / "run", cfg)
     write_json(run.path / "splits.json", {"train": list(SMALLEST[:2]), "val": [], "test": [SMALLEST[2]]})
-    out = features.run(cfg, run)
+    out = extract(cfg, run)
     table = pd.read_parquet(out / "features.parquet")
     assert table.shape == (3, 3 + 868)
     assert json.loads((out / "column_counts.json").read_text(encoding="utf-8"))["total"] == 868

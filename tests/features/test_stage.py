@@ -32,6 +32,16 @@ def make_run(tmp_path, tiny_cfg, tiny_run, *overrides):
     return cfg, run
 
 
+def extract(cfg, run, masks="manual"):
+    """The features stage function on its own (the orchestrator's rules are tested in tests/pipeline)."""
+    from cervirad.cohort import cohort_from_config
+    from cervirad.features.stage import run_stage
+
+    with run.stage("features" if masks == "manual" else "features-predicted") as st:
+        run_stage(cfg, run, cohort_from_config(cfg, run.path), st, masks)
+    return run.features_dir(masks)
+
+
 @pytest.fixture
 def fast_params(tmp_path):
     """A small preset (Original image; shape + first order) for tests about the stage's mechanics."""
@@ -44,7 +54,7 @@ def fast_params(tmp_path):
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory, tiny_cfg, tiny_run):
     cfg, run = make_run(tmp_path_factory.mktemp("feat_paper"), tiny_cfg, tiny_run)
-    out = features.run(cfg, run)
+    out = extract(cfg, run)
     return cfg, run, out
 
 
@@ -90,8 +100,8 @@ def test_side_files(paper_run):
 def test_rerun_is_served_from_the_cache(paper_run):
     cfg, run, out = paper_run
     before = pd.read_parquet(out / "features.parquet")
-    features.run(cfg, run)
-    assert run.stage_record("extract-features")["n_cached"] == 12
+    extract(cfg, run)
+    assert run.stage_record("features")["n_cached"] == 12
     pd.testing.assert_frame_equal(before, pd.read_parquet(out / "features.parquet"))
     assert len(list((run.path / "cache" / "features").glob("*.json"))) == 12
 
@@ -118,7 +128,7 @@ def test_predicted_masks_and_failing_cases(tmp_path, tiny_cfg, tiny_run, fast_pa
     _write_mask(np.zeros_like(good), ref, masks / f"{ids[2]}.nii.gz")
     _write_mask(one, ref, masks / f"{ids[3]}.nii.gz")
     _write_mask(good, ref, masks / f"{ids[4]}.nii.gz", spacing=(0.9, 0.7, 4.0))
-    out = features.run(cfg, run, masks="predicted")
+    out = extract(cfg, run, masks="predicted")
     assert out == run.path / "features" / "predicted"
     table = pd.read_parquet(out / "features.parquet")
     assert table["patient_id"].tolist() == [ids[1]]
@@ -132,14 +142,14 @@ def test_predicted_masks_and_failing_cases(tmp_path, tiny_cfg, tiny_run, fast_pa
 
 def test_no_predicted_masks_is_an_error(tmp_path, tiny_cfg, tiny_run, fast_params):
     cfg, run = make_run(tmp_path, tiny_cfg, tiny_run, f"features.radiomics_params={fast_params}")
-    with pytest.raises(InputError, match="predicted masks.*run `cervirad segment` first"):
-        features.run(cfg, run, masks="predicted")
+    with pytest.raises(InputError, match="predicted masks.*run `cervirad train-seg` first"):
+        extract(cfg, run, masks="predicted")
 
 
 def test_several_sequences_are_prefixed(tmp_path, tiny_cfg, tiny_run, fast_params):
     cfg, run = make_run(tmp_path, tiny_cfg, tiny_run, f"features.radiomics_params={fast_params}",
                         "features.sequences=[t2w, adc]")
-    out = features.run(cfg, run)
+    out = extract(cfg, run)
     table = pd.read_parquet(out / "features.parquet")
     counts = json.loads((out / "column_counts.json").read_text(encoding="utf-8"))
     assert counts["shape"] == 28 and counts["firstorder"] == 36 and counts["histogram"] == 18
@@ -153,12 +163,12 @@ def test_dask_cluster_gives_the_same_table(tmp_path, tiny_cfg, tiny_run, fast_pa
     from distributed import LocalCluster
 
     cfg, run = make_run(tmp_path / "loky", tiny_cfg, tiny_run, f"features.radiomics_params={fast_params}")
-    loky = pd.read_parquet(features.run(cfg, run) / "features.parquet")
+    loky = pd.read_parquet(extract(cfg, run) / "features.parquet")
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         cfg, run = make_run(tmp_path / "dask", tiny_cfg, tiny_run, f"features.radiomics_params={fast_params}",
                             "execution.backend=dask", f"execution.scheduler_address={cluster.scheduler_address}",
                             "features.cache=false")
-        dask = pd.read_parquet(features.run(cfg, run) / "features.parquet")
+        dask = pd.read_parquet(extract(cfg, run) / "features.parquet")
     pd.testing.assert_frame_equal(loky, dask)
 
 
@@ -166,7 +176,7 @@ def test_missing_clinical_column(tmp_path, tiny_cfg, tiny_run, fast_params):
     cfg, run = make_run(tmp_path, tiny_cfg, tiny_run, f"features.radiomics_params={fast_params}",
                         "features.clinical_columns.age=age_years")
     with pytest.raises(InputError, match=r"lacks column 'age_years' \(age\)"):
-        features.run(cfg, run)
+        extract(cfg, run)
 
 
 def test_cli_bad_params_exit_2(tmp_path, tiny_cfg, tiny_run):
@@ -179,5 +189,6 @@ def test_cli_bad_params_exit_2(tmp_path, tiny_cfg, tiny_run):
                           "--set", f"data.manifest={cohort / 'manifest.csv'}"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "bad.yaml' is invalid" in lines[0] and "colour" in lines[0]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("cervirad: error")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "bad.yaml' is invalid" in lines[0] and "colour" in lines[0]

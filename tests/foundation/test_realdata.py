@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from cervirad.config import load_config
-from cervirad.pipeline import preprocess_stage
+from cervirad.pipeline import run_stages
 from cervirad.rundir import RunDir
 
 from tests.conftest import require_shared
@@ -24,13 +24,12 @@ def test_validate_and_preprocess_real_mri(tmp_path):
         "segmentation.input_sequences=[t1w]", "features.sequences=[t1w]", "preprocess.spacing=[1.0,1.0,3.27]",
         "preprocess.split.stratify=false",
     ])
-    run = RunDir(tmp_path / "run", cfg)
-    from cervirad.pipeline import validate_stage
-
-    fp = validate_stage(cfg, run, require_labels=False)
+    run = RunDir(tmp_path / "run")
+    run_stages(cfg, run, ["preprocess"])  # no clinical table: a segmentation-only cohort validates
+    fp = json.loads(run.fingerprint.read_text(encoding="utf-8"))
     assert fp["n_patients"] == 18 and fp["n_with_mask"] == 18
     assert fp["lesion_volume_ml"]["min"] > 0
-    summary = preprocess_stage(cfg, run)
+    summary = json.loads(run.preprocess_summary.read_text(encoding="utf-8"))
     splits = json.loads((run.path / "splits.json").read_text(encoding="utf-8"))
     ids = splits["train"] + splits["val"] + splits["test"]
     assert sorted(ids) == [c.name for c in cases] and len(set(ids)) == 18

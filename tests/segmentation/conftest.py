@@ -16,4 +16,4 @@ def seg_run(tmp_path, tiny_run, tiny_cfg):
     dst = tmp_path / "run"
     shutil.copytree(tiny_run.path, dst)
     cfg = tiny_cfg.with_overrides(FAST)
-    return cfg, RunDir(dst, cfg)
+    return cfg, RunDir(dst)

@@ -8,6 +8,7 @@ import torch
 
 from cervirad import segmentation
 from cervirad.errors import InputError
+from cervirad.pipeline import run_stages
 from cervirad.segmentation.train import EarlyStopping, Trainer, pooled_dice
 
 from tests.conftest import REPO
@@ -53,16 +54,18 @@ def test_train_seg_resumes_after_a_crash_and_writes_every_artifact(seg_run, monk
 
     monkeypatch.setattr(Trainer, "_train_epoch", crash_at_epoch_2)
     with pytest.raises(RuntimeError, match="simulated kill"):
-        segmentation.run_train(cfg, run, progress=False)
+        run_stages(cfg, run, ["train-seg"])
+    assert run.stage_record("train-seg")["status"] == "failed"
     partial = run.path / ".partial" / "train-seg" / "segmentation" / "last.pt"
     assert partial.is_file() and torch.load(partial, weights_only=True)["epoch"] == 1
     assert not (run.path / "segmentation" / "model.pt").exists()
 
     seen = []
     monkeypatch.setattr(Trainer, "_train_epoch", lambda self, e: (seen.append(e), real(self, e))[1])
-    res = segmentation.run_train(cfg, run, resume=True, progress=False)["crfe"]
-    assert seen == [2] and res["resumed"] is True
+    run_stages(cfg, run, ["train-seg"])
     seg = run.path / "segmentation"
+    res = json.loads((seg / "metrics.json").read_text(encoding="utf-8"))
+    assert seen == [2] and res["resumed"] is True
     for f in ("model.pt", "last.pt", "train_log.csv", "curves.png", "metrics.json", "per_patient.csv"):
         assert (seg / f).is_file(), f
     n_test = len(json.loads((run.path / "splits.json").read_text(encoding="utf-8"))["test"])
@@ -88,9 +91,9 @@ def test_train_seg_resumes_after_a_crash_and_writes_every_artifact(seg_run, monk
         assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == ref.GetSpacing()
         assert pred.GetOrigin() == ref.GetOrigin() and pred.GetDirection() == ref.GetDirection()
     assert run.stage_record("train-seg")["status"] == "done"
-    # resuming a finished run is a no-op
+    # a finished stage with unchanged inputs is not redone
     seen.clear()
-    segmentation.run_train(cfg, run, resume=True, progress=False)
+    assert run_stages(cfg, run, ["train-seg"]) == {}
     assert seen == []
     # `cervirad segment --config --run-dir` re-scores the run's test patients with the trained model
     from typer.testing import CliRunner
@@ -110,11 +113,12 @@ def test_resume_with_other_settings_starts_over(seg_run, monkeypatch):
     monkeypatch.setattr(Trainer, "_train_epoch", lambda self, e: (_ for _ in ()).throw(RuntimeError("boom"))
                         if e == 2 else real(self, e))
     with pytest.raises(RuntimeError):
-        segmentation.run_train(cfg, run, progress=False)
+        run_stages(cfg, run, ["train-seg"])
     seen = []
     monkeypatch.setattr(Trainer, "_train_epoch", lambda self, e: (seen.append(e), real(self, e))[1])
     other = cfg.with_overrides(["segmentation.lr=0.01"])
-    m = segmentation.run_train(other, run, resume=True, progress=False)["crfe"]
+    run_stages(other, run, ["train-seg"])
+    m = json.loads((run.path / "segmentation" / "metrics.json").read_text(encoding="utf-8"))
     assert seen == [1, 2] and m["resumed"] is False
 
 
@@ -125,19 +129,20 @@ def test_no_lesion_slices_in_training_is_one_line_error(seg_run):
     df.loc[df.split == "train", "has_lesion"] = False
     df.to_csv(csv, index=False)
     with pytest.raises(InputError, match="training split has no slice with a lesion"):
-        segmentation.run_train(cfg, run, progress=False)
+        with run.stage("train-seg") as st:  # the stage function itself: run_stages would redo the edited preprocess
+            segmentation.train_stage(cfg, run, None, st)
 
 
 @pytest.mark.slow
 def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
     cfg, run = seg_run
-    cfg = cfg.with_overrides(["segmentation.epochs=1"])
-    segmentation.run_train(cfg, run, model_name="unet", progress=False)
+    cfg = cfg.with_overrides(["segmentation.epochs=1", "segmentation.model=unet"])
+    run_stages(cfg, run, ["train-seg"])
     unet = run.path / "segmentation" / "unet"
     assert torch.load(unet / "model.pt", weights_only=True)["arch"] == "unet"
     assert (unet / "metrics.json").is_file() and any((unet / "masks").glob("*.nii.gz"))
     assert not (run.path / "masks").exists() and not (run.path / "segmentation" / "comparison.csv").exists()
     crfe = json.loads((unet / "metrics.json").read_text(encoding="utf-8")) | {"model": "crfe"}
     (run.path / "segmentation" / "metrics.json").write_text(json.dumps(crfe))
-    table = pd.read_csv(segmentation.write_comparison(run.path))
+    table = pd.read_csv(segmentation.write_comparison(run, [run]))
     assert list(table.model) == ["crfe", "unet"] and {"dice", "dice_ci_low", "iou_mean_fg_bg"} <= set(table.columns)

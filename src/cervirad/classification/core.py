@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..jsonutil import py_dict
 from .data import Table
-from .pipeline import make_cv, search_model
-from .search import rows
+from .estimators import make_cv
+from .search import rows, search_model
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,12 @@ def nested_cv(table: Table, ccfg, seed: int, n_jobs: int, cache_dir: str | None,
             for m, gs in searches.items():
                 P[m][te] = proba_full(gs.best_estimator_, rows(table.X, te), C)
                 folds.append({"repeat": r, "fold": f, "model": m, "train_rows": tr.tolist(), "test_rows": te.tolist(),
-                              "best_params": _plain(gs.best_params_), "inner_score": float(gs.best_score_)})
+                              "best_params": py_dict(gs.best_params_), "inner_score": float(gs.best_score_)})
             log.info("classify: nested CV repeat %d/%d, outer fold %d done", r + 1, ccfg.repeats, f + 1)
         for m in ccfg.models:
             probs[m].append(P[m])
     searches, seconds = fit_models(table, ccfg, seed, n_jobs, cache_dir) if final else ({}, {})
     return Result("nested_cv", table.y, table.ids, probs, searches, folds, seconds)
-
-
-def _plain(params: dict) -> dict:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
 
 
 def _short(params: dict) -> str:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from ..jsonutil import jsonable
+
 SCALARS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
            "precision_weighted", "recall_weighted", "f1_weighted", "auc_macro", "brier")
 HEADLINE = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
@@ -130,7 +132,7 @@ def flatten(model: str, boot: dict[str, dict], classes: np.ndarray, support: np.
 
 
 def _clean(v: dict) -> dict:
-    return {k: (None if not np.isfinite(x) else round(float(x), 6)) for k, x in v.items()}
+    return jsonable({k: round(float(x), 6) for k, x in v.items()})  # NaN -> None
 
 
 def calibration_points(y: np.ndarray, P: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

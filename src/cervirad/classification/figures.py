@@ -11,7 +11,7 @@ import numpy as np
 
 from ..rundir import save_figure
 from .evaluate import HEADLINE, calibration_points
-from .pipeline import MODEL_NAMES
+from .estimators import MODEL_NAMES
 
 
 def _plt():

@@ -1,7 +1,7 @@
 """Exhaustive grid search over (k, model settings, selector) that shares work GridSearchCV repeats.
 
 It scores exactly the candidates ``GridSearchCV`` would, on the same folds, with the same
-pipeline (:func:`~cervirad.classification.pipeline.build_pipeline`), and returns the same
+pipeline (:func:`~cervirad.classification.estimators.build_pipeline`), and returns the same
 ``best_params_`` / ``best_score_`` / refitted ``best_estimator_`` (tests compare the two).
 The work it does not repeat:
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-from .pipeline import build_pipeline, effective_k_grid, make_cv, scorer
+from .estimators import build_pipeline, effective_k_grid, make_cv, param_grid, scorer
 
 PREFIX_PARAM = {"rf": "n_estimators", "xgboost": "n_estimators"}
 
@@ -143,6 +143,34 @@ def search(model: str, X: np.ndarray, y: np.ndarray, groups, ccfg, seed: int, n_
     cv_results = {"params": cands, "mean_test_score": means, "std_test_score": split_scores.std(axis=1),
                   **{f"split{i}_test_score": split_scores[:, i] for i in range(len(folds))}}
     return SearchResult(cands[best], float(means[best]), pipe, cv_results, best)
+
+
+def search_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
+                 n_jobs: int, cache_dir: str | None = None) -> SearchResult:
+    """Tune (selector, k, model grid) by inner K-fold CV on these rows only; refit the best on all of them.
+
+    Runs :func:`search` - GridSearchCV's candidates, folds and choice, computed without its
+    repeated work.
+    """
+    return search(model, X, y, groups, ccfg, seed, n_jobs, cache_dir)
+
+
+def gridsearchcv_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
+                       n_jobs: int, cache_dir: str | None = None, k_grid=None):
+    """The same tuning with plain scikit-learn ``GridSearchCV`` (reference for tests and the benchmark).
+
+    ``cache_dir`` turns on ``Pipeline(memory=...)`` and the ranking cache; ``k_grid`` restricts k.
+    """
+    from dataclasses import replace
+
+    from sklearn.model_selection import GridSearchCV
+
+    if k_grid is not None:
+        ccfg = replace(ccfg, k_grid=tuple(k_grid))
+    gs = GridSearchCV(build_pipeline(model, ccfg, seed, cache_dir, memory=cache_dir is not None),
+                      param_grid(model, ccfg, X.shape[1]), scoring=scorer(ccfg.scoring),
+                      cv=make_cv(y, groups, ccfg.cv_folds, seed), n_jobs=n_jobs, refit=True, error_score="raise")
+    return gs.fit(X, y)
 
 
 def rows(X, idx):

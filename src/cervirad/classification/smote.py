@@ -22,6 +22,8 @@ import logging
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from ..jsonutil import py_value
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +61,7 @@ class AdaptiveSMOTE(BaseEstimator):
             X_res, y_res = SMOTE(sampling_strategy=multi, k_neighbors=k,
                                  random_state=self.random_state).fit_resample(X_res, y_res)
         if singles:
-            log.warning("SMOTE: class(es) %s have a single training sample; %s", [_py(c) for c in singles],
+            log.warning("SMOTE: class(es) %s have a single training sample; %s", [py_value(c) for c in singles],
                         "duplicated by random oversampling" if self.singleton == "random"
                         else "left as is (singleton='none')")
             if self.singleton == "random":
@@ -67,15 +69,10 @@ class AdaptiveSMOTE(BaseEstimator):
                                                  random_state=self.random_state).fit_resample(X_res, y_res)
         after = dict(zip(*np.unique(y_res, return_counts=True)))
         self.report_ = {
-            "counts_before": {_py(c): int(n) for c, n in zip(classes, counts)},
-            "counts_after": {_py(c): int(n) for c, n in after.items()},
+            "counts_before": {py_value(c): int(n) for c, n in zip(classes, counts)},
+            "counts_after": {py_value(c): int(n) for c, n in after.items()},
             "k_neighbors": k,
-            "singleton_classes": [_py(c) for c in singles],
+            "singleton_classes": [py_value(c) for c in singles],
             "singleton_rule": self.singleton,
         }
         return X_res, y_res
-
-
-def _py(v):
-    """numpy scalar -> plain Python value (for JSON and logs)."""
-    return v.item() if hasattr(v, "item") else v

@@ -32,36 +32,32 @@ from threadpoolctl import threadpool_limits
 
 from .. import __version__
 from ..cohort import LABEL, load_splits, split_of
-from ..config import Config, hash_obj
+from ..config import Config
 from ..errors import InputError
 from ..io import read_table, write_table
-from ..rundir import RunDir, file_hash, package_versions, write_json
+from ..jsonutil import py_dict, py_value
+from ..parallel import parallel_backend
+from ..rundir import (CLASSIFICATION, COLUMNS, CONFUSION, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD,
+                      MODEL_JOBLIB, MODELS, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, RunDir, StageContext,
+                      file_hash, package_versions, write_json)
 from .core import Result, evaluate_holdout, nested_cv, proba_full
 from .data import Table, feature_matrix, load_table, normalise_labels, table_hash
 from .evaluate import HEADLINE, bootstrap_metrics, confusion, flatten
-from .pipeline import (model_importance, parallel_backend, scorer, selected_features, strip_cache,
-                       transform_to_selected)
+from .estimators import model_importance, scorer, selected_features, strip_cache, transform_to_selected
 
 log = logging.getLogger(__name__)
-STAGE = "classify"
-OUT = "classification"
 ID = "patient_id"
 
 
 # --------------------------------------------------------------------------- entry points
-def run(cfg: Config, run: RunDir) -> dict:
-    """Classify the run's feature table on its patient split; returns the summary dict."""
-    path = run.require("features/features.parquet", "run `cervirad extract-features` first")
-    pred_path = run.path / "features" / "predicted" / "features.parquet"
+def run(cfg: Config, run: RunDir, cohort, st: StageContext) -> dict:
+    """Stage ``classify``: the run's feature table on its patient split; returns the summary dict."""
+    path = run.require(run.features_table("manual"), "run `cervirad extract-features` first")
+    pred_path = run.features_table("predicted")
     pred_path = pred_path if pred_path.is_file() else None
     splits = load_splits(run.path)
-    key = hash_obj({"table": file_hash(path), "predicted": file_hash(pred_path) if pred_path else None,
-                    "splits": splits, "cfg": cfg.section_hash("classification", "run"), "v": __version__})
-    if run.is_current(STAGE, key) and (run.path / OUT / "summary.json").is_file():
-        log.info("classify: up to date (same features, split and settings) -> %s", run.path / OUT)
-        return json.loads((run.path / OUT / "summary.json").read_text(encoding="utf-8"))
     df = read_table(path, "feature table")
-    exclude = _non_predictors(run.path / "features" / "columns.json", df)
+    exclude = _non_predictors(run.features_dir("manual") / COLUMNS, df)
     table = load_table(df, ID, LABEL, exclude, where=str(path))
     parts = _parts(table, df, split_of(splits), str(path))
     fit, test = table.subset(np.isin(parts, ("train", "val"))), table.subset(parts == "test")
@@ -69,31 +65,27 @@ def run(cfg: Config, run: RunDir) -> dict:
         raise InputError(f"Feature table '{path}' has {len(fit.y)} train/val and {len(test.y)} test patients of "
                          "splits.json; re-run `cervirad extract-features` for this run.")
     predicted = _predicted_test(pred_path, fit, splits) if pred_path else None
-    with run.stage(STAGE, key=key, replace=(OUT,)) as st:
-        with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
-            res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
-        summary = write_outputs(st.path(OUT), res, fit, test, cfg, table_hash(df), {"split": "test"},
-                                predicted=predicted)
-        st.info.update(best_model=summary["best_model"], evaluation="test_split")
+    with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
+        res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
+    summary = write_outputs(st.classification_dir, res, fit, test, cfg, table_hash(df), {"split": "test"},
+                            predicted=predicted)
+    st.info.update(best_model=summary["best_model"], evaluation="test_split")
     return summary
 
 
-def run_table(cfg: Config, table_path: str | Path, id_column: str, label_column: str, out_dir: str | Path) -> dict:
-    """Classify any table by repeated nested CV; outputs in ``<out_dir>/classification/``."""
-    table_path = Path(table_path)
+def run_table(cfg: Config, run: RunDir, cohort, st: StageContext, table: str | Path, id_column: str,
+              label_column: str) -> dict:
+    """Stage ``classify`` of a table run: any table by repeated nested CV -> ``classification/``."""
+    table_path = Path(table)
     df = read_table(table_path, "feature table")
-    table = load_table(df, id_column, label_column, where=str(table_path))
-    table, dropped = _drop_tiny_classes(table)
-    run = RunDir(out_dir, cfg)
-    key = hash_obj({"table": file_hash(table_path), "id": id_column, "label": label_column,
-                    "cfg": cfg.section_hash("classification", "run"), "v": __version__})
-    with run.stage(STAGE, key=key, replace=(OUT,)) as st:
-        with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
-            res = nested_cv(table, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
-        summary = write_outputs(st.path(OUT), res, table, table, cfg, table_hash(df),
-                                {"table": str(table_path), "excluded_classes": dropped}, id_column=id_column,
-                                label_column=label_column)
-        st.info.update(best_model=summary["best_model"], evaluation="nested_cv")
+    tab = load_table(df, id_column, label_column, where=str(table_path))
+    tab, dropped = _drop_tiny_classes(tab)
+    with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
+        res = nested_cv(tab, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
+    summary = write_outputs(st.classification_dir, res, tab, tab, cfg, table_hash(df),
+                            {"table": str(table_path), "excluded_classes": dropped}, id_column=id_column,
+                            label_column=label_column)
+    st.info.update(best_model=summary["best_model"], evaluation="nested_cv")
     return summary
 
 
@@ -189,7 +181,7 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     classes = fit.classes
     labels = [str(c) for c in classes]
     known = np.isin(np.arange(len(classes)), fit.y)
-    absent = [_py(classes[c]) for c in range(len(classes)) if not known[c]]
+    absent = [py_value(classes[c]) for c in range(len(classes)) if not known[c]]
     t0 = time.perf_counter()
     metrics = _metrics(res.y, res.probs, res.groups, res, cc, classes, known)
     mean_P = {m: np.mean(P, axis=0) for m, P in res.probs.items()}
@@ -198,24 +190,24 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     metrics["n_fit_patients"] = int(len(np.unique(fit.ids)))
     metrics["n_eval_patients"] = int(len(np.unique(res.groups)))
     metrics["n_classes_absent_from_training"] = len(absent)
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "confusion_matrices.json",
+    write_json(out / METRICS, metrics)
+    write_json(out / CONFUSION,
                {m: {"labels": labels, "rows": "true", "columns": "predicted", "matrix": M.tolist()}
                 for m, M in confusions.items()})
-    _write_predictions(out / "predictions.csv", res, mean_P, classes, known, best, id_column, label_column)
+    _write_predictions(out / PREDICTIONS, res, mean_P, classes, known, best, id_column, label_column)
 
-    (out / "models").mkdir(exist_ok=True)
+    (out / MODELS).mkdir(exist_ok=True)
     for m, gs in res.searches.items():
-        joblib.dump(strip_cache(gs.best_estimator_), out / "models" / f"{m}.joblib")
-    shutil.copyfile(out / "models" / f"{best}.joblib", out / "model.joblib")
+        joblib.dump(strip_cache(gs.best_estimator_), out / MODELS / f"{m}.joblib")
+    shutil.copyfile(out / MODELS / f"{best}.joblib", out / MODEL_JOBLIB)
     best_pipe = res.searches[best].best_estimator_
 
     summary = {
         "evaluation": res.mode, **extra, "best_model": best, "best_by": f"inner-CV {cc.scoring}",
-        "classes": [_py(c) for c in classes], "classes_absent_from_training": absent,
+        "classes": [py_value(c) for c in classes], "classes_absent_from_training": absent,
         "class_counts_fit": {labels[c]: int(n) for c, n in enumerate(np.bincount(fit.y, minlength=len(classes)))},
         "class_counts_eval": {labels[c]: int(n) for c, n in enumerate(np.bincount(res.y, minlength=len(classes)))},
-        "models": {m: {"inner_cv_score": float(gs.best_score_), "best_params": _plain(gs.best_params_),
+        "models": {m: {"inner_cv_score": float(gs.best_score_), "best_params": py_dict(gs.best_params_),
                        "seconds": res.seconds.get(m),
                        "n_selected": len(selected_features(gs.best_estimator_, fit.features)),
                        "smote": getattr(gs.best_estimator_.named_steps["smote"], "report_", None)}
@@ -230,11 +222,11 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     importance, correlation = _importance(best_pipe, fit, ev, cc, cfg.run.seed)
     from .figures import write_figures
 
-    figs = write_figures(out / "figures", res.y, mean_P, labels, known, metrics, best, confusions, importance,
+    figs = write_figures(out / FIGURES, res.y, mean_P, labels, known, metrics, best, confusions, importance,
                          correlation, cc.top_features)
     summary["figures"] = [str(p.relative_to(out)) for p in figs]
     summary["selected_features"] = selected_features(best_pipe, fit.features)
-    write_json(out / "summary.json", summary)
+    write_json(out / SUMMARY, summary)
     _write_card(out, best, res, fit, cfg, train_hash, id_column, label_column, absent)
     log.info("classify: best model %s (by inner CV): accuracy %.3f, macro AUC %s; outputs written in %.1f s",
              best, metrics[f"{best}.accuracy"]["value"], metrics[f"{best}.auc_macro"]["value"],
@@ -275,8 +267,8 @@ def _write_predicted(out: Path, res: Result, pred: Table, cfg: Config, classes, 
     sub = Result("predicted_masks", pred.y, pred.ids, probs, res.searches)
     metrics = _metrics(pred.y, probs, pred.ids, sub, cfg.classification, classes, known)
     metrics["n_eval_patients"] = int(len(np.unique(pred.ids)))
-    write_json(out / "metrics_predicted.json", metrics)
-    _write_predictions(out / "predictions_predicted.csv", sub, {m: P[0] for m, P in probs.items()}, classes, known,
+    write_json(out / METRICS_PREDICTED, metrics)
+    _write_predictions(out / PREDICTIONS_PREDICTED, sub, {m: P[0] for m, P in probs.items()}, classes, known,
                        best, id_column, label_column)
     return {m: {k: metrics[f"{m}.{k}"]["value"] for k in HEADLINE} for m in probs}
 
@@ -299,30 +291,22 @@ def _write_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, trai
                 label_column: str, absent: list) -> None:
     pipe = res.searches[best].best_estimator_
     card = {
-        "cervirad_version": __version__, "model": best, "model_file": "model.joblib",
-        "model_sha256": file_hash(out / "model.joblib"),
-        "models": {m: f"models/{m}.joblib" for m in res.searches},
-        "model_sha256_by_name": {m: file_hash(out / "models" / f"{m}.joblib") for m in res.searches},
+        "cervirad_version": __version__, "model": best, "model_file": MODEL_JOBLIB,
+        "model_sha256": file_hash(out / MODEL_JOBLIB),
+        "models": {m: f"{MODELS}/{m}.joblib" for m in res.searches},
+        "model_sha256_by_name": {m: file_hash(out / MODELS / f"{m}.joblib") for m in res.searches},
         "id_column": id_column, "label_column": label_column,
-        "class_codes": [_py(c) for c in fit.classes],
-        "classes": [_py(fit.classes[int(c)]) for c in pipe.classes_],
+        "class_codes": [py_value(c) for c in fit.classes],
+        "classes": [py_value(fit.classes[int(c)]) for c in pipe.classes_],
         "classes_absent_from_training": absent,
         "feature_columns": fit.features, "selected_features": selected_features(pipe, fit.features),
         "training_table_sha256": train_hash, "training_rows": int(len(fit.y)),
         "training_patients": int(len(np.unique(fit.ids))), "evaluation": res.mode,
         "cv_scores": {m: {"scoring": cfg.classification.scoring, "inner_cv_score": float(gs.best_score_),
-                          "best_params": _plain(gs.best_params_)} for m, gs in res.searches.items()},
+                          "best_params": py_dict(gs.best_params_)} for m, gs in res.searches.items()},
         "config": cfg.to_dict()["classification"], "seed": cfg.run.seed, "packages": package_versions(),
     }
-    write_json(out / "model_card.json", card)
-
-
-def _plain(d: dict) -> dict:
-    return {k: _py(v) for k, v in d.items()}
-
-
-def _py(v):
-    return v.item() if hasattr(v, "item") else v
+    write_json(out / MODEL_CARD, card)
 
 
 # --------------------------------------------------------------------------- for the report
@@ -331,15 +315,15 @@ def outputs(path: str | Path) -> dict:
     ``{"dir", "metrics", "metrics_predicted", "summary", "figures": {name: path}, "predictions"}``;
     empty dict when the stage has not run."""
     p = Path(path)
-    d = p if (p / "metrics.json").is_file() else p / OUT
-    if not (d / "metrics.json").is_file():
+    d = p if (p / METRICS).is_file() else p / CLASSIFICATION
+    if not (d / METRICS).is_file():
         return {}
 
     def _load(name):
         f = d / name
         return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
 
-    figs = {f.stem: f for f in sorted((d / "figures").glob("*.png"))}
-    return {"dir": d, "metrics": _load("metrics.json"), "metrics_predicted": _load("metrics_predicted.json"),
-            "summary": _load("summary.json"), "model_card": _load("model_card.json"), "figures": figs,
-            "predictions": d / "predictions.csv"}
+    figs = {f.stem: f for f in sorted((d / FIGURES).glob("*.png"))}
+    return {"dir": d, "metrics": _load(METRICS), "metrics_predicted": _load(METRICS_PREDICTED),
+            "summary": _load(SUMMARY), "model_card": _load(MODEL_CARD), "figures": figs,
+            "predictions": d / PREDICTIONS}

@@ -1,27 +1,13 @@
 """Feature extraction (SPEC §6): PyRadiomics (paper preset, 851 columns), 9 OpenCV histogram
 features and 8 clinical variables per patient, with the label ``Pathologic_typing``.
 
-Entry point: :func:`run` (``cervirad extract-features``); see :mod:`.stage` for the outputs.
+Stage functions: :func:`.stage.run_manual` and :func:`.stage.run_predicted` (stages ``features``
+and ``features-predicted`` of :mod:`cervirad.stages`); see :mod:`.stage` for the outputs.
 Heavy libraries (PyRadiomics, OpenCV, joblib, dask) are imported inside the functions.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
-    from ..rundir import RunDir
-
-
-def run(cfg: "Config", run: "RunDir", masks: str | None = None) -> Path:
-    """Extract features of the run's cohort with ``masks`` = "manual" | "predicted"
-    (default ``cfg.features.masks``); returns ``<run>/features`` or ``<run>/features/predicted``."""
-    from .stage import run as _run
-
-    return _run(cfg, run, masks)
-
-
 def load_features(run_path: str | Path, masks: str = "manual"):
     """The feature table and its predictor columns: ``(DataFrame, list[str])``.
 
@@ -33,12 +19,12 @@ def load_features(run_path: str | Path, masks: str = "manual"):
     import pandas as pd
 
     from ..errors import InputError
-    from .stage import output_dir
+    from ..rundir import COLUMNS, Layout
 
-    folder = Path(run_path) / output_dir(masks)
-    table, columns = folder / "features.parquet", folder / "columns.json"
+    run = Layout(run_path)
+    table, columns = run.features_table(masks), run.features_dir(masks) / COLUMNS
     if not table.is_file() or not columns.is_file():
-        raise InputError(f"Run directory '{run_path}' has no {output_dir(masks)}/features.parquet; run "
+        raise InputError(f"Run directory '{run_path}' has no {table.relative_to(run.root)}; run "
                          f"`cervirad extract-features --masks {masks}` first.")
     return pd.read_parquet(table), json.loads(columns.read_text(encoding="utf-8"))["predictors"]
 
@@ -47,8 +33,10 @@ def summary(folder: str | Path) -> str:
     """One line about an output folder: patients, feature columns, errors."""
     import json
 
+    from ..rundir import COLUMN_COUNTS, ERRORS, FEATURES_CSV
+
     folder = Path(folder)
-    counts = json.loads((folder / "column_counts.json").read_text(encoding="utf-8"))
-    n_rows = sum(1 for _ in (folder / "features.csv").open(encoding="utf-8")) - 1
-    n_err = sum(1 for _ in (folder / "errors.csv").open(encoding="utf-8")) - 1
+    counts = json.loads((folder / COLUMN_COUNTS).read_text(encoding="utf-8"))
+    n_rows = sum(1 for _ in (folder / FEATURES_CSV).open(encoding="utf-8")) - 1
+    n_err = sum(1 for _ in (folder / ERRORS).open(encoding="utf-8")) - 1
     return f"{n_rows} patients x {counts['total']} feature columns, {n_err} error(s)"

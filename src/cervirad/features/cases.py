@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from ..config import hash_obj
-from ..errors import ConfigError
+from ..parallel import dask_client
 from ..rundir import file_hash, write_json
 
 CODE_VERSION = 1  # bump when extraction code changes values, to invalidate caches
@@ -80,14 +80,13 @@ def _load_case(job: CaseJob) -> tuple[Any, Any]:
     """Image and mask on one grid; a one-line ValueError naming the case otherwise."""
     import SimpleITK as sitk
 
-    from ..io import geometry_mismatch, read_image
+    from ..io import geometry_mismatch, geometry_mismatch_message, read_image
 
     image = read_image(job.image, job.patient_id, job.sequence)
     mask = read_image(job.mask, job.patient_id, "mask")
     mis = geometry_mismatch(image, mask, job.tolerance)
     if mis and job.same_grid_required:
-        raise ValueError(f"Image/mask geometry mismatch for case '{job.patient_id}': {job.sequence} vs mask {mis}; "
-                         "resample the mask onto the image grid or raise features.geometry_tolerance.")
+        raise ValueError(geometry_mismatch_message(job.patient_id, job.sequence, mis))
     if mis:  # another sequence's grid: B-spline resample the image onto the mask grid
         image = sitk.Resample(image, mask, sitk.Transform(), sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
     else:
@@ -150,9 +149,12 @@ class CaseCache:
         if not p.is_file():
             return None
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
+            hit = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None  # a damaged entry is recomputed
+        if isinstance(hit, dict) and isinstance(hit.get("features"), dict):  # write_json wrote NaN as null
+            hit["features"] = {k: float("nan") if v is None else v for k, v in hit["features"].items()}
+        return hit
 
     def put(self, key: str, result: dict) -> None:
         if self.folder is not None and "error" not in result:
@@ -178,27 +180,9 @@ def run_jobs(jobs: list[CaseJob], n_jobs: int, backend: str = "loky", scheduler_
 
 
 def _run_dask(jobs: list[CaseJob], n_jobs: int, address: str | None, fn: Callable) -> Iterator[dict]:
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise ConfigError("execution.backend is 'dask' but dask.distributed is not installed; "
-                          "pip install 'dask[distributed]' or use execution.backend: loky.") from None
-    cluster = None
-    try:
-        if address:
-            try:
-                client = Client(address, timeout="20s")
-            except (OSError, TimeoutError) as e:
-                raise ConfigError(f"Cannot reach the dask scheduler at '{address}' ({type(e).__name__}); start it "
-                                  "or fix execution.scheduler_address.") from None
-        else:
-            cluster = LocalCluster(n_workers=max(1, n_jobs), threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        with client:
-            futures = [client.submit(fn, j, pure=False, priority=len(jobs) - i) for i, j in enumerate(jobs)]
-            for fut in as_completed(futures):
-                yield fut.result()
-    finally:
-        if cluster is not None:
-            cluster.close()
+    with dask_client(n_jobs, address) as client:
+        from distributed import as_completed
+
+        futures = [client.submit(fn, j, pure=False, priority=len(jobs) - i) for i, j in enumerate(jobs)]
+        for fut in as_completed(futures):
+            yield fut.result()

@@ -19,29 +19,25 @@ from typing import Any, Iterable
 
 import yaml
 
+from .. import presets
 from ..errors import ConfigError
 
 WAVELET_SUBBANDS = ("LLL", "LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH")
-REPO_ROOT = Path(__file__).resolve().parents[3]
 # PyRadiomics validates parameters with a YAML parser that is not thread-safe
 _EXTRACTOR_LOCK = threading.Lock()
 
 
 def resolve_params_path(path: str | Path) -> Path:
-    """A relative parameter-file path is looked up in the working directory, then in the repo."""
-    p = Path(path)
-    if p.is_absolute() or p.is_file():
-        return p
-    alt = REPO_ROOT / p
-    return alt if alt.is_file() else p
+    """An existing file path, else the packaged preset (``radiomics/paper.yaml``, ``paper``, ...).
+
+    :class:`ConfigError` (one line, listing the presets) when neither exists.
+    """
+    return presets.resolve(path, kind="radiomics")
 
 
 def load_params(path: str | Path) -> dict:
     """Read and validate a PyRadiomics parameter file; one-line :class:`ConfigError` if it is invalid."""
     p = resolve_params_path(path)
-    if not p.is_file():
-        raise ConfigError(f"Radiomics parameter file '{path}' not found; set features.radiomics_params to a "
-                          "PyRadiomics YAML file such as configs/radiomics/paper.yaml.")
     try:
         params = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:

@@ -24,31 +24,23 @@ from pathlib import Path
 import pandas as pd
 
 from ..cohort import LABEL, load_splits, pathologic_typing, split_of
-from ..config import Config, hash_obj
+from ..config import Config
 from ..errors import InputError
 from ..io import Cohort, write_table
-from ..rundir import RunDir, write_json
+from ..rundir import (COLUMN_COUNTS, COLUMNS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, RunDir,
+                      StageContext, write_json)
 from . import clinical as clin
 from .cases import CaseCache, CaseJob, case_key, label_voxels, run_jobs
 from .radiomics_ext import check_subbands, load_params
 
 log = logging.getLogger(__name__)
 
-STAGE = "extract-features"
 CATEGORIES = ("clinical", "shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "histogram")
 ERROR_COLUMNS = ["patient_id", "sequence", "step", "message"]
 
 
-def output_dir(masks: str) -> str:
-    return "features" if masks == "manual" else "features/predicted"
-
-
-def predicted_mask_path(run_path: Path, pid: str) -> Path:
-    return Path(run_path) / "masks" / f"{pid}.nii.gz"
-
-
 # --------------------------------------------------------------------------- jobs
-def build_jobs(cfg: Config, cohort: Cohort, run_path: Path, masks: str, params: dict,
+def build_jobs(cfg: Config, cohort: Cohort, masks_dir: Path, masks: str, params: dict,
                subbands: tuple[str, ...] | None, n_jobs: int) -> tuple[list[CaseJob], list[dict]]:
     """One job per (patient, sequence) that has a mask, largest lesion first; plus error rows."""
     fc = cfg.features
@@ -56,7 +48,7 @@ def build_jobs(cfg: Config, cohort: Cohort, run_path: Path, masks: str, params: 
     label = int(params.get("setting", {}).get("label", 1))
     jobs, errors = [], []
     for p in cohort.patients:
-        mask = p.mask if masks == "manual" else predicted_mask_path(run_path, p.id)
+        mask = p.mask if masks == "manual" else Path(masks_dir) / f"{p.id}.nii.gz"
         if masks == "predicted" and not mask.is_file():
             continue  # the segmentation stage writes masks for some patients only (usually the test split)
         if mask is None or not Path(mask).exists():
@@ -71,7 +63,7 @@ def build_jobs(cfg: Config, cohort: Cohort, run_path: Path, masks: str, params: 
                                    "empty; add the file or remove the sequence from features.sequences."))
                 continue
             jobs.append(CaseJob(p.id, seq, str(image), str(mask), params, subbands, fc.histogram_bins,
-                                fc.geometry_tolerance, same_grid_required=(seq == reference),
+                                cfg.data.geometry_tolerance, same_grid_required=(seq == reference),
                                 threads=1 if n_jobs > 1 else 0, voxels=voxels))
     jobs.sort(key=lambda j: (-j.voxels, j.patient_id, j.sequence))
     return jobs, errors
@@ -98,14 +90,14 @@ def extract_all(jobs: list[CaseJob], cache: CaseCache, n_jobs: int, backend: str
     if todo:
         log.info("extract-features: %d case(s) to extract (%d cached) on %d worker(s), backend %s",
                  len(todo), n_hits, min(n_jobs, len(todo)), backend)
-    t0 = time.perf_counter()
-    for i, res in enumerate(run_jobs(todo, n_jobs, backend, scheduler_address), 1):
+    from ..progress import progress  # a bar on a terminal, else one log line per 10 % of the cases
+
+    for res in progress(run_jobs(todo, n_jobs, backend, scheduler_address), len(todo), "extract-features",
+                        "case", log):
         cache.put(res["key"], res)
         results.append({**res, "cached": False})
         if "error" in res:
             log.warning("extract-features: %s", res["error"])
-        if i % 10 == 0 or i == len(todo):
-            log.info("extract-features: %d/%d cases done (%.0f s)", i, len(todo), time.perf_counter() - t0)
     return results, n_hits
 
 
@@ -180,17 +172,27 @@ def diagnostics_table(results: list[dict]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- the stage
-def run(cfg: Config, run: RunDir, masks: str | None = None) -> Path:
-    """Extract features for every patient with a mask; returns the output folder."""
-    from ..pipeline import ensure_valid_cohort
+def run_manual(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> Path:
+    """Stage ``features``: every patient with a manual mask -> ``features/``."""
+    return run_stage(cfg, run, cohort, st, "manual")
 
-    masks = masks or cfg.features.masks
-    if masks not in ("manual", "predicted"):
-        raise InputError(f"Unknown mask source '{masks}'; use --masks manual or --masks predicted.")
+
+def run_predicted(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> Path:
+    """Stage ``features-predicted``: the patients the segmentation predicted -> ``features/predicted/``."""
+    return run_stage(cfg, run, cohort, st, "predicted")
+
+
+def check_settings(cfg: Config) -> tuple[dict, tuple[str, ...] | None]:
+    """The radiomics parameters (validated by PyRadiomics' schema) and the wavelet sub-bands kept."""
+    params = load_params(cfg.features.radiomics_params)
+    wavelet = "Wavelet" in (params.get("imageType") or {})
+    return params, check_subbands(cfg.features.wavelet_subbands) if wavelet else None
+
+
+def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks: str) -> Path:
+    """Extract features for every patient with a mask into ``st``; returns the staged output folder."""
     fc = cfg.features
-    params = load_params(fc.radiomics_params)
-    subbands = check_subbands(fc.wavelet_subbands) if "Wavelet" in (params.get("imageType") or {}) else None
-    cohort = ensure_valid_cohort(cfg, run)
+    params, subbands = check_settings(cfg)
     splits = split_of(load_splits(run.path))
     if cohort.clinical is None:
         raise InputError("No clinical table for the cohort; set data.clinical (needed for the label and the "
@@ -198,11 +200,11 @@ def run(cfg: Config, run: RunDir, masks: str | None = None) -> Path:
     clinical = clin.encode_clinical(cohort.clinical, fc.clinical_columns, cfg.data.id_column)
     labels = pathologic_typing(cohort.clinical, cfg.data)
     n_jobs = cfg.execution.workers
-    jobs, errors = build_jobs(cfg, cohort, run.path, masks, params, subbands, n_jobs)
+    jobs, errors = build_jobs(cfg, cohort, run.masks_dir(), masks, params, subbands, n_jobs)
     if not jobs:
-        hint = ("run `cervirad segment` first" if masks == "predicted" else "add mask paths to the manifest")
+        hint = ("run `cervirad train-seg` first" if masks == "predicted" else "add mask paths to the manifest")
         raise InputError(f"No (image, mask) pair to extract features from in '{run.path}' ({masks} masks); {hint}.")
-    cache = CaseCache(run.path / "cache" / "features" if fc.cache else None)
+    cache = CaseCache(run.cache_dir("features") if fc.cache else None)
     t0 = time.perf_counter()
     results, n_hits = extract_all(jobs, cache, n_jobs, cfg.execution.backend, cfg.execution.scheduler_address)
     seconds = time.perf_counter() - t0
@@ -225,23 +227,19 @@ def run(cfg: Config, run: RunDir, masks: str | None = None) -> Path:
     feature_cols = [c for c in table.columns if c not in ("patient_id", "split", LABEL)]
     excluded = clin.excluded_columns(fc.include_treatment)
     counts = column_counts(feature_cols, fc.sequences if len(fc.sequences) > 1 else ())
-    key = hash_obj({"features": cfg.to_dict()["features"], "params": params, "masks": masks,
-                    "cases": sorted(r.get("key", "") for r in results)})
-    rel = output_dir(masks)
-    with run.stage(STAGE if masks == "manual" else f"{STAGE}-predicted", key=key) as st:
-        out = st.dir(rel)
-        write_table(table, out / "features.parquet")
-        write_table(table, out / "features.csv")
-        write_table(diagnostics_table(results), out / "diagnostics.csv")
-        write_table(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / "errors.csv")
-        write_json(out / "column_counts.json", counts)
-        write_json(out / "columns.json", {
-            "id_columns": ["patient_id", "split"], "label": LABEL,
-            "predictors": [c for c in feature_cols if c not in excluded],
-            "excluded_from_predictors": excluded,
-            "masks": masks, "radiomics_params": str(fc.radiomics_params)})
-        st.info.update(n_patients=len(ids), n_feature_columns=len(feature_cols), n_errors=len(errors),
-                       n_cached=n_hits, extract_seconds=round(seconds, 2), masks=masks)
+    out = st.features_dir(masks)
+    write_table(table, out / FEATURES_TABLE)
+    write_table(table, out / FEATURES_CSV)
+    write_table(diagnostics_table(results), out / DIAGNOSTICS)
+    write_table(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / ERRORS)
+    write_json(out / COLUMN_COUNTS, counts)
+    write_json(out / COLUMNS, {
+        "id_columns": ["patient_id", "split"], "label": LABEL,
+        "predictors": [c for c in feature_cols if c not in excluded],
+        "excluded_from_predictors": excluded,
+        "masks": masks, "radiomics_params": str(fc.radiomics_params)})
+    st.info.update(n_patients=len(ids), n_feature_columns=len(feature_cols), n_errors=len(errors),
+                   n_cached=n_hits, extract_seconds=round(seconds, 2), masks=masks)
     log.info("extract-features: %d patients x %d feature columns, %d error(s), %d cached -> %s",
-             len(ids), len(feature_cols), len(errors), n_hits, run.path / rel)
-    return run.path / rel
+             len(ids), len(feature_cols), len(errors), n_hits, run.features_dir(masks))
+    return out

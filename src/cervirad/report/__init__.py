@@ -16,8 +16,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ..classification.evaluate import HEADLINE
 from ..cohort import CATEGORY_NAMES, LABEL
-from ..rundir import RunDir, save_figure, write_text
+from ..config import MODELS
+from ..rundir import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD, OVERLAYS,
+                      PREDICTIONS, Layout, RunDir, StageContext, save_figure, write_text)
 from .checklist import build_checklist
 
 CSS = """
@@ -94,8 +97,8 @@ def metrics_pivot(flat: dict, prefixes: list[str]) -> tuple[list[str], list[list
     return cols, rows
 
 
-HEADLINE = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
-            "auc_macro", "brier", "inner_cv_score")
+# the classify stage's headline metrics, plus the ones the report also shows in its comparison tables
+REPORT_HEADLINE = HEADLINE + ("f1_weighted", "brier", "inner_cv_score")
 
 
 def _scalar_metrics(flat: dict) -> dict:
@@ -141,7 +144,7 @@ def _cohort_section(run: RunDir, fp: dict | None, splits: dict | None) -> str:
             rows.append([part, len(ids)] + [sum(1 for p in ids if labels.get(p) == c) for c in cats])
         parts.append("<h3>The one patient-level split (splits.json)</h3>")
         parts.append(_table(rows, ["split", "patients"] + [f"cat {c}" for c in cats]))
-        pp = _read_json(run.path / "preprocess" / "summary.json")
+        pp = _read_json(run.preprocess_summary)
         if pp:
             srows = [[k, v["patients"], v["slices"], v["with_lesion"], v["without_lesion"]] for k, v in pp["per_split"].items()]
             parts.append(_table(srows, ["split", "patients", "slices", "with lesion", "without lesion"]))
@@ -153,47 +156,46 @@ def _cohort_section(run: RunDir, fp: dict | None, splits: dict | None) -> str:
 
 
 def _labels(run: RunDir) -> dict[str, int]:
-    for p in (run.path / "features" / "features.parquet",):
-        if p.is_file():
-            df = pd.read_parquet(p, columns=["patient_id", LABEL])
-            return dict(zip(df.patient_id.astype(str), df[LABEL].astype(int)))
-    return {}
+    p = run.features_table("manual")
+    if not p.is_file():
+        return {}
+    df = pd.read_parquet(p, columns=["patient_id", LABEL])
+    return dict(zip(df.patient_id.astype(str), df[LABEL].astype(int)))
 
 
 def _segmentation_section(run: RunDir) -> str:
-    d = run.path / "segmentation"
+    d = run.segmentation_dir()
     if not d.is_dir():
         return "<p class='muted'>Segmentation was not run.</p>"
     parts = []
-    comp = d / "comparison.csv"
+    comp = d / COMPARISON
     if comp.is_file():
         parts.append("<h3>CRFE vs U-Net (same split, test patients)</h3>" + _df_table(pd.read_csv(comp)))
-    m = _read_json(d / "metrics.json")
+    m = _read_json(d / METRICS)
     if m:
         flat = _scalar_metrics(m)
         parts.append("<h3>CRFE test metrics (mean over test patients, bootstrap 95 % CI)</h3>")
         parts.append(_table([[k, v] for k, v in flat.items()], ["metric", "value [95 % CI]"]))
         parts.append("<p class='muted'>foreground IoU is the lesion's IoU; mean IoU averages lesion and background "
                      "(the only reading compatible with the paper's IoU 0.94 at Dice 0.60).</p>")
-    pngs = sorted(d.glob("*.png")) + sorted((d / "overlays").glob("*.png"))[:8]
+    pngs = sorted(d.glob("*.png")) + sorted((d / OVERLAYS).glob("*.png"))[:8]
     parts.append(_figs(pngs))
-    unet = d / "unet"
+    unet = run.segmentation_dir("unet")
     if unet.is_dir():
         parts.append("<h3>U-Net baseline</h3>" + _figs(sorted(unet.glob("*.png"))[:4]))
     return "".join(parts)
 
 
 def _features_section(run: RunDir) -> str:
-    d = run.path / "features"
+    d = run.features_dir("manual")
     if not d.is_dir():
         return "<p class='muted'>Features were not extracted.</p>"
     parts = []
-    counts = _read_json(d / "column_counts.json")
+    counts = _read_json(d / COLUMN_COUNTS)
     if counts:
-        flat = counts.get("per_category", counts) if isinstance(counts, dict) else {}
-        rows = [[k, v] for k, v in flat.items() if isinstance(v, int) and k != "total"]
-        parts.append(_table(rows + [["total", sum(r[1] for r in rows)]], ["category", "columns"]))
-    err = d / "errors.csv"
+        rows = [[k, v] for k, v in counts.items() if k != "total"]
+        parts.append(_table(rows + [["total", counts["total"]]], ["category", "columns"]))
+    err = d / ERRORS
     if err.is_file():
         e = pd.read_csv(err)
         parts.append(f"<p>{len(e)} case(s) failed extraction.</p>" + (_df_table(e) if len(e) else ""))
@@ -201,45 +203,42 @@ def _features_section(run: RunDir) -> str:
 
 
 def _classification_section(run: RunDir, models: list[str]) -> str:
-    d = run.path / "classification"
+    d = run.classification_dir
     if not d.is_dir():
         return "<p class='muted'>Classification was not run.</p>"
     parts = []
-    m = _read_json(d / "metrics.json") or {}
+    m = _read_json(d / METRICS) or {}
     best = m.get("best_model")
     if best:
         parts.append(f"<p>Best model by inner cross-validation (never the test set): <b>{html.escape(str(best))}</b>.</p>")
-    flat = {k: v for k, v in m.items() if not k.startswith("predicted.")}
-    cols, rows = metrics_pivot(_scalar_metrics(flat), models)
-    head = [r for r in rows if r[0] in HEADLINE]
-    rest = [r for r in rows if r[0] not in HEADLINE]
+    cols, rows = metrics_pivot(_scalar_metrics(m), models)
+    head = [r for r in rows if r[0] in REPORT_HEADLINE]
+    rest = [r for r in rows if r[0] not in REPORT_HEADLINE]
     parts.append("<h3>Model comparison on the test patients (bootstrap 95 % CI over patients)</h3>"
                  + _table(head or rows, ["metric"] + cols))
     if head and rest:
         parts.append("<details><summary>Per-class metrics and support</summary>" + _table(rest, ["metric"] + cols)
                      + "</details>")
-    card = _read_json(d / "model_card.json") or {}
-    feats = card.get("selected_features") or card.get("features_selected") or card.get("features")
+    card = _read_json(d / MODEL_CARD) or {}
+    feats = card.get("selected_features")
     if feats:
         parts.append(f"<h3>Selected features of the best model ({len(feats)})</h3><p class='muted'>"
                      + html.escape(", ".join(map(str, feats[:60]))) + ("…" if len(feats) > 60 else "") + "</p>")
-    parts.append(_figs(sorted(d.glob("*.png")) + sorted((d / "figures").glob("*.png"))))
+    parts.append(_figs(sorted((d / FIGURES).glob("*.png"))))
     return "".join(parts)
 
 
 def _manual_vs_predicted(run: RunDir, models: list[str]) -> str:
-    d = run.path / "classification"
-    m = _read_json(d / "metrics.json") or {}
-    pred = _read_json(d / "metrics_predicted.json")
-    if pred is None:
-        pred = {k[len("predicted."):]: v for k, v in m.items() if k.startswith("predicted.")}
+    d = run.classification_dir
+    m = _read_json(d / METRICS) or {}
+    pred = _read_json(d / METRICS_PREDICTED)
     if not pred:
         return "<p class='muted'>No features from predicted masks in this run (run-all extracts them for the test patients).</p>"
     cols = [c for c in models if any(k.startswith(c + ".") for k in pred)]
     header, rows = ["metric"], []
     for c in cols:
         header += [f"{c}: manual", f"{c}: predicted"]
-    for metric in HEADLINE:
+    for metric in REPORT_HEADLINE:
         if any(f"{c}.{metric}" in pred for c in cols):
             row: list = [metric]
             for c in cols:
@@ -251,16 +250,15 @@ def _manual_vs_predicted(run: RunDir, models: list[str]) -> str:
     return note + _table(rows, header)
 
 
-def _dca_section(run: RunDir, category: int | None, out_dir: Path) -> tuple[str, bool]:
+def _dca_section(run: RunDir, category: int | None, out: Layout) -> tuple[str, bool]:
     if category is None:
         return "<p class='muted'>Decision-curve analysis disabled (report.dca_category is null).</p>", False
-    p = run.path / "classification" / "predictions.csv"
+    p = run.classification_dir / PREDICTIONS
     if not p.is_file():
         return "<p class='muted'>No test predictions to analyse.</p>", False
     df = pd.read_csv(p)
-    truth = next((c for c in ("y_true", "true", LABEL, "label") if c in df.columns), None)
-    prob = next((c for c in df.columns if c in (f"prob_{category}", f"p_{category}", f"proba_{category}")), None)
-    if truth is None or prob is None:
+    truth, prob = LABEL, f"prob_{category}"
+    if truth not in df.columns or prob not in df.columns:
         return f"<p class='muted'>Predictions carry no probability column for category {category}.</p>", False
     from .dca import decision_curve_figure
 
@@ -268,7 +266,7 @@ def _dca_section(run: RunDir, category: int | None, out_dir: Path) -> tuple[str,
     if y.sum() == 0:
         return f"<p class='muted'>No test patient of category {category}: no decision curve.</p>", False
     fig = decision_curve_figure(y, df[prob].to_numpy(), f"category {category} ({CATEGORY_NAMES.get(category, '')}) vs rest")
-    out = save_figure(fig, out_dir / "report_files" / f"dca_category_{category}.png")
+    out = save_figure(fig, out.report_files / f"dca_category_{category}.png")
     return _figs([out]), True
 
 
@@ -283,23 +281,26 @@ def _checklist_section(items: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------- entry
-def build_report(run: RunDir, dca_category: int | None = 6, out_dir: Path | None = None) -> Path:
-    """Write ``report.html`` (self-contained) from the run's artifacts into ``out_dir`` (default: the run)."""
-    out_dir = Path(out_dir) if out_dir is not None else run.path
+def report_stage(cfg, run: RunDir, cohort, st: StageContext) -> Path:
+    """Stage ``report``: ``report.html`` from whatever the run holds."""
+    return build_report(run, cfg.report.dca_category, out=st)
+
+
+def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None = None) -> Path:
+    """Write ``report.html`` (self-contained) from the run's artifacts into ``out`` (default: the run)."""
+    out = out if out is not None else run
     info = run.read_run_json()
-    fp = _read_json(run.path / "fingerprint.json")
-    splits = _read_json(run.path / "splits.json")
-    cfg = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) if (run.path / "config.yaml").is_file() else {}
-    config_path = run.path / "config.yaml"
-    config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
-    models = list(cfg.get("classification", {}).get("models", ["rf", "xgboost", "svm", "lr"]))
-    dca_html, has_dca = _dca_section(run, dca_category, out_dir)
-    counts = _read_json(run.path / "features" / "column_counts.json") or {}
-    counts = counts.get("per_category", counts) if isinstance(counts, dict) else {}
-    facts = {"run": info, "fingerprint": fp or {}, "splits": splits or {}, "config": cfg or {},
-             "seg_metrics": _read_json(run.path / "segmentation" / "metrics.json") or {},
-             "cls_metrics": _read_json(run.path / "classification" / "metrics.json") or {},
-             "feature_counts": {k: v for k, v in counts.items() if isinstance(v, int) and k != "total"}, "dca": has_dca}
+    fp = _read_json(run.fingerprint)
+    splits = _read_json(run.splits)
+    config_text = run.config_yaml.read_text(encoding="utf-8") if run.config_yaml.is_file() else ""
+    cfg = yaml.safe_load(config_text) or {} if config_text else {}
+    models = list(cfg.get("classification", {}).get("models", MODELS))
+    dca_html, has_dca = _dca_section(run, dca_category, out)
+    counts = _read_json(run.features_dir("manual") / COLUMN_COUNTS) or {}
+    facts = {"run": info, "fingerprint": fp or {}, "splits": splits or {}, "config": cfg,
+             "seg_metrics": _read_json(run.seg_metrics()) or {},
+             "cls_metrics": _read_json(run.classification_dir / METRICS) or {},
+             "feature_counts": {k: v for k, v in counts.items() if k != "total"}, "dca": has_dca}
     sections = [
         ("summary", "Run summary and provenance", _summary_section(run, info)),
         ("cohort", "Cohort fingerprint and split", _cohort_section(run, fp, splits)),
@@ -320,4 +321,4 @@ def build_report(run: RunDir, dca_category: int | None = 6, out_dir: Path | None
            f"{html.escape(str(info.get('cervirad_version')))} · git {html.escape(str(info.get('git_commit')))}</p></header>"
            f"<nav>{nav}</nav><main><p class='note'>Research tool, not a medical device. Results on the synthetic demo "
            f"cohort say nothing about patients.</p>{body}</main></body></html>")
-    return write_text(out_dir / "report.html", doc)
+    return write_text(out.report, doc)

@@ -9,7 +9,6 @@ map on the network's slice grid.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,9 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import Cohort, read_image, to_array, write_image, write_table
+from ..jsonutil import jsonable
 from ..preprocess import load_meta, load_patient_slices, restore_mask
-from ..rundir import write_json
+from ..rundir import METRICS, PER_PATIENT, write_json
 from .infer import LoadedModel, binarise, predict_slices
 from .metrics import patient_metrics, summarise
 
@@ -26,13 +26,15 @@ from .metrics import patient_metrics, summarise
 def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: list[str], masks_dir: Path,
                       batch_size: int = 8, n_overlays: int = 4) -> tuple[pd.DataFrame, list[dict]]:
     """Per-patient metrics table and up to ``n_overlays`` overlay slices; writes ``<masks_dir>/<pid>.nii.gz``."""
-    from tqdm.auto import tqdm
+    import logging
+
+    from ..progress import progress  # a bar on a terminal, else one log line per 10 % of the patients
 
     rows, overlay_pool = [], []
     thr, keep = model.info["threshold"], model.info["largest_component"]
     seq0 = model.sequences[0]
     _warm_up(model, run_path, ids[0], batch_size)
-    for pid in tqdm(ids, desc="segment test", unit="patient", leave=False):
+    for pid in progress(ids, len(ids), "segment test", "patient", logging.getLogger(__name__)):
         images, truth_sq = load_patient_slices(run_path, pid)
         probs, seconds = predict_slices(model, images, batch_size)
         pred_sq = binarise(probs, thr, keep)
@@ -95,19 +97,10 @@ def save_overlays(overlays: list[dict], out_dir: Path, title: str) -> list[Path]
     return paths
 
 
-def clean_json(obj):
-    """NaN/inf -> None so metrics.json stays valid JSON."""
-    if isinstance(obj, dict):
-        return {k: clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def write_evaluation(per_patient: pd.DataFrame, out_dir: Path, n_boot: int, seed: int, extra: dict) -> dict:
     """``per_patient.csv`` and the flat ``metrics.json`` (bootstrap CIs over patients)."""
-    write_table(per_patient, out_dir / "per_patient.csv")
+    write_table(per_patient, out_dir / PER_PATIENT)
     summary = {**summarise(per_patient, n_boot, seed), **extra}
-    summary = clean_json(summary)
-    write_json(out_dir / "metrics.json", summary)
+    summary = jsonable(summary)  # NaN -> None, as metrics.json holds it
+    write_json(out_dir / METRICS, summary)
     return summary

@@ -28,7 +28,7 @@ import torch
 
 from ..config import Config
 from ..io import write_table
-from ..rundir import atomic_path
+from ..rundir import LAST_PT, MODEL_PT, TRAIN_LOG, atomic_path
 from .data import SliceSet, epoch_slices, n_batches, training_batches, val_slices
 from .infer import FORMAT, read_checkpoint, resolve_device
 from .losses import SegLoss, segmentation_loss
@@ -127,11 +127,11 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     @property
     def last_path(self) -> Path:
-        return self.work_dir / "last.pt"
+        return self.work_dir / LAST_PT
 
     @property
     def best_path(self) -> Path:
-        return self.work_dir / "model.pt"
+        return self.work_dir / MODEL_PT
 
     def header(self) -> dict:
         return checkpoint_header(self.cfg, self.arch, self.train_set.n_channels)
@@ -152,7 +152,7 @@ class Trainer:
         if ck.get("key") != self.key or ck["arch"] != self.arch:
             log.warning("train-seg %s: the interrupted checkpoint %s was trained with other settings or data; "
                         "starting over", self.arch, self.last_path)
-            for f in ("last.pt", "model.pt", "train_log.csv"):
+            for f in (LAST_PT, MODEL_PT, TRAIN_LOG):
                 (self.work_dir / f).unlink(missing_ok=True)
             return False
         self.model.load_state_dict(ck["state_dict"])
@@ -194,7 +194,7 @@ class Trainer:
                               "val_dice": val_dice, "best_val_dice": self.best,
                               "seconds": round(time.perf_counter() - t0, 2), "improved": improved})
             self.save_last(epoch)
-            write_table(pd.DataFrame(self.rows, columns=LOG_COLUMNS), self.work_dir / "train_log.csv")
+            write_table(pd.DataFrame(self.rows, columns=LOG_COLUMNS), self.work_dir / TRAIN_LOG)
             log.info("train-seg %s epoch %d: loss %.4f, val Dice %.4f%s", self.arch, epoch, train_loss, val_dice,
                      " (best)" if improved else "")
         df = pd.DataFrame(self.rows, columns=LOG_COLUMNS)
@@ -208,13 +208,15 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
         from tqdm.auto import tqdm
 
+        from ..progress import bar_enabled  # no bar (carriage returns) in a log file: one log line per epoch
+
         rng = np.random.default_rng([self.cfg.run.seed, epoch])
         order = epoch_slices(self.train_set.rows, self.s, rng)
         self.model.train()
         total, count = 0.0, 0
         bar = tqdm(training_batches(self.train_set, order, self.s, rng), total=n_batches(len(order), self.s.batch_size),
                    desc=f"{self.arch} epoch {epoch}/{self.s.epochs}", unit="batch", leave=False,
-                   disable=not self.progress)
+                   disable=not (self.progress and bar_enabled()))
         use_bf16 = self.device.type == "cuda"
         for imgs, masks in bar:
             x = torch.from_numpy(imgs).to(self.device, non_blocking=True)

@@ -16,10 +16,8 @@ Hyperparameters, ``k`` and the selector are searched jointly, with stratified
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
-from typing import Iterator
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -27,10 +25,10 @@ from sklearn.feature_selection import SelectorMixin
 from sklearn.svm import SVC
 from xgboost import XGBClassifier
 
+from ..config import MODELS, SELECTORS
+
 log = logging.getLogger(__name__)
 
-MODELS = ("rf", "xgboost", "svm", "lr")
-SELECTORS = ("rf", "anova", "rfe")
 MODEL_NAMES = {"rf": "Random forest", "xgboost": "XGBoost", "svm": "SVM (RBF)", "lr": "Logistic regression"}
 
 
@@ -293,36 +291,6 @@ def scorer(name: str):
     return name
 
 
-def search_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
-                 n_jobs: int, cache_dir: str | None = None):
-    """Tune (selector, k, model grid) by inner K-fold CV on these rows only; refit the best on all of them.
-
-    Runs :func:`cervirad.classification.search.search` - GridSearchCV's candidates, folds and
-    choice, computed without its repeated work.
-    """
-    from .search import search
-
-    return search(model, X, y, groups, ccfg, seed, n_jobs, cache_dir)
-
-
-def gridsearchcv_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
-                       n_jobs: int, cache_dir: str | None = None, k_grid=None):
-    """The same tuning with plain scikit-learn ``GridSearchCV`` (reference for tests and the benchmark).
-
-    ``cache_dir`` turns on ``Pipeline(memory=...)`` and the ranking cache; ``k_grid`` restricts k.
-    """
-    from dataclasses import replace
-
-    from sklearn.model_selection import GridSearchCV
-
-    if k_grid is not None:
-        ccfg = replace(ccfg, k_grid=tuple(k_grid))
-    gs = GridSearchCV(build_pipeline(model, ccfg, seed, cache_dir, memory=cache_dir is not None),
-                      param_grid(model, ccfg, X.shape[1]), scoring=scorer(ccfg.scoring),
-                      cv=make_cv(y, groups, ccfg.cv_folds, seed), n_jobs=n_jobs, refit=True, error_score="raise")
-    return gs.fit(X, y)
-
-
 def strip_cache(pipe):
     """Drop cache folders from a fitted pipeline before it is saved (they are temporary)."""
     pipe.memory = None
@@ -355,39 +323,3 @@ def model_importance(pipe) -> np.ndarray | None:
     if hasattr(clf, "coef_"):
         return np.abs(np.asarray(clf.coef_, dtype=float)).mean(axis=0)
     return None
-
-
-# --------------------------------------------------------------------------- execution
-@contextlib.contextmanager
-def parallel_backend(execution) -> Iterator[None]:
-    """joblib backend for the grid searches: loky (local processes) or a Dask cluster.
-
-    ``backend: dask`` connects to ``scheduler_address`` or, when that is empty, starts a
-    local cluster with ``n_jobs`` single-threaded workers.
-    """
-    if execution.backend != "dask":
-        yield
-        return
-    import joblib
-    from distributed import Client, LocalCluster
-
-    from ..errors import ConfigError
-
-    cluster = None
-    try:
-        if execution.scheduler_address:
-            client = Client(execution.scheduler_address, timeout="20s")
-        else:
-            cluster = LocalCluster(n_workers=execution.workers, threads_per_worker=1, processes=False,
-                                   dashboard_address=None)
-            client = Client(cluster)
-    except OSError as e:
-        raise ConfigError(f"Cannot reach the Dask scheduler at '{execution.scheduler_address}' ({e}); "
-                          "start it or set execution.backend: loky.") from None
-    try:
-        with joblib.parallel_backend("dask"):
-            yield
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()

@@ -1,0 +1,104 @@
+"""The table of stages: what each stage reads and writes, what it depends on, and what runs it.
+
+The orchestrator (:mod:`cervirad.pipeline`) only walks this table. A stage's key is the hash
+of its config sections, the content of every file it reads (the cohort's images, masks,
+manifest and clinical table; a radiomics parameter file; a feature table), the keys of the
+stages it reads from, the seed and the cervirad version. A stage function is called as
+``func(cfg, run, cohort, st, **options)``: ``st`` is the :class:`~cervirad.rundir.StageContext`
+it writes into (staged, promoted on success); it never imports the orchestrator.
+
+Stage modules are named by string and imported only when a stage runs, so ``cervirad --help``
+stays instant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import Config
+from .rundir import RELATIVE as R
+
+Paths = Callable[[Config, dict], tuple[Path, ...]]
+
+
+def _none(cfg: Config, options: dict) -> tuple[Path, ...]:
+    return ()
+
+
+def _fixed(*paths: Path) -> Paths:
+    return lambda cfg, options: tuple(paths)
+
+
+def _radiomics_params(cfg: Config, options: dict) -> tuple[Path, ...]:
+    from .presets import resolve
+
+    return (resolve(cfg.features.radiomics_params, kind="radiomics"),)
+
+
+def _table(cfg: Config, options: dict) -> tuple[Path, ...]:
+    return (Path(options["table"]),)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    func: str  # "module:function", imported when the stage runs
+    needs: tuple[str, ...] = ()  # stages whose outputs it reads; brought up to date first
+    uses: tuple[str, ...] = ()  # stages whose outputs it reads when they exist
+    config: tuple[str, ...] = ()  # config sections (dotted paths) its results depend on
+    outputs: Paths = _none  # run-relative files and folders it writes (folders are replaced whole)
+    files: Paths = _none  # files outside the run whose content it reads (besides the cohort)
+    reads_cohort: bool = False  # its key covers the cohort's images, masks, manifest and clinical table
+    options: tuple[str, ...] = ()  # command options passed to the function and part of the key
+    resumable: bool = False  # a killed run keeps its staging folder (training checkpoints)
+    labels: bool = False  # needs the pathology labels (a clinical table)
+    check: str | None = None  # "module:function(cfg)" run before any stage runs: settings fail early
+
+    def checker(self) -> Callable | None:
+        return _resolve(self.check) if self.check else None
+
+    def load(self) -> Callable:
+        return _resolve(self.func)
+
+
+def _resolve(ref: str) -> Callable:
+    import importlib
+
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("validate", "cervirad.validate:run_stage", config=("data",), reads_cohort=True,
+          outputs=_fixed(R.fingerprint)),
+    Stage("preprocess", "cervirad.preprocess:run", needs=("validate",),
+          config=("preprocess", "segmentation.input_sequences"), reads_cohort=True,
+          outputs=_fixed(R.preprocess_dir, R.splits)),
+    Stage("train-seg", "cervirad.segmentation:train_stage", needs=("preprocess",), config=("segmentation",),
+          reads_cohort=True, outputs=_fixed(R.segmentation_dir(), R.masks_dir()), resumable=True),
+    Stage("features", "cervirad.features.stage:run_manual", needs=("preprocess",), config=("features",),
+          reads_cohort=True, files=_radiomics_params, outputs=_fixed(*R.features_files("manual")), labels=True,
+          check="cervirad.features.stage:check_settings"),
+    Stage("features-predicted", "cervirad.features.stage:run_predicted", needs=("preprocess", "train-seg"),
+          config=("features",), reads_cohort=True, files=_radiomics_params,
+          outputs=_fixed(*R.features_files("predicted")), labels=True,
+          check="cervirad.features.stage:check_settings"),
+    Stage("classify", "cervirad.classification.stage:run", needs=("features",), uses=("features-predicted",),
+          config=("classification",), outputs=_fixed(R.classification_dir), labels=True),
+    Stage("report", "cervirad.report:report_stage",
+          uses=("validate", "preprocess", "train-seg", "features", "features-predicted", "classify"),
+          config=("report",), outputs=_fixed(R.report, R.report_files)),
+)
+
+# `cervirad classify --features TABLE`: a run folder made from one feature table
+TABLE_STAGES: tuple[Stage, ...] = (
+    Stage("classify", "cervirad.classification.stage:run_table", config=("classification",), files=_table,
+          options=("table", "id_column", "label_column"), outputs=_fixed(R.classification_dir)),
+)
+
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def by_name(table: tuple[Stage, ...] = STAGES) -> dict[str, Stage]:
+    return {s.name: s for s in table}
