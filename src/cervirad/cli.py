@@ -238,7 +238,7 @@ def classify(
     import json
 
     from .pipeline import classify_table
-    from .rundir import SUMMARY
+    from .rundir import SUMMARY, Layout
 
     if features_table is not None and config is None:
         config = TABLE_CONFIG  # lighter grids in the paper's ranges: a 260 x 264 table in < 5 min
@@ -248,7 +248,7 @@ def classify(
         cfg = load(config, overrides)
         target = Path(out or run_dir or Path(cfg.run.runs_root) / cfg.run.name)
         s = classify_table(cfg, features_table, id_column, label_column, target, force)
-        where = target / "classification"
+        where = Layout(target).classification_dir
     else:
         _, run = run_targets(config, overrides, run_dir, ["classify"], force)
         s = json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))

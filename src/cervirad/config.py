@@ -252,10 +252,6 @@ class Config:
     def hash(self) -> str:
         return hash_obj(self.to_dict())
 
-    def section_hash(self, *names: str) -> str:
-        d = self.to_dict()
-        return hash_obj({n: d[n] for n in names})
-
     def with_overrides(self, overrides: list[str]) -> "Config":
         d = self.to_dict()
         for item in overrides:

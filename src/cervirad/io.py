@@ -71,21 +71,6 @@ def to_array(img: sitk.Image, dtype=np.float32) -> np.ndarray:
     return sitk.GetArrayFromImage(img).astype(dtype, copy=False)
 
 
-def from_array(arr: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    img = sitk.GetImageFromArray(arr)
-    img.CopyInformation(reference)
-    return img
-
-
-def geometry(img: sitk.Image) -> dict:
-    return {
-        "size": list(img.GetSize()),
-        "spacing": [float(s) for s in img.GetSpacing()],
-        "origin": [float(o) for o in img.GetOrigin()],
-        "direction": [float(d) for d in img.GetDirection()],
-    }
-
-
 def geometry_mismatch(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> Optional[str]:
     """Describe how two grids differ beyond ``tol`` (relative), or None when they match."""
     if a.GetSize() != b.GetSize():

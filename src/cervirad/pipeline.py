@@ -15,6 +15,7 @@ line saying so. The run folder is locked for the whole invocation.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -63,21 +64,34 @@ class Inputs:
             self._cohort_hash = hash_obj(parts)
         return self._cohort_hash
 
-    def config_part(self, dotted: str):
+    def config_part(self, dotted: str, drop: tuple[str, ...] = ()):
+        """The config value at ``dotted``, without the keys in ``drop`` (full dotted paths)."""
         node = self._config
         for part in dotted.split("."):
             node = node[part]
+        inner = [d[len(dotted) + 1:] for d in drop if d.startswith(dotted + ".")]
+        if inner:
+            node = json.loads(json.dumps(node))
+            for key in inner:
+                *parents, leaf = key.split(".")
+                target = node
+                for part in parents:
+                    target = target[part]
+                target.pop(leaf, None)
         return node
 
-    def components(self, stage: Stage, keys: dict[str, str | None]) -> dict:
-        """Everything the stage's key covers, each part hashed (stored to explain a redo)."""
-        opts = {k: self.options.get(k) for k in stage.options}
+    def components(self, stage: Stage) -> dict:
+        """Everything the stage's key covers, each part hashed (stored to explain a redo). An
+        upstream stage counts by its key and the hashes of the files it wrote, so a stage that
+        reads an output is redone when that output's bytes change."""
+        files = [*stage.files(self.cfg, self.options), *(self.options[k] for k in stage.file_options)]
+        opts = {k: str(self.options.get(k)) for k in stage.options if k not in stage.file_options}
         return {
-            "config": {sec: hash_obj(self.config_part(sec)) for sec in stage.config},
+            "config": {sec: hash_obj(self.config_part(sec, stage.path_keys)) for sec in stage.config},
             "cohort": self.cohort_hash() if stage.reads_cohort else None,
-            "files": {str(Path(p).resolve()): self.hashes.of(p) for p in stage.files(self.cfg, self.options)},
-            "upstream": {u: keys.get(u) for u in (*stage.needs, *stage.uses)},
-            "options": {k: str(v) for k, v in opts.items()},
+            "files": {str(Path(p).resolve()): self.hashes.of(Path(p)) for p in files},
+            "upstream": {u: upstream_state(self.run, u) for u in (*stage.needs, *stage.uses)},
+            "options": opts,
             "seed": self.cfg.run.seed,
             "version": __version__,
         }
@@ -142,12 +156,10 @@ def reason_to_run(stage: Stage, rec: dict, key: str, comps: dict, hashes: HashCa
     return None
 
 
-def _upstream_key(run: RunDir, name: str, keys: dict[str, str | None]) -> str | None:
-    """Key of an upstream stage: computed in this invocation, else its record's when done."""
-    if name in keys:
-        return keys[name]
+def upstream_state(run: RunDir, name: str) -> str | None:
+    """A finished stage as its readers see it: its key and the hashes of what it wrote."""
     rec = run.stage_record(name)
-    return rec.get("key") if rec.get("status") == "done" else None
+    return hash_obj([rec.get("key"), rec.get("outputs")]) if rec.get("status") == "done" else None
 
 
 # --------------------------------------------------------------------------- the walk
@@ -177,17 +189,13 @@ def _walk(cfg: Config, run: RunDir, stages: list[Stage], targets: list[str], for
     forced = set(targets) if force else set()
     if start:
         forced |= set(order[order.index(start):]) if start in order else {start}
-    keys: dict[str, str | None] = {}
     ran: dict[str, float] = {}
     for check in dict.fromkeys(s.check for s in stages if s.check):
         next(s for s in stages if s.check == check).checker()(cfg)
     _check_labels(stages, inputs)
     for stage in stages:
-        for u in stage.uses:
-            keys.setdefault(u, _upstream_key(run, u, keys))
-        comps = inputs.components(stage, keys)
+        comps = inputs.components(stage)
         key = stage_key(comps)
-        keys[stage.name] = key
         rec = run.stage_record(stage.name)
         redone = [u for u in (*stage.needs, *stage.uses) if u in ran]
         if stage.name in forced:

@@ -35,8 +35,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
 from . import __version__
 from .config import Config
 from .errors import CerviradError
@@ -277,11 +275,6 @@ class StageContext(Layout):
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def dir(self, rel: str | Path) -> Path:
-        p = self.staging / rel
-        p.mkdir(parents=True, exist_ok=True)
-        return p
-
 
 class RunLockedError(CerviradError):
     """Another process works on the same run folder."""
@@ -362,11 +355,6 @@ class RunDir(Layout):
 
     def stage_record(self, name: str) -> dict:
         return self.read_run_json().get("stages", {}).get(name, {})
-
-    def is_current(self, name: str, key: str) -> bool:
-        """True when stage ``name`` finished with the same inputs/settings ``key``."""
-        rec = self.stage_record(name)
-        return rec.get("status") == "done" and rec.get("key") == key
 
     # -- files --------------------------------------------------------------
     def __truediv__(self, rel: str) -> Path:
@@ -548,8 +536,3 @@ def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **{"dpi": 110, "bbox_inches": "tight", **kwargs})
     plt.close(fig)
     return path
-
-
-def load_yaml(path: str | Path) -> Any:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-

@@ -36,10 +36,6 @@ def _radiomics_params(cfg: Config, options: dict) -> tuple[Path, ...]:
     return (resolve(cfg.features.radiomics_params, kind="radiomics"),)
 
 
-def _table(cfg: Config, options: dict) -> tuple[Path, ...]:
-    return (Path(options["table"]),)
-
-
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -49,8 +45,10 @@ class Stage:
     config: tuple[str, ...] = ()  # config sections (dotted paths) its results depend on
     outputs: Paths = _none  # run-relative files and folders it writes (folders are replaced whole)
     files: Paths = _none  # files outside the run whose content it reads (besides the cohort)
+    path_keys: tuple[str, ...] = ()  # config keys naming those files: in the key by content, not by path
     reads_cohort: bool = False  # its key covers the cohort's images, masks, manifest and clinical table
     options: tuple[str, ...] = ()  # command options passed to the function and part of the key
+    file_options: tuple[str, ...] = ()  # options naming a file: in the key by content, not by path
     resumable: bool = False  # a killed run keeps its staging folder (training checkpoints)
     labels: bool = False  # needs the pathology labels (a clinical table)
     check: str | None = None  # "module:function(cfg)" run before any stage runs: settings fail early
@@ -69,21 +67,23 @@ def _resolve(ref: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+# the feature stages read the radiomics parameter file: by content, and checked before anything runs
+_RADIOMICS = {"files": _radiomics_params, "path_keys": ("features.radiomics_params",),
+              "check": "cervirad.features.stage:check_settings"}
+
 STAGES: tuple[Stage, ...] = (
     Stage("validate", "cervirad.validate:run_stage", config=("data",), reads_cohort=True,
-          outputs=_fixed(R.fingerprint)),
+          path_keys=("data.manifest", "data.clinical"), outputs=_fixed(R.fingerprint)),
     Stage("preprocess", "cervirad.preprocess:run", needs=("validate",),
           config=("preprocess", "segmentation.input_sequences"), reads_cohort=True,
           outputs=_fixed(R.preprocess_dir, R.splits)),
     Stage("train-seg", "cervirad.segmentation:train_stage", needs=("preprocess",), config=("segmentation",),
           reads_cohort=True, outputs=_fixed(R.segmentation_dir(), R.masks_dir()), resumable=True),
     Stage("features", "cervirad.features.stage:run_manual", needs=("preprocess",), config=("features",),
-          reads_cohort=True, files=_radiomics_params, outputs=_fixed(*R.features_files("manual")), labels=True,
-          check="cervirad.features.stage:check_settings"),
+          reads_cohort=True, outputs=_fixed(*R.features_files("manual")), labels=True, **_RADIOMICS),
     Stage("features-predicted", "cervirad.features.stage:run_predicted", needs=("preprocess", "train-seg"),
-          config=("features",), reads_cohort=True, files=_radiomics_params,
-          outputs=_fixed(*R.features_files("predicted")), labels=True,
-          check="cervirad.features.stage:check_settings"),
+          config=("features",), reads_cohort=True, outputs=_fixed(*R.features_files("predicted")), labels=True,
+          **_RADIOMICS),
     Stage("classify", "cervirad.classification.stage:run", needs=("features",), uses=("features-predicted",),
           config=("classification",), outputs=_fixed(R.classification_dir), labels=True),
     Stage("report", "cervirad.report:report_stage",
@@ -93,12 +93,7 @@ STAGES: tuple[Stage, ...] = (
 
 # `cervirad classify --features TABLE`: a run folder made from one feature table
 TABLE_STAGES: tuple[Stage, ...] = (
-    Stage("classify", "cervirad.classification.stage:run_table", config=("classification",), files=_table,
-          options=("table", "id_column", "label_column"), outputs=_fixed(R.classification_dir)),
+    Stage("classify", "cervirad.classification.stage:run_table", config=("classification",),
+          options=("table", "id_column", "label_column"), file_options=("table",),
+          outputs=_fixed(R.classification_dir)),
 )
-
-STAGE_NAMES = tuple(s.name for s in STAGES)
-
-
-def by_name(table: tuple[Stage, ...] = STAGES) -> dict[str, Stage]:
-    return {s.name: s for s in table}

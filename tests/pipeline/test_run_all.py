@@ -33,9 +33,14 @@ def test_run_all_writes_every_artifact(e2e_run):
     masks = {p.name.split(".")[0] for p in (e2e_run / "masks").glob("*.nii.gz")}
     assert masks == test_ids  # predicted masks for exactly the test patients
     info = read_json(e2e_run / "run.json")
-    assert all(info["stages"][s]["status"] == "done" for s in info["stages"])
-    assert set(info["pipeline"]) == {"validate", "preprocess", "train-seg", "features", "features-predicted",
-                                     "classify", "report"}
+    assert "pipeline" not in info  # one record of what ran: stages[...]
+    assert set(info["stages"]) == {"validate", "preprocess", "train-seg", "features", "features-predicted",
+                                   "classify", "report"}
+    for name, rec in info["stages"].items():
+        assert rec["status"] == "done" and rec["key"] and rec["outputs"], name
+        for rel, digest in rec["outputs"].items():  # what it wrote is there, byte for byte
+            assert digest is None or (e2e_run / rel).exists(), (name, rel)
+    assert not (e2e_run / ".lock").exists()
     m = read_json(e2e_run / "classification" / "metrics.json")
     acc = m["rf.accuracy"]
     assert 0.0 <= acc["ci_low"] <= acc["value"] <= acc["ci_high"] <= 1.0

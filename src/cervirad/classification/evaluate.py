@@ -24,8 +24,6 @@ from scipy.stats import rankdata
 
 from ..jsonutil import jsonable
 
-SCALARS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
-           "precision_weighted", "recall_weighted", "f1_weighted", "auc_macro", "brier")
 HEADLINE = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro")
 
 

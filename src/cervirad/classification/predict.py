@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import read_table, write_table
-from ..rundir import file_hash
+from ..rundir import MODEL_CARD, Layout, file_hash
 from .data import feature_matrix
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 def model_dir(path: str | Path) -> Path:
     """The folder holding ``model_card.json``: ``path`` itself, its ``classification/``, or a model file's folder."""
     p = Path(path)
-    for d in (p.parent if p.is_file() else p, p / "classification"):
-        if (d / "model_card.json").is_file():
+    for d in (p.parent if p.is_file() else p, Layout(p).classification_dir):
+        if (d / MODEL_CARD).is_file():
             return d
     raise InputError(f"No model_card.json in '{p}' or '{p / 'classification'}'; point --model at a run directory "
                      "or its classification/ folder written by `cervirad classify`.")
@@ -40,8 +40,8 @@ def load_model(path: str | Path, trust_model: bool = False, name: str | None = N
     import joblib
 
     d = model_dir(path)
-    card = json.loads((d / "model_card.json").read_text(encoding="utf-8"))
-    in_run = (d.parent / "run.json").is_file() or (d / "run.json").is_file()
+    card = json.loads((d / MODEL_CARD).read_text(encoding="utf-8"))
+    in_run = Layout(d.parent).run_json.is_file() or Layout(d).run_json.is_file()
     if not in_run and not trust_model:
         raise InputError(f"Model folder '{d}' is not inside a cervirad run directory (no run.json next to it); "
                          "loading a pickle executes code, so pass --trust-model only if you trust its source.")

@@ -82,13 +82,7 @@ def check_subbands(subbands: Iterable[str]) -> tuple[str, ...]:
     return out
 
 
-def params_hash(params: dict) -> str:
-    from ..config import hash_obj
 
-    return hash_obj(params)
-
-
-@functools.lru_cache(maxsize=8)
 def _extractor(params_json: str):
     from radiomics import featureextractor
 

@@ -58,6 +58,7 @@ def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
 def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dict:
     from .data import load_slice_set
     from .infer import load_model
+    from .model import count_parameters
     from .train import Trainer, plot_curves
 
     train, val = load_slice_set(run.path, "train"), load_slice_set(run.path, "val")
@@ -74,7 +75,7 @@ def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dic
     extra = {"model": arch, "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
              "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "resumed": resumed,
              "train_seconds": round(result.seconds, 1), "train_slices_per_s": result.train_slices_per_s,
-             "parameters": sum(p.numel() for p in model.net.parameters()), "device": str(model.device)}
+             "parameters": count_parameters(model.net), "device": str(model.device)}
     return _evaluate(cfg, run, cohort, st, model, arch, extra)
 
 

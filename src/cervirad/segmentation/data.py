@@ -34,6 +34,7 @@ from ..cohort import load_splits
 from ..config import AugmentationConfig, SegmentationConfig
 from ..errors import InputError
 from ..preprocess import load_patient_slices
+from ..rundir import Layout
 
 
 @dataclass
@@ -60,7 +61,7 @@ def load_slice_set(run_path: Path, part: str) -> SliceSet:
     """The slices of ``part`` ('train' | 'val' | 'test') as listed by splits.json and slices.csv."""
     run_path = Path(run_path)
     ids = load_splits(run_path)[part]
-    index_path = run_path / "preprocess" / "slices.csv"
+    index_path = Layout(run_path).slices_index
     if not index_path.is_file():
         raise InputError(f"Run directory '{run_path}' has no preprocess/slices.csv; run `cervirad preprocess` first.")
     df = pd.read_csv(index_path, dtype={"patient_id": str})

@@ -1,0 +1,134 @@
+"""What reruns on the real stage table, on a copy of the tiny end-to-end run (slow; CI runs them):
+file contents decide, outputs are checked, individual commands obey the same rules, one process
+per run folder, a killed run's lock is taken over."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cervirad.config import load_config
+from cervirad.pipeline import run_stages
+from cervirad.rundir import RunDir
+
+from .conftest import E2E_OVERRIDES, REPO, env, read_json, run_all_cmd
+
+pytestmark = pytest.mark.slow
+FIXTURE_PARAMS = REPO / "tests" / "fixtures" / "radiomics_original.yaml"
+
+
+def e2e_config(*extra: str):
+    return load_config(REPO / "configs" / "demo.yaml", [*E2E_OVERRIDES, *extra])
+
+
+@pytest.fixture
+def copied_run(e2e_run, tmp_path) -> RunDir:
+    """A private copy of the finished e2e run, in another folder (paths change, contents do not)."""
+    dst = tmp_path / "copy"
+    shutil.copytree(e2e_run, dst)
+    return RunDir(dst)
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cervirad.cli", *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", env=env(), timeout=timeout)
+
+
+def test_contents_decide_what_reruns(copied_run, tmp_path):
+    run = copied_run
+    assert run_stages(e2e_config(), run) == {}  # a moved run with the same bytes is up to date
+    # the radiomics parameter file: same bytes at another path change nothing, other bytes rerun features on
+    params = tmp_path / "params.yaml"
+    shutil.copy(FIXTURE_PARAMS, params)
+    assert run_stages(e2e_config(f"features.radiomics_params={params}"), run) == {}
+    p = yaml.safe_load(FIXTURE_PARAMS.read_text(encoding="utf-8"))
+    del p["featureClass"]["glcm"]
+    params.write_text(yaml.safe_dump(p), encoding="utf-8")
+    cfg = e2e_config(f"features.radiomics_params={params}")
+    ran = run_stages(cfg, run)
+    assert set(ran) == {"features", "features-predicted", "classify", "report"}
+    cols = pd.read_parquet(run.features_table("manual")).columns
+    assert not any("_glcm_" in c for c in cols) and any("_glrlm_" in c for c in cols)
+    # an output removed by hand: that stage and what reads it
+    shutil.rmtree(run.classification_dir)
+    assert set(run_stages(cfg, run)) == {"classify", "report"}
+    assert (run.classification_dir / "metrics.json").is_file()
+    # one segmentation setting: train-seg and what reads it, not validate, preprocess or features
+    ran = run_stages(e2e_config(f"features.radiomics_params={params}", "segmentation.bootstrap=60"), run)
+    assert "train-seg" in ran and {"validate", "preprocess", "features"}.isdisjoint(ran), ran
+    assert read_json(run.seg_metrics())["dice"]["value"] is not None
+
+
+def test_individual_commands_obey_the_same_rules(copied_run):
+    run = copied_run
+    before = {n: r["started"] for n, r in read_json(run.run_json)["stages"].items()}
+    res = cli("classify", "--run-dir", run.path)  # no --config: the run's own config.yaml
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "nothing to redo" in res.stderr and "best model" in res.stdout
+    time.sleep(1.1)  # records carry second-resolution times
+    res = cli("classify", "--run-dir", run.path, "--force")
+    assert res.returncode == 0, res.stderr[-2000:]
+    after = {n: r["started"] for n, r in read_json(run.run_json)["stages"].items()}
+    assert after["classify"] > before["classify"]
+    assert all(after[n] == before[n] for n in ("validate", "preprocess", "train-seg", "features"))
+    res = subprocess.run(run_all_cmd(run.path, "--from", "classify"), capture_output=True, text=True,
+                         encoding="utf-8", env=env(), timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "classify" in res.stdout and "report" in res.stdout and "features" not in res.stdout.split(";")[0]
+    # another run's artifacts are not silently replaced
+    table = run.path / "table.csv"
+    pd.read_parquet(run.features_table("manual")).drop(columns="split").to_csv(table, index=False)
+    res = cli("classify", "--features", table, "--label-column", "Pathologic_typing", "--out", run.path)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("cervirad: error")]
+    assert res.returncode == 2 and len(lines) == 1 and "holds the artifacts of another run" in lines[0], res.stderr
+
+
+def _wait_for(pred, proc: subprocess.Popen, timeout: float = 300) -> None:
+    t0 = time.time()
+    while not pred():
+        assert proc.poll() is None, "the first process ended before the check point"
+        assert time.time() - t0 < timeout, "check point never reached"
+        time.sleep(0.05)
+
+
+def test_one_process_per_run_folder_and_a_killed_lock_is_taken_over(tmp_path):
+    run_dir = tmp_path / "run"
+    lock = run_dir / ".lock"
+    sets = [a for o in E2E_OVERRIDES for a in ("--set", o)]
+    preprocess = [sys.executable, "-m", "cervirad.cli", "preprocess", "--config", str(REPO / "configs" / "demo.yaml"),
+                  "--run-dir", str(run_dir), *sets]
+    first = subprocess.Popen(preprocess, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    _wait_for(lambda: lock.is_file() and lock.read_text(encoding="utf-8").strip().isdigit(), first)
+    t0 = time.perf_counter()
+    second = subprocess.run(run_all_cmd(run_dir), capture_output=True, text=True, encoding="utf-8", env=env(),
+                            timeout=120)
+    assert second.returncode == 2 and time.perf_counter() - t0 < 30
+    assert f"in use by another cervirad process (pid {first.pid})" in second.stderr, second.stderr
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]  # the first one is not disturbed
+    info = read_json(run_dir / "run.json")
+    for name in ("validate", "preprocess"):
+        rec = info["stages"][name]
+        assert rec["status"] == "done" and all((run_dir / rel).exists() for rel in rec["outputs"]), name
+    assert not lock.exists() and not (run_dir / ".partial").exists()
+    # kill -9 inside a stage: the lock file stays behind, and the next run takes it over
+    killed = subprocess.Popen(run_all_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
+                              start_new_session=True)
+    try:
+        _wait_for(lambda: lock.is_file() and read_json(run_dir / "run.json")["stages"].get("train-seg", {})
+                  .get("status") == "running", killed)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    assert lock.read_text(encoding="utf-8").strip() == str(killed.pid)
+    res = cli(*preprocess[3:])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "nothing to redo" in res.stderr and not lock.exists()
