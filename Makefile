@@ -21,12 +21,15 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/cervirad run-all --config $(CONFIG) --run-dir $(RUN_DIR)
 
+# every test but those marked gpu, the slow ones included (-m replaces pyproject's -m "not slow"); CI runs this
 test: venv
 	$(BIN)/python -m pytest -m "not gpu" -q
 
+# plain pytest: skips the tests marked slow (pyproject addopts)
 test-fast: venv
 	$(BIN)/python -m pytest -q
 
+# scripts/bench/*.py, each against a baseline measured in the same run (run_all.py runs the demo pipeline twice)
 bench: venv
 	for f in scripts/bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 

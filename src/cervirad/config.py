@@ -71,6 +71,9 @@ class PreprocessConfig:
     spacing: tuple[float, float, float] = (0.7, 0.7, 4.0)
     # z-score statistics over the whole volume or over the body (voxels above an Otsu threshold)
     normalize: Literal["volume", "body"] = "volume"
+    # slices are cut along this patient axis of the canonical (LPS) grid; spacing is (column, row, thickness)
+    slice_axis: Literal["axial", "coronal", "sagittal"] = "axial"
+    # side of the square training patches (slices are stored whole; see segmentation.train_crop)
     slice_size: int = 256
     split: SplitConfig = field(default_factory=SplitConfig)
 
@@ -115,14 +118,16 @@ class SegmentationConfig:
     lesion_free_fraction: float = 0.25
     # cap on training slices per epoch (None = all)
     max_train_slices_per_epoch: Optional[int] = None
-    # train on random square crops of this size (None = whole 256 x 256 slices, the paper);
-    # the network is fully convolutional, so inference always runs on whole slices
+    # side of the square training patches (None = preprocess.slice_size, the paper's 256); the network
+    # is fully convolutional, so validation and inference always run on whole slices
     train_crop: Optional[int] = None
     # cap on validation slices scored per epoch for early stopping (None = every val slice)
     max_val_slices: Optional[int] = None
     infer_batch_size: int = 8
     threshold: float = 0.5
-    largest_component: bool = True
+    # keep only the connected component with the highest summed probability: "auto" decides on the
+    # validation patients after training (kept only if it raises their Dice), "always"/"never" force it
+    component_selection: Literal["auto", "always", "never"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: Optional[int] = None
     also_train_unet: bool = False
@@ -165,6 +170,8 @@ class FeaturesConfig:
     histogram_bins: int = 256
     include_treatment: bool = False
     clinical_columns: ClinicalColumnsConfig = field(default_factory=ClinicalColumnsConfig)
+    # add clin_<variable>_missing (1 = the clinical cell was missing) next to each clinical variable
+    clinical_missing_indicators: bool = False
     # reuse per-case results in <run>/cache/features/ when image, mask and settings are unchanged
     cache: bool = True
 

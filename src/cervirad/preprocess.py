@@ -1,12 +1,19 @@
-"""Preprocess stage: resample, z-score, 2D axial slices at 256 x 256, and THE patient split.
+"""Preprocess stage: one canonical orientation, resampling, z-score, whole 2D slices, THE split.
 
-Per patient, every sequence is resampled onto one reference grid: the first configured
-sequence (T2W) at ``preprocess.spacing`` (B-spline for images, nearest neighbour for masks).
-Each channel is z-scored (statistics over the whole volume or over the body, config), each
-axial slice is centre-padded/cropped to ``slice_size`` squared. Slices are stored as
-memory-mappable ``.npy`` files (float16 images ``(S, C, H, W)``, uint8 masks ``(S, H, W)``)
-with one ``slices.csv`` index, and ``meta/<id>.json`` holds what is needed to map a
-prediction back onto the original grid (:func:`restore_mask`).
+Per patient, every sequence is brought to the LPS orientation (:func:`canonical`, an exact
+reordering of voxels) and resampled (B-spline) onto ONE canonical grid: identity direction,
+covering the first sequence's whole physical extent at ``preprocess.spacing`` (in-plane column,
+in-plane row, slice thickness). Oblique acquisitions are resampled onto that axis-aligned grid.
+Slices are cut along the patient's ``preprocess.slice_axis`` (axial by default) and kept whole:
+no field of view is cropped, so no lesion voxel is lost (training samples patches from them;
+inference runs on whole slices). Each channel is z-scored (statistics over the whole volume or
+over the body, config). The mask is resampled like the images and thresholded at 0.5.
+
+Slices are stored as memory-mappable ``.npy`` files (float16 images ``(S, C, H, W)``, uint8
+masks ``(S, H, W)``; H and W differ between patients) with one ``slices.csv`` index, and
+``meta/<id>.json`` holds the canonical grid and the original geometry, so a prediction maps back
+exactly: :func:`restore_mask` resamples the foreground PROBABILITY onto the original grid
+(linear) and thresholds there, as nnU-Net exports its predictions.
 
 ``splits.json`` is written here, once, and every later stage reads it.
 """
@@ -40,107 +47,137 @@ def body_mask(arr: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.OtsuThreshold(img, 0, 1)).astype(bool)
 
 
-def pad_crop_offsets(shape: tuple[int, int], size: int) -> tuple[int, int]:
-    """Offsets (dy, dx) placing a ``shape`` slice centred in a ``size`` square (negative = crop)."""
-    return (size - shape[0]) // 2, (size - shape[1]) // 2
+# --------------------------------------------------------------------------- orientation and grids
+CANONICAL = "LPS"  # x to the patient's left, y posterior, z superior: the identity direction
+SLICE_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}  # numpy axis (z, y, x) the slices are cut along
+# (rows, columns) of a slice as numpy axes of the canonical (z, y, x) volume
+_SLICE_ORDER = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
 
 
-def to_square(vol: np.ndarray, size: int, fill: float = 0.0) -> np.ndarray:
-    """Centre-pad or crop the last two axes of ``vol`` to ``size`` x ``size``."""
-    dy, dx = pad_crop_offsets(vol.shape[-2:], size)
-    out = np.full(vol.shape[:-2] + (size, size), fill, dtype=vol.dtype)
-    sy, sx = max(0, -dy), max(0, -dx)
-    ty, tx = max(0, dy), max(0, dx)
-    h = min(vol.shape[-2] - sy, size - ty)
-    w = min(vol.shape[-1] - sx, size - tx)
-    out[..., ty:ty + h, tx:tx + w] = vol[..., sy:sy + h, sx:sx + w]
-    return out
+def physical_spacing(spacing: tuple[float, float, float], slice_axis: str) -> tuple[float, float, float]:
+    """(x, y, z) spacing of the canonical grid from ``preprocess.spacing`` = (in-plane column,
+    in-plane row, slice thickness) for slices cut along ``slice_axis``."""
+    col, row, thick = (float(v) for v in spacing)
+    return {"axial": (col, row, thick), "coronal": (col, thick, row), "sagittal": (thick, col, row)}[slice_axis]
 
 
-def from_square(sq: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`to_square`: back to ``shape`` (cropped borders come back as 0)."""
-    size = sq.shape[-1]
-    dy, dx = pad_crop_offsets(shape, size)
-    out = np.zeros(sq.shape[:-2] + tuple(shape), dtype=sq.dtype)
-    sy, sx = max(0, dy), max(0, dx)
-    ty, tx = max(0, -dy), max(0, -dx)
-    h = min(size - sy, shape[0] - ty)
-    w = min(size - sx, shape[1] - tx)
-    out[..., ty:ty + h, tx:tx + w] = sq[..., sy:sy + h, sx:sx + w]
-    return out
+def canonical(img: sitk.Image) -> sitk.Image:
+    """The same image re-stored in the LPS orientation (an exact permutation/flip of its voxels;
+    an oblique image gets the closest such order, its direction stays oblique)."""
+    return sitk.DICOMOrient(img, CANONICAL)
 
 
-# --------------------------------------------------------------------------- grids
-def reference_grid(img: sitk.Image, spacing: tuple[float, float, float]) -> sitk.Image:
-    """An empty image covering ``img``'s extent at ``spacing``."""
-    new_size = [max(1, int(round(n * s / t))) for n, s, t in zip(img.GetSize(), img.GetSpacing(), spacing)]
-    ref = sitk.Image(new_size, sitk.sitkFloat32)
-    ref.SetSpacing(tuple(float(s) for s in spacing))
-    ref.SetOrigin(img.GetOrigin())
-    ref.SetDirection(img.GetDirection())
+def canonical_grid(img: sitk.Image, spacing_xyz: tuple[float, float, float]) -> sitk.Image:
+    """An empty image with the identity direction covering ``img``'s whole physical extent at
+    ``spacing_xyz``. For an image already in LPS on that spacing, the grid is the image's own."""
+    size, sp = np.array(img.GetSize()), np.array(img.GetSpacing())
+    corners = [img.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
+               for corner in np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in size], indexing="ij")).reshape(3, -1).T]
+    lo, hi = np.min(corners, axis=0), np.max(corners, axis=0)
+    target = np.asarray(spacing_xyz, dtype=float)
+    new_size = np.maximum(1, np.round((hi - lo) / target - 1e-6).astype(int))
+    centre = (lo + hi) / 2.0
+    origin = centre - (new_size - 1) * target / 2.0
+    ref = sitk.Image([int(n) for n in new_size], sitk.sitkFloat32)
+    ref.SetSpacing(tuple(float(t) for t in target))
+    ref.SetOrigin(tuple(float(o) for o in origin))
     return ref
 
 
-def resample_to(img: sitk.Image, ref: sitk.Image, is_mask: bool = False) -> sitk.Image:
-    """Resample ``img`` onto ``ref``'s grid (no-op copy when the grids already match)."""
+def resample_to(img: sitk.Image, ref: sitk.Image, interp: int = sitk.sitkBSpline) -> sitk.Image:
+    """``img`` on ``ref``'s grid as float32 (a copy when the grids already match)."""
     from .io import geometry_mismatch
 
+    img = sitk.Cast(img, sitk.sitkFloat32)
     if geometry_mismatch(img, ref, 1e-6) is None:
-        return sitk.Cast(img, sitk.sitkUInt8 if is_mask else sitk.sitkFloat32)
-    interp = sitk.sitkNearestNeighbor if is_mask else sitk.sitkBSpline
-    pixel = sitk.sitkUInt8 if is_mask else sitk.sitkFloat32
-    return sitk.Resample(img, ref, sitk.Transform(), interp, 0.0, pixel)
+        return img
+    return sitk.Resample(img, ref, sitk.Transform(), interp, 0.0, sitk.sitkFloat32)
+
+
+def to_slices(vol: np.ndarray, slice_axis: str) -> np.ndarray:
+    """A canonical (z, y, x) volume as slices (S, rows, columns) along ``slice_axis``."""
+    return np.ascontiguousarray(np.transpose(vol, _SLICE_ORDER[slice_axis]))
+
+
+def from_slices(slices: np.ndarray, slice_axis: str) -> np.ndarray:
+    """Inverse of :func:`to_slices`."""
+    return np.transpose(slices, np.argsort(_SLICE_ORDER[slice_axis]))
 
 
 @dataclass
 class Prepared:
     """A volume ready for the network, and how to map predictions back."""
 
-    image: np.ndarray  # (S, C, size, size) float32
-    mask: np.ndarray | None  # (S, size, size) uint8
+    image: np.ndarray  # (S, C, H, W) float32: every slice whole, nothing cropped
+    mask: np.ndarray | None  # (S, H, W) uint8
     meta: dict
 
 
+def _geometry(img: sitk.Image) -> dict:
+    return {"size": list(img.GetSize()), "spacing": list(img.GetSpacing()), "origin": list(img.GetOrigin()),
+            "direction": list(img.GetDirection())}
+
+
 def prepare_volume(images: list[sitk.Image], cfg: PreprocessConfig, mask: sitk.Image | None = None) -> Prepared:
-    """Resample every sequence onto the first one's grid at ``cfg.spacing``, z-score, square slices."""
-    ref = reference_grid(images[0], cfg.spacing)
+    """Every sequence on one canonical grid (LPS, identity direction, the first sequence's physical
+    extent at the configured spacing; B-spline), z-scored, cut into whole slices along
+    ``cfg.slice_axis``. The label is the mask's :func:`soft_mask` thresholded at 0.5."""
+    grid = canonical_grid(canonical(images[0]), physical_spacing(cfg.spacing, cfg.slice_axis))
     channels = []
     for img in images:
-        arr = to_array(resample_to(sitk.Cast(img, sitk.sitkFloat32), ref))
+        arr = to_array(resample_to(canonical(img), grid))
         region = body_mask(arr) if cfg.normalize == "body" else None
         channels.append(zscore(arr, region))
-    vol = np.stack(channels, axis=1)  # (S, C, Y, X)
-    fill = [float(c.min()) for c in channels]
-    sq = np.stack([to_square(vol[:, c], cfg.slice_size, fill[c]) for c in range(vol.shape[1])], axis=1)
-    m_sq = None
-    lost = 0
+    vol = np.stack([to_slices(c, cfg.slice_axis) for c in channels], axis=1)  # (S, C, H, W)
+    m = None
     if mask is not None:
-        m = (to_array(resample_to(mask, ref, is_mask=True), np.uint8) > 0).astype(np.uint8)
-        m_sq = to_square(m, cfg.slice_size)
-        lost = int(m.sum()) - int(m_sq.sum())
+        m = (soft_mask(mask, grid, cfg.slice_axis) > 0.5).astype(np.uint8)
     meta = {
-        "original": {"size": list(images[0].GetSize()), "spacing": list(images[0].GetSpacing()),
-                     "origin": list(images[0].GetOrigin()), "direction": list(images[0].GetDirection())},
-        "resampled_size": list(ref.GetSize()),
+        "original": _geometry(images[0]),
+        "grid": _geometry(grid),
+        "slice_axis": cfg.slice_axis,
         "spacing": list(cfg.spacing),
-        "slice_size": cfg.slice_size,
-        "lesion_voxels_cropped": lost,
         "channel_mean": [float(c.mean()) for c in channels],
         "channel_sd": [float(c.std()) for c in channels],
     }
-    return Prepared(sq.astype(np.float32), m_sq, meta)
+    return Prepared(vol.astype(np.float32), m, meta)
 
 
-def restore_mask(pred: np.ndarray, meta: dict, reference: sitk.Image) -> sitk.Image:
-    """Map a (S, size, size) binary prediction back onto ``reference``'s original grid."""
-    rx, ry, rz = meta["resampled_size"]
-    vol = from_square(pred.astype(np.uint8), (ry, rx))
-    small = sitk.GetImageFromArray(vol)
-    small.SetSpacing(tuple(meta["spacing"]))
-    small.SetOrigin(reference.GetOrigin())
-    small.SetDirection(reference.GetDirection())
-    out = sitk.Resample(small, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return out
+def soft_mask(mask: sitk.Image, grid: sitk.Image, slice_axis: str) -> np.ndarray:
+    """The mask on the canonical grid as slices (S, H, W) of values in [0, 1], interpolated like the
+    images (B-spline): the probability map a perfect network would output. Its restored form is the
+    ceiling of :func:`restore_mask` (a 10 mm lesion on a 0.5 x 0.5 x 3 mm grid, processed at
+    0.7 x 0.7 x 4 mm, comes back with Dice 0.996; thresholded labels restored alone give 0.79)."""
+    soft = to_array(resample_to(canonical(mask), grid))
+    return np.clip(to_slices(soft, slice_axis), 0.0, 1.0)
+
+
+def meta_grid(meta: dict) -> sitk.Image:
+    """The empty canonical grid a prepared volume's ``meta`` describes."""
+    g = meta["grid"]
+    ref = sitk.Image([int(n) for n in g["size"]], sitk.sitkFloat32)
+    ref.SetSpacing(tuple(g["spacing"]))
+    ref.SetOrigin(tuple(g["origin"]))
+    ref.SetDirection(tuple(g["direction"]))
+    return ref
+
+
+def grid_image(slices: np.ndarray, meta: dict) -> sitk.Image:
+    """Slices (S, H, W) of a prepared volume as an image on its canonical grid."""
+    img = sitk.GetImageFromArray(from_slices(slices, meta["slice_axis"]))
+    img.CopyInformation(meta_grid(meta))
+    return img
+
+
+def restore_probabilities(probs: np.ndarray, meta: dict, reference: sitk.Image) -> sitk.Image:
+    """Foreground probabilities (S, H, W) mapped onto ``reference``'s original grid (linear)."""
+    return sitk.Resample(grid_image(probs.astype(np.float32), meta), reference, sitk.Transform(),
+                         sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def restore_mask(probs: np.ndarray, meta: dict, reference: sitk.Image, threshold: float = 0.5) -> sitk.Image:
+    """nnU-Net's export: probabilities resampled onto the original grid, thresholded there."""
+    return sitk.Cast(restore_probabilities(probs, meta, reference) > threshold, sitk.sitkUInt8)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -157,20 +194,25 @@ def _process_patient(p: Patient, sequences: tuple[str, ...], cfg: PreprocessConf
         lesion_px = prep.mask.reshape(prep.mask.shape[0], -1).sum(axis=1)
     write_json(out.meta_file(p.id), prep.meta)
     stats = {"mean": prep.meta["channel_mean"][0], "sd": prep.meta["channel_sd"][0]}
-    return {"id": p.id, "lesion_px": lesion_px.tolist(), "cropped": prep.meta["lesion_voxels_cropped"], **stats}
+    return {"id": p.id, "lesion_px": lesion_px.tolist(), "shape": list(prep.image.shape[2:]), **stats}
 
 
-def split_for_cohort(cohort: Cohort, cfg: Config) -> dict:
-    labels = None
-    if cohort.clinical is not None and cfg.preprocess.split.stratify:
+def split_for_cohort(cohort: Cohort, cfg: Config, lesion_ml: dict[str, float] | None = None) -> dict:
+    """THE patient split: stratified by the pathology label when every patient has one; else (a
+    segmentation-only cohort) by lesion-volume tertile when every patient has a lesion; else random."""
+    s = cfg.preprocess.split
+    strata, by = None, None
+    if s.stratify and cohort.clinical is not None:
         y = pathologic_typing(cohort.clinical.drop_duplicates(cfg.data.id_column), cfg.data)
         labels = {pid: int(y[pid]) for pid in cohort.ids if pid in y.index}
-        if len(labels) != len(cohort.ids):
-            labels = None
-    s = cfg.preprocess.split
-    parts = make_split(cohort.ids, labels, (s.train, s.val, s.test), cfg.run.seed, stratify=labels is not None)
-    return {**parts, "seed": cfg.run.seed, "stratified_by": LABEL if labels else None,
-            "fractions": [s.train, s.val, s.test]}
+        if len(labels) == len(cohort.ids):
+            strata, by = labels, LABEL
+    if strata is None and s.stratify and lesion_ml and all(lesion_ml.get(pid, 0) > 0 for pid in cohort.ids):
+        cuts = np.quantile([lesion_ml[pid] for pid in cohort.ids], [1 / 3, 2 / 3])
+        strata, by = {pid: int(np.searchsorted(cuts, lesion_ml[pid], side="right")) for pid in cohort.ids}, \
+            "lesion_volume_tertile"
+    parts = make_split(cohort.ids, strata, (s.train, s.val, s.test), cfg.run.seed, stratify=strata is not None)
+    return {**parts, "seed": cfg.run.seed, "stratified_by": by, "fractions": [s.train, s.val, s.test]}
 
 
 def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
@@ -179,9 +221,10 @@ def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
 
     sequences = tuple(cfg.segmentation.input_sequences)
     out = Layout(st.staging)
-    splits = split_for_cohort(cohort, cfg)
     results = Parallel(n_jobs=cfg.execution.workers)(
         delayed(_process_patient)(p, sequences, cfg.preprocess, out) for p in cohort.patients)
+    voxel_ml = float(np.prod(cfg.preprocess.spacing)) / 1000.0
+    splits = split_for_cohort(cohort, cfg, {r["id"]: sum(r["lesion_px"]) * voxel_ml for r in results})
     summary = _write_index(results, split_of(splits), out, sequences, cfg.preprocess)
     write_json(st.splits, splits)
     st.info["summary"] = {k: summary[k] for k in ("slices_with_lesion", "slices_without_lesion")}
@@ -207,12 +250,13 @@ def _write_index(results: list[dict], split: dict[str, str], out: Layout, sequen
     summary = {
         "channels": list(sequences),
         "spacing": list(cfg.spacing),
-        "slice_size": cfg.slice_size,
+        "slice_axis": cfg.slice_axis,
         "normalize": cfg.normalize,
         "slices_with_lesion": int(df.has_lesion.sum()),
         "slices_without_lesion": int((~df.has_lesion).sum()),
         "per_split": per_split,
-        "lesion_voxels_cropped": {r["id"]: r["cropped"] for r in results if r["cropped"]},
+        "slice_shape": {"min": np.min([r["shape"] for r in results], axis=0).tolist(),
+                        "max": np.max([r["shape"] for r in results], axis=0).tolist()},
         "zscore_check": {"mean_of_means": float(np.mean([r["mean"] for r in results])),
                          "mean_of_sds": float(np.mean([r["sd"] for r in results]))},
     }

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from .cohort import LABEL, pathologic_typing, pathology_problems
-from .config import Config, DataConfig
+from .config import ClinicalColumnsConfig, Config, DataConfig
 from .errors import CohortValidationError, InputError
+from .features.clinical import clinical_problems
 from .io import Cohort, Patient, geometry_mismatch, geometry_mismatch_message, read_image, to_array
 from .rundir import RunDir, StageContext, write_json
 
@@ -83,7 +84,8 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float) -> tuple[
 def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
     """The validate stage: check the cohort, write ``fingerprint.json``. A cohort without a clinical
     table is valid (segmentation needs none); the stages that need labels say so themselves."""
-    fp = validate_cohort(cohort, cfg.data, require_labels=False, n_threads=cfg.execution.workers)
+    fp = validate_cohort(cohort, cfg.data, require_labels=False, n_threads=cfg.execution.workers,
+                         clinical_columns=cfg.features.clinical_columns)
     write_json(st.fingerprint, fp)
     st.info["n_patients"] = fp["n_patients"]
     for w in fp["warnings"][:5]:
@@ -92,8 +94,12 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dic
 
 
 def validate_cohort(cohort: Cohort, data: DataConfig, require_labels: bool = True,
-                    n_threads: int = 2) -> dict:
-    """Check a cohort; raise :class:`CohortValidationError` listing every problem, else return the fingerprint."""
+                    n_threads: int = 2, clinical_columns: ClinicalColumnsConfig | None = None) -> dict:
+    """Check a cohort; raise :class:`CohortValidationError` listing every problem, else return the fingerprint.
+
+    ``clinical_columns`` (``features.clinical_columns``): where the clinical variables are; every
+    unreadable value in them is a problem (:func:`cervirad.features.clinical.clinical_problems`).
+    """
     problems: list[str] = []
     warnings: list[str] = []
     if not cohort.patients:
@@ -125,6 +131,7 @@ def validate_cohort(cohort: Cohort, data: DataConfig, require_labels: bool = Tru
             problems.append(f"Duplicate patient id '{pid}' in clinical table '{cohort.clinical_path}'; keep one row.")
         pprob = pathology_problems(clinical, data)
         problems += pprob
+        problems += clinical_problems(clinical, clinical_columns or ClinicalColumnsConfig(), data.id_column)
         if not pprob:
             y = pathologic_typing(clinical.drop_duplicates(data.id_column), data)
             y = y[y.index.isin(cohort.ids)]

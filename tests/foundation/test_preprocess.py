@@ -7,7 +7,8 @@ import SimpleITK as sitk
 
 from cervirad.cohort import load_splits, make_split, pathologic_typing
 from cervirad.config import PreprocessConfig
-from cervirad.preprocess import from_square, load_meta, load_patient_slices, prepare_volume, restore_mask, to_square, zscore
+from cervirad.preprocess import (SLICE_AXES, from_slices, load_meta, load_patient_slices, prepare_volume, restore_mask,
+                                 to_slices, zscore)
 
 
 def test_zscore_pure_core():
@@ -20,17 +21,12 @@ def test_zscore_pure_core():
     assert abs(zm[m].mean()) < 1e-5 and abs(zm[m].std() - 1) < 1e-5
 
 
-@pytest.mark.parametrize("shape", [(100, 80), (300, 256), (256, 301)])
-def test_square_round_trip(shape):
-    a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-    sq = to_square(a, 256)
-    assert sq.shape == (256, 256)
-    back = from_square(sq, shape)
-    if shape[0] <= 256 and shape[1] <= 256:
-        assert np.array_equal(back, a)
-    else:  # cropped borders come back empty, the centre survives
-        cy, cx = shape[0] // 2, shape[1] // 2
-        assert back[cy, cx] == a[cy, cx]
+@pytest.mark.parametrize("axis", ["axial", "coronal", "sagittal"])
+def test_slices_round_trip(axis):
+    vol = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    sl = to_slices(vol, axis)
+    assert sl.shape[0] == vol.shape[SLICE_AXES[axis]]
+    assert np.array_equal(from_slices(sl, axis), vol)
 
 
 def test_prepare_and_restore_on_original_grid():
@@ -45,9 +41,10 @@ def test_prepare_and_restore_on_original_grid():
     m_img.CopyInformation(img)
     cfg = PreprocessConfig(spacing=(0.7, 0.7, 3.5), slice_size=256)
     prep = prepare_volume([img], cfg, m_img)
-    assert prep.image.shape == (10, 1, 256, 256) and prep.mask.shape == (10, 256, 256)
-    assert prep.meta["resampled_size"] == [154, 116, 10]
-    restored = restore_mask(prep.mask, prep.meta, img)
+    # whole slices: 120 x 0.9 mm / 0.7 mm = 154 columns, 90 x 0.9 / 0.7 = 116 rows, nothing cropped
+    assert prep.image.shape == (10, 1, 116, 154) and prep.mask.shape == (10, 116, 154)
+    assert prep.meta["grid"]["size"] == [154, 116, 10]
+    restored = restore_mask(prep.mask.astype(np.float32), prep.meta, img)
     assert restored.GetSize() == img.GetSize() and restored.GetSpacing() == img.GetSpacing()
     assert restored.GetOrigin() == img.GetOrigin()
     back = sitk.GetArrayFromImage(restored)
@@ -81,7 +78,7 @@ def test_preprocess_stage_outputs(tiny_run, tiny_cfg):
     img, mask = load_patient_slices(run.path, all_ids[0])
     assert img.dtype == np.float16 and img.shape == (24, 1, 256, 256) and mask.shape == (24, 256, 256)
     meta = load_meta(run.path, all_ids[0])
-    assert meta["spacing"] == [0.7, 0.7, 4.0]
+    assert meta["spacing"] == [0.7, 0.7, 4.0] and meta["slice_axis"] == "axial"
     assert abs(meta["channel_mean"][0]) < 1e-3 and abs(meta["channel_sd"][0] - 1) < 1e-3
     index = pd.read_csv(run.path / "preprocess" / "slices.csv")
     assert len(index) == 12 * 24 and index.has_lesion.any() and (~index.has_lesion).any()

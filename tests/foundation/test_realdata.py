@@ -35,6 +35,7 @@ def test_validate_and_preprocess_real_mri(tmp_path):
     assert sorted(ids) == [c.name for c in cases] and len(set(ids)) == 18
     assert summary["slices_with_lesion"] > 18 * 10
     img = np.load(run.path / "preprocess" / "slices" / "STS_001_image.npy")
-    assert img.shape[1:] == (1, 256, 256)
+    # whole slices at 1 mm: the 174 x 158 x 0.98 mm field of view is kept, nothing cropped
+    assert img.shape[1:] == (1, 154, 170)
     meta = json.loads((run.path / "preprocess" / "meta" / "STS_001.json").read_text(encoding="utf-8"))
     assert abs(meta["channel_mean"][0]) < 1e-3 and abs(meta["channel_sd"][0] - 1) < 1e-3

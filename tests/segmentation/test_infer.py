@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cervirad.cli import app
 from cervirad.config import load_config
 from cervirad.errors import InputError
-from cervirad.segmentation.infer import discover_cases, largest_component, load_model, segment_paths
+from cervirad.segmentation.infer import discover_cases, load_model, segment_paths, select_component
 from cervirad.segmentation.model import build_model
 from cervirad.segmentation.train import checkpoint_header, save_checkpoint
 
@@ -16,7 +16,7 @@ from cervirad.segmentation.train import checkpoint_header, save_checkpoint
 def _checkpoint(path, arch="crfe", channels=1, header_arch=None, header_channels=None):
     seqs = ["t2w", "dwi", "adc"][:channels]
     cfg = load_config(None, [f"segmentation.input_sequences={seqs}", "segmentation.lstm_hidden=8",
-                             "segmentation.largest_component=false"])
+                             "segmentation.component_selection=never"])
     torch.manual_seed(0)
     net = build_model(arch, channels, lstm_hidden=8)
     head = checkpoint_header(cfg, header_arch or arch, header_channels or channels)
@@ -104,9 +104,13 @@ def test_cli_segment_empty_folder_exits_2(tmp_path):
     assert p.returncode == 2 and "holds no volume files" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
-def test_largest_component_keeps_biggest_blob():
-    m = np.zeros((3, 20, 20), np.uint8)
-    m[1, 2:4, 2:4] = 1
-    m[1, 10:16, 10:16] = 1
-    out = largest_component(m)
-    assert out.sum() == 36 and out[1, 12, 12] == 1 and out[1, 2, 2] == 0
+def test_component_selection_picks_the_lesion_over_a_larger_fainter_blob():
+    p = np.zeros((3, 30, 30), np.float32)
+    p[1, 2:6, 2:6] = 0.95  # the lesion: 16 voxels, summed probability 15.2
+    p[1, 10:15, 10:15] = 0.54  # a larger, fainter blob: 25 voxels, summed probability 13.5
+    out = select_component(p, 0.5)
+    assert out[1, 3, 3] == pytest.approx(0.95) and not out[1, 10:15, 10:15].any()
+    assert np.array_equal(out[out < 0.5], p[out < 0.5] * (p[out < 0.5] < 0.5))  # sub-threshold values untouched
+    from cervirad.segmentation.infer import postprocess
+
+    assert np.array_equal(postprocess(p, 0.5, False), p)

@@ -58,8 +58,15 @@ def test_loss_falls_on_real_mri_slices():
         prep = prepare_volume([img], cfg, mask)
         area = prep.mask.reshape(len(prep.mask), -1).sum(1)
         k = np.argsort(area)[-2:]  # the two slices with the largest tumour section
-        xs.append(prep.image[k])
-        ys.append(prep.mask[k])
+        from cervirad.segmentation.data import pad_to
+
+        pairs = [pad_to(prep.image[i], prep.mask[i], 96) for i in k]  # whole slices: a 96 px window at the lesion
+        img_k, mask_k = np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+        cy, cx = (int(np.mean(v)) for v in np.nonzero(mask_k.max(axis=0)))
+        y0 = int(np.clip(cy - 48, 0, max(0, img_k.shape[2] - 96)))
+        x0 = int(np.clip(cx - 48, 0, max(0, img_k.shape[3] - 96)))
+        xs.append(img_k[:, :, y0:y0 + 96, x0:x0 + 96])
+        ys.append(mask_k[:, y0:y0 + 96, x0:x0 + 96])
     x, y = torch.tensor(np.concatenate(xs)), torch.tensor(np.concatenate(ys), dtype=torch.float32)
     assert y.sum() > 0
     torch.manual_seed(0)

@@ -194,11 +194,10 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
     fc = cfg.features
     params, subbands = check_settings(cfg)
     splits = split_of(load_splits(run.path))
-    if cohort.clinical is None:
-        raise InputError("No clinical table for the cohort; set data.clinical (needed for the label and the "
-                         "clinical features).")
-    clinical = clin.encode_clinical(cohort.clinical, fc.clinical_columns, cfg.data.id_column)
-    labels = pathologic_typing(cohort.clinical, cfg.data)
+    labelled = cohort.clinical is not None  # a segmentation-only cohort: image features, no label
+    clinical = clin.encode_clinical(cohort.clinical, fc.clinical_columns, cfg.data.id_column,
+                                    fc.clinical_missing_indicators) if labelled else None
+    labels = pathologic_typing(cohort.clinical, cfg.data) if labelled else None
     n_jobs = cfg.execution.workers
     jobs, errors = build_jobs(cfg, cohort, run.masks_dir(), masks, params, subbands, n_jobs)
     if not jobs:
@@ -211,21 +210,20 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
 
     image_feats, ext_errors = assemble(results, fc.sequences)
     errors += ext_errors
-    missing = [pid for pid in image_feats.index if pid not in clinical.index]
+    missing = [pid for pid in image_feats.index if labelled and pid not in clinical.index]
     errors += [_err(pid, "", "clinical", f"Patient '{pid}' has no row in the clinical table; add it to get a "
                     "label and clinical features.") for pid in missing]
-    ids = [pid for pid in image_feats.index if pid in clinical.index]
+    ids = [pid for pid in image_feats.index if pid not in missing]
     if not ids:
         first = errors[0]["message"] if errors else "no case succeeded"
         raise InputError(f"Feature extraction produced no row ({len(errors)} error(s)); first: {first}")
-    table = pd.concat([
-        pd.DataFrame({"patient_id": ids, "split": [splits.get(pid, "none") for pid in ids],
-                      LABEL: [int(labels[pid]) for pid in ids]}),
-        image_feats.loc[ids].reset_index(drop=True),
-        clinical.loc[ids].reset_index(drop=True),
-    ], axis=1)
+    head = {"patient_id": ids, "split": [splits.get(pid, "none") for pid in ids]}
+    if labelled:
+        head[LABEL] = [int(labels[pid]) for pid in ids]
+    table = pd.concat([pd.DataFrame(head), image_feats.loc[ids].reset_index(drop=True)]
+                      + ([clinical.loc[ids].reset_index(drop=True)] if labelled else []), axis=1)
     feature_cols = [c for c in table.columns if c not in ("patient_id", "split", LABEL)]
-    excluded = clin.excluded_columns(fc.include_treatment)
+    excluded = clin.excluded_columns(fc.include_treatment, fc.clinical_missing_indicators)
     counts = column_counts(feature_cols, fc.sequences if len(fc.sequences) > 1 else ())
     out = st.features_dir(masks)
     write_table(table, out / FEATURES_TABLE)
@@ -234,7 +232,7 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
     write_table(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / ERRORS)
     write_json(out / COLUMN_COUNTS, counts)
     write_json(out / COLUMNS, {
-        "id_columns": ["patient_id", "split"], "label": LABEL,
+        "id_columns": ["patient_id", "split"], "label": LABEL if labelled else None,
         "predictors": [c for c in feature_cols if c not in excluded],
         "excluded_from_predictors": excluded,
         "masks": masks, "radiomics_params": str(fc.radiomics_params)})

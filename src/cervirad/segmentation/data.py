@@ -16,9 +16,11 @@ channel (bilinear, border = the channel's minimum, i.e. background) and to the m
 neighbour, border 0) with the SAME matrix, then additive Gaussian noise (sd ``noise_sd``) on
 the image only.
 
-Optional training crops (``train_crop``): a square window placed at random so that, for a
-lesion slice, it contains a random lesion pixel (with a margin of a quarter crop where the
-slice allows); lesion-free slices are cropped anywhere.
+Training patches: slices are stored whole (any field of view), so every training slice is cut to
+a square patch of side ``segmentation.train_crop`` (or ``preprocess.slice_size`` when null),
+after padding a smaller slice with background. The window is placed at random so that, for a
+lesion slice, it contains a random lesion pixel (with a margin of a quarter patch where the
+slice allows); lesion-free slices are cut anywhere. Validation and inference use whole slices.
 """
 from __future__ import annotations
 
@@ -51,6 +53,10 @@ class SliceSet:
         r = self.rows.iloc[i]
         return (np.asarray(self.images[r.patient_id][r.slice], dtype=np.float32),
                 np.asarray(self.masks[r.patient_id][r.slice], dtype=np.uint8))
+
+    @property
+    def patients(self) -> list[str]:
+        return list(self.images)
 
     @property
     def n_channels(self) -> int:
@@ -137,9 +143,10 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
 
 
 def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A ``size`` square window; on lesion slices it contains a random lesion pixel."""
+    """A ``size`` square window (the slice must be at least that large); on lesion slices it contains
+    a random lesion pixel."""
     h, w = mask.shape
-    if size >= min(h, w):
+    if size >= h and size >= w:
         return image, mask
     ys, xs = np.nonzero(mask)
     if len(ys):
@@ -152,19 +159,51 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.G
     return image[:, y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
 
 
-def training_batches(data: SliceSet, order: np.ndarray, cfg: SegmentationConfig, rng: np.random.Generator):
-    """Yield (images (B, C, h, w) float32, masks (B, h, w) float32) batches in ``order``."""
+def pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a slice smaller than ``size`` (either side) at its end: image with each channel's minimum
+    (background), mask with 0."""
+    h, w = mask.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if not ph and not pw:
+        return image, mask
+    fill = image.reshape(image.shape[0], -1).min(axis=1)
+    out = np.empty((image.shape[0], h + ph, w + pw), dtype=image.dtype)
+    out[:] = fill[:, None, None]
+    out[:, :h, :w] = image
+    return out, np.pad(mask, ((0, ph), (0, pw)))
+
+
+def training_batches(data: SliceSet, order: np.ndarray, cfg: SegmentationConfig, rng: np.random.Generator,
+                     patch: int):
+    """Yield (images (B, C, patch, patch) float32, masks (B, patch, patch) float32) batches in ``order``:
+    every slice (stored whole) padded to at least ``patch`` and cut to a ``patch`` square window that,
+    on lesion slices, contains a lesion pixel."""
     bs = cfg.batch_size
     for start in range(0, len(order), bs):
         imgs, msks = [], []
         for i in order[start:start + bs]:
-            img, m = data.get(int(i))
-            if cfg.train_crop:
-                img, m = random_crop(img, m, cfg.train_crop, rng)
+            img, m = pad_to(*data.get(int(i)), patch)
+            img, m = random_crop(img, m, patch, rng)
             img, m = augment(np.ascontiguousarray(img), np.ascontiguousarray(m), rng, cfg.augmentation)
             imgs.append(img)
             msks.append(m)
         yield np.stack(imgs), np.stack(msks).astype(np.float32)
+
+
+def same_shape_batches(data: SliceSet, idx: np.ndarray, batch_size: int):
+    """``idx`` in order, cut into batches of at most ``batch_size`` rows whose slices share one shape."""
+    batch: list[int] = []
+    shape = None
+    for i in idx:
+        r = data.rows.iloc[int(i)]
+        s = data.images[r.patient_id].shape[2:]
+        if batch and (s != shape or len(batch) == batch_size):
+            yield batch
+            batch = []
+        batch.append(int(i))
+        shape = s
+    if batch:
+        yield batch
 
 
 def n_batches(n: int, batch_size: int) -> int:

@@ -1,11 +1,11 @@
 """Test-split evaluation: predict each test patient, map the mask back to the original grid,
 write it as NIfTI, score it (:mod:`.metrics`) and draw overlays.
 
-The network reads the run's preprocessed slices (the same arrays training used); the binary
-prediction is restored onto the patient's ORIGINAL image grid with
-:func:`cervirad.preprocess.restore_mask`, and the 3D metrics compare it with the original
-reference mask on that grid (physical spacing for the distances). MAE uses the probability
-map on the network's slice grid.
+The network reads the run's preprocessed slices (the same arrays training used); its
+probabilities (after component selection when training chose it) are restored onto the
+patient's ORIGINAL image grid and thresholded there (:func:`cervirad.preprocess.restore_mask`),
+and the 3D metrics compare the mask with the original reference mask on that grid (physical
+spacing for the distances). MAE uses the probability map on the network's slice grid.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ..io import Cohort, read_image, to_array, write_image, write_table
 from ..jsonutil import jsonable
 from ..preprocess import load_meta, load_patient_slices, restore_mask
 from ..rundir import METRICS, PER_PATIENT, write_json
-from .infer import LoadedModel, binarise, predict_slices
+from .infer import LoadedModel, postprocess, predict_slices
 from .metrics import patient_metrics, summarise
 
 
@@ -31,19 +31,20 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
     from ..progress import progress  # a bar on a terminal, else one log line per 10 % of the patients
 
     rows, overlay_pool = [], []
-    thr, keep = model.info["threshold"], model.info["largest_component"]
+    thr = model.info["threshold"]
     seq0 = model.sequences[0]
     _warm_up(model, run_path, ids[0], batch_size)
     for pid in progress(ids, len(ids), "segment test", "patient", logging.getLogger(__name__)):
         images, truth_sq = load_patient_slices(run_path, pid)
-        probs, seconds = predict_slices(model, images, batch_size)
-        pred_sq = binarise(probs, thr, keep)
+        raw, seconds = predict_slices(model, images, batch_size)
+        probs = postprocess(raw, thr, model.component_selection)
+        pred_sq = (probs > thr).astype(np.uint8)
         patient = cohort.patient(pid)
         if patient.mask is None:
             raise InputError(f"Test patient '{pid}' has no reference mask in the manifest; the test split is scored "
                              "against manual masks — add the mask or use `cervirad segment --model --input` instead.")
         reference = read_image(patient.images[seq0], pid, seq0)
-        pred_img = restore_mask(pred_sq, load_meta(run_path, pid), reference)
+        pred_img = restore_mask(probs, load_meta(run_path, pid), reference, thr)
         write_image(pred_img, masks_dir / f"{pid}.nii.gz")
         truth = to_array(read_image(patient.mask, pid, "mask"), np.uint8) > 0
         spacing_zyx = tuple(float(s) for s in reference.GetSpacing()[::-1])

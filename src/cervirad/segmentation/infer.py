@@ -2,13 +2,14 @@
 
 A checkpoint (``model.pt``) is a plain dict loadable with ``torch.load(weights_only=True)``:
 ``format``, ``arch``, ``in_channels``, ``lstm_hidden``, ``deep_supervision``,
-``input_sequences``, ``preprocess`` (spacing, normalize, slice_size), ``threshold``,
-``largest_component``, ``state_dict`` and training provenance (``epoch``, ``val_dice``, ``config``).
+``input_sequences``, ``preprocess`` (spacing, normalize, slice_axis, slice_size), ``threshold``,
+``component_selection`` (chosen on the validation patients), ``state_dict`` and training
+provenance (``epoch``, ``val_dice``, ``config``).
 
-A new volume goes: read -> :func:`cervirad.preprocess.prepare_volume` (resample to the training
-spacing, z-score, 256 x 256 slices) -> batched prediction -> threshold -> optional largest
-3D connected component -> :func:`cervirad.preprocess.restore_mask` onto the input's original
-grid (same size, spacing, origin and direction) -> NIfTI.
+A new volume goes: read -> :func:`cervirad.preprocess.prepare_volume` (canonical orientation,
+the training spacing, z-score, whole slices) -> batched prediction -> component selection when
+training chose it -> :func:`cervirad.preprocess.restore_mask` (probabilities onto the input's
+original grid, thresholded there: same size, spacing, origin and direction) -> NIfTI.
 """
 from __future__ import annotations
 
@@ -46,9 +47,15 @@ class LoadedModel:
     def sequences(self) -> list[str]:
         return list(self.info["input_sequences"])
 
+    @property
+    def component_selection(self) -> bool:
+        """Whether training chose component selection on its validation patients."""
+        return bool(self.info.get("component_selection", False))
+
     def preprocess_config(self) -> PreprocessConfig:
         p = self.info["preprocess"]
-        return PreprocessConfig(spacing=tuple(p["spacing"]), normalize=p["normalize"], slice_size=p["slice_size"])
+        return PreprocessConfig(spacing=tuple(p["spacing"]), normalize=p["normalize"], slice_axis=p["slice_axis"],
+                                slice_size=p["slice_size"])
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -131,23 +138,25 @@ def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8) 
     return out, seconds
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 3D 26-connected component of a binary mask."""
-    lab, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+def select_component(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Probabilities with every 26-connected foreground component but one set to 0: the component
+    with the highest SUMMED probability (a confident lesion beats a larger, fainter blob)."""
+    m = probs > threshold
+    lab, n = ndimage.label(m, structure=np.ones((3,) * m.ndim))
     if n <= 1:
-        return mask.astype(np.uint8)
-    sizes = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
-    return (lab == (1 + int(np.argmax(sizes)))).astype(np.uint8)
+        return probs
+    mass = ndimage.sum_labels(probs, lab, index=np.arange(1, n + 1))
+    keep = lab == (1 + int(np.argmax(mass)))
+    return np.where(keep | ~m, probs, 0.0).astype(probs.dtype)
 
 
-def binarise(probs: np.ndarray, threshold: float, keep_largest: bool) -> np.ndarray:
-    """probs > threshold, optionally reduced to the largest connected component."""
-    m = (probs > threshold).astype(np.uint8)
-    return largest_component(m) if keep_largest and m.any() else m
+def postprocess(probs: np.ndarray, threshold: float, component_selection: bool) -> np.ndarray:
+    """The probabilities that are exported: component selection when the training chose it."""
+    return select_component(probs, threshold) if component_selection else probs
 
 
 def segment_volume(model: LoadedModel, images: list[sitk.Image], batch_size: int = 8,
-                   threshold: float | None = None, keep_largest: bool | None = None) -> sitk.Image:
+                   threshold: float | None = None, component_selection: bool | None = None) -> sitk.Image:
     """Predicted mask of one case (one image per model sequence) on the first image's grid."""
     if len(images) != model.in_channels:
         raise InputError(f"Model expects {model.in_channels} sequence(s) ({', '.join(model.sequences)}) but "
@@ -155,8 +164,8 @@ def segment_volume(model: LoadedModel, images: list[sitk.Image], batch_size: int
     prep = prepare_volume(images, model.preprocess_config())
     probs, _ = predict_slices(model, prep.image, batch_size)
     thr = model.info["threshold"] if threshold is None else threshold
-    keep = model.info["largest_component"] if keep_largest is None else keep_largest
-    return restore_mask(binarise(probs, thr, keep), prep.meta, images[0])
+    select = model.component_selection if component_selection is None else component_selection
+    return restore_mask(postprocess(probs, thr, select), prep.meta, images[0], thr)
 
 
 def _is_volume(p: Path) -> bool:
@@ -210,7 +219,7 @@ def _cases_from_manifest(path: Path, sequences: list[str]) -> list[tuple[str, li
 
 
 def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Path, device: str = "auto",
-                  batch_size: int = 8, keep_largest: bool | None = None) -> list[Path]:
+                  batch_size: int = 8, component_selection: bool | None = None) -> list[Path]:
     """Segment every case of ``source`` with ``model_path``; write ``<out>/<case>.nii.gz``."""
     model = load_model(model_path, device)
     cases = discover_cases(source, model.sequences)
@@ -218,6 +227,6 @@ def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Pat
     written = []
     for name, files in cases:
         images = [read_image(f, name, seq) for f, seq in zip(files, model.sequences)]
-        mask = segment_volume(model, images, batch_size, keep_largest=keep_largest)
+        mask = segment_volume(model, images, batch_size, component_selection=component_selection)
         written.append(write_image(mask, out / f"{name}.nii.gz"))
     return written

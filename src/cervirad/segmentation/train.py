@@ -29,7 +29,7 @@ import torch
 from ..config import Config
 from ..io import write_table
 from ..rundir import LAST_PT, MODEL_PT, TRAIN_LOG, atomic_path
-from .data import SliceSet, epoch_slices, n_batches, training_batches, val_slices
+from .data import SliceSet, epoch_slices, n_batches, same_shape_batches, training_batches, val_slices
 from .infer import FORMAT, read_checkpoint, resolve_device
 from .losses import SegLoss, segmentation_loss
 from .model import build_model
@@ -80,8 +80,8 @@ def checkpoint_header(cfg: Config, arch: str, in_channels: int) -> dict:
     return {"format": FORMAT, "arch": arch, "in_channels": int(in_channels), "lstm_hidden": s.lstm_hidden,
             "deep_supervision": s.deep_supervision, "input_sequences": list(s.input_sequences),
             "preprocess": {"spacing": list(cfg.preprocess.spacing), "normalize": cfg.preprocess.normalize,
-                           "slice_size": cfg.preprocess.slice_size},
-            "threshold": s.threshold, "largest_component": s.largest_component, "config": cfg.to_dict()}
+                           "slice_axis": cfg.preprocess.slice_axis, "slice_size": cfg.preprocess.slice_size},
+            "threshold": s.threshold, "component_selection": s.component_selection == "always", "config": cfg.to_dict()}
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
@@ -214,7 +214,9 @@ class Trainer:
         order = epoch_slices(self.train_set.rows, self.s, rng)
         self.model.train()
         total, count = 0.0, 0
-        bar = tqdm(training_batches(self.train_set, order, self.s, rng), total=n_batches(len(order), self.s.batch_size),
+        patch = self.s.train_crop or self.cfg.preprocess.slice_size
+        bar = tqdm(training_batches(self.train_set, order, self.s, rng, patch),
+                   total=n_batches(len(order), self.s.batch_size),
                    desc=f"{self.arch} epoch {epoch}/{self.s.epochs}", unit="batch", leave=False,
                    disable=not (self.progress and bar_enabled()))
         use_bf16 = self.device.type == "cuda"
@@ -240,8 +242,8 @@ class Trainer:
         probs, truths, losses = [], [], []
         bs = self.s.infer_batch_size
         use_bf16 = self.device.type == "cuda"
-        for s in range(0, len(self.val_idx), bs):
-            pairs = [self.val_set.get(int(i)) for i in self.val_idx[s:s + bs]]
+        for batch in same_shape_batches(self.val_set, self.val_idx, bs):
+            pairs = [self.val_set.get(int(i)) for i in batch]
             x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device)
             y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.float32)).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
