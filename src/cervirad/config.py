@@ -53,6 +53,8 @@ class DataConfig:
     adenocarcinoma_column: str = "adenocarcinoma"
     # tolerance (relative, on spacing/origin/direction) for "same grid" checks (validate, extract-features)
     geometry_tolerance: float = 1e-3
+    # the lesion's label in a multi-label mask (null: masks must be binary 0/1)
+    mask_label: Optional[int] = None
     demo_patients: int = 100
     demo_seed: int = 7
 

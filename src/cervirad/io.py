@@ -71,6 +71,13 @@ def to_array(img: sitk.Image, dtype=np.float32) -> np.ndarray:
     return sitk.GetArrayFromImage(img).astype(dtype, copy=False)
 
 
+def read_mask(path: str | Path, case: str, label: int | None = None) -> sitk.Image:
+    """A lesion mask as a binary uint8 image: voxels equal to ``label`` (a multi-label mask), else
+    every non-zero voxel (validate has checked the mask is 0/1)."""
+    m = read_image(path, case, "mask")
+    return sitk.Cast(m == label if label is not None else m > 0, sitk.sitkUInt8)
+
+
 def geometry_mismatch(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> Optional[str]:
     """Describe how two grids differ beyond ``tol`` (relative), or None when they match."""
     if a.GetSize() != b.GetSize():

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 
 from .cohort import LABEL, load_splits, make_split, pathologic_typing, split_of
 from .config import Config, PreprocessConfig
-from .io import Cohort, Patient, read_image, to_array
+from .io import Cohort, Patient, read_image, read_mask, to_array
 from .rundir import Layout, RunDir, StageContext, atomic_path, write_json
 
 
@@ -181,9 +181,10 @@ def restore_mask(probs: np.ndarray, meta: dict, reference: sitk.Image, threshold
 
 
 # --------------------------------------------------------------------------- the stage
-def _process_patient(p: Patient, sequences: tuple[str, ...], cfg: PreprocessConfig, out: Layout) -> dict:
+def _process_patient(p: Patient, sequences: tuple[str, ...], cfg: PreprocessConfig, out: Layout,
+                     mask_label: int | None = None) -> dict:
     imgs = [read_image(p.images[s], p.id, s) for s in sequences]
-    mask = read_image(p.mask, p.id, "mask") if p.mask is not None else None
+    mask = read_mask(p.mask, p.id, mask_label) if p.mask is not None else None
     prep = prepare_volume(imgs, cfg, mask)
     with atomic_path(out.slice_file(p.id, "image")) as tmp:
         np.save(tmp, prep.image.astype(np.float16))
@@ -222,7 +223,7 @@ def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
     sequences = tuple(cfg.segmentation.input_sequences)
     out = Layout(st.staging)
     results = Parallel(n_jobs=cfg.execution.workers)(
-        delayed(_process_patient)(p, sequences, cfg.preprocess, out) for p in cohort.patients)
+        delayed(_process_patient)(p, sequences, cfg.preprocess, out, cfg.data.mask_label) for p in cohort.patients)
     voxel_ml = float(np.prod(cfg.preprocess.spacing)) / 1000.0
     splits = split_for_cohort(cohort, cfg, {r["id"]: sum(r["lesion_px"]) * voxel_ml for r in results})
     summary = _write_index(results, split_of(splits), out, sequences, cfg.preprocess)

@@ -22,7 +22,8 @@ from .rundir import RunDir, StageContext, write_json
 log = logging.getLogger(__name__)
 
 
-def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float) -> tuple[list[str], list[str], dict]:
+def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float,
+                   label: int | None = None) -> tuple[list[str], list[str], dict]:
     """Problems, warnings and fingerprint facts of one patient."""
     problems: list[str] = []
     warnings: list[str] = []
@@ -58,10 +59,15 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float) -> tuple[
             return problems, warnings, facts
         m = to_array(mask)
         values = np.unique(m)
-        if not set(values.tolist()) <= {0, 1}:
-            shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        if label is not None:
+            m = (m == label).astype(np.uint8)
+            if not m.any():
+                problems.append(f"Mask of case '{p.id}' has no voxel with data.mask_label {label} (values {{{shown}}} "
+                                "found); set data.mask_label to the lesion's label.")
+        elif not set(values.tolist()) <= {0, 1}:
             problems.append(f"Non-binary mask for case '{p.id}': values {{{shown}}} found, expected 0/1; "
-                            "binarise it (lesion = 1).")
+                            "binarise it (lesion = 1) or set data.mask_label to the lesion's label.")
         elif not values.max(initial=0):
             problems.append(f"Empty mask for case '{p.id}': no lesion voxel; draw the lesion or remove the mask "
                             "path from the manifest.")
@@ -110,7 +116,8 @@ def validate_cohort(cohort: Cohort, data: DataConfig, require_labels: bool = Tru
             problems.append(f"Duplicate patient id '{pid}' in manifest '{cohort.manifest_path}' ({n} rows); "
                             "keep one row per patient.")
     with ThreadPoolExecutor(max_workers=max(1, n_threads)) as pool:
-        results = list(pool.map(lambda p: _check_patient(p, cohort.sequences, data.geometry_tolerance),
+        results = list(pool.map(lambda p: _check_patient(p, cohort.sequences, data.geometry_tolerance,
+                                                         data.mask_label),
                                 cohort.patients))
     per_patient = []
     for prob, warn, facts in results:

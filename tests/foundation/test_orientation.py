@@ -82,6 +82,20 @@ def _probs(model, img: sitk.Image) -> np.ndarray:
     return predict_slices(model, prepare_volume([img], model.preprocess_config()).image)[0]
 
 
+def test_sequences_on_other_grids_and_orientations_share_one_grid():
+    """T2W axial at 0.8 mm, DWI stored sagittal on a coarser grid, ADC coronal: three channels, one grid."""
+    mask = sphere((60, 50, 12), (0.8, 0.8, 3.0), 15, (24.0, 20.0, 18.0))
+    t2w = image_of(mask, 1)
+    coarse = sitk.Resample(t2w, [30, 25, 12], sitk.Transform(), sitk.sitkLinear, t2w.GetOrigin(), (1.6, 1.6, 3.0),
+                           t2w.GetDirection(), 0.0, sitk.sitkFloat32)
+    dwi, adc = stored_as(coarse, "sagittal"), stored_as(image_of(mask, 2), "coronal")
+    prep = prepare_volume([t2w, dwi, adc], PreprocessConfig(spacing=(0.8, 0.8, 3.0)), mask)
+    assert prep.image.shape == (12, 3, 50, 60)
+    inside = prep.mask.astype(bool)
+    for c in range(3):  # the lesion is bright on every channel, in the same place
+        assert prep.image[:, c][inside].mean() > prep.image[:, c][~inside].mean() + 1.0, c
+
+
 @pytest.mark.parametrize("diameter", [10, 30])
 def test_restore_ceiling_on_an_anisotropic_grid(diameter):
     """A perfect prediction (the mask as the network's grid sees it) comes back with Dice >= 0.99."""

@@ -65,6 +65,22 @@ def test_non_binary_mask(tmp_path, cohort):
     m[5, 5, 5] = 1
     sitk.WriteImage(volume(m), str(manifest.parent / "P000_mask.nii.gz"))
     assert_one_line_error(run_validate(tmp_path, manifest, clinical), "Non-binary mask for case 'P000'", "binarise")
+    # multi-label masks: data.mask_label picks the lesion's label
+    for pid in ("P001", "P002", "P003"):
+        path = manifest.parent / f"{pid}_mask.nii.gz"
+        other = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) * 2
+        other[0, 0, 0] = 1  # another structure's label
+        sitk.WriteImage(volume(other), str(path))
+    res = cli("validate", "--manifest", manifest, "--clinical", clinical, "--run-dir", tmp_path / "run2",
+              "--set", "data.mask_label=2")
+    assert res.returncode == 0, res.stderr
+    import json
+
+    fp = json.loads((tmp_path / "run2" / "fingerprint.json").read_text(encoding="utf-8"))
+    p000 = next(r for r in fp["patients"] if r["id"] == "P000")
+    assert p000["lesion_ml"] == round(2 * 4 * 4 * 0.8 * 0.8 * 3.0 / 1000, 4)
+    assert_one_line_error(cli("validate", "--manifest", manifest, "--clinical", clinical, "--run-dir", tmp_path / "r3",
+                              "--set", "data.mask_label=7"), "no voxel with data.mask_label 7", "values {0, 1, 2}")
 
 
 def test_empty_mask(tmp_path, cohort):

@@ -45,6 +45,8 @@ def build_jobs(cfg: Config, cohort: Cohort, masks_dir: Path, masks: str, params:
     """One job per (patient, sequence) that has a mask, largest lesion first; plus error rows."""
     fc = cfg.features
     reference = cfg.data.sequences[0] if cfg.data.sequences else fc.sequences[0]
+    if masks == "manual" and cfg.data.mask_label is not None:  # a multi-label mask: the lesion's label
+        params = {**params, "setting": {**params.get("setting", {}), "label": cfg.data.mask_label}}
     label = int(params.get("setting", {}).get("label", 1))
     jobs, errors = [], []
     for p in cohort.patients:

@@ -120,7 +120,8 @@ def _evaluate(cfg, run, cohort, out: Layout, model, arch: str, extra: dict) -> d
     if not test_ids:
         raise InputError("The split has no test patients; set preprocess.split.test > 0 and rerun preprocess.")
     per_patient, overlays = evaluate_patients(model, run.path, cohort, test_ids, out.masks_dir(arch),
-                                              cfg.segmentation.infer_batch_size, cfg.segmentation.n_overlays)
+                                              cfg.segmentation.infer_batch_size, cfg.segmentation.n_overlays,
+                                              cfg.data.mask_label)
     work = out.segmentation_dir(arch)
     save_overlays(overlays, work / OVERLAYS, arch.upper())
     return write_evaluation(per_patient, work, cfg.segmentation.bootstrap, cfg.run.seed, extra)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import Cohort, read_image, to_array, write_image, write_table
+from ..io import Cohort, read_image, read_mask, to_array, write_image, write_table
 from ..jsonutil import jsonable
 from ..preprocess import load_meta, load_patient_slices, restore_mask
 from ..rundir import METRICS, PER_PATIENT, write_json
@@ -24,7 +24,8 @@ from .metrics import patient_metrics, summarise
 
 
 def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: list[str], masks_dir: Path,
-                      batch_size: int = 8, n_overlays: int = 4) -> tuple[pd.DataFrame, list[dict]]:
+                      batch_size: int = 8, n_overlays: int = 4,
+                      mask_label: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Per-patient metrics table and up to ``n_overlays`` overlay slices; writes ``<masks_dir>/<pid>.nii.gz``."""
     import logging
 
@@ -46,7 +47,7 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
         reference = read_image(patient.images[seq0], pid, seq0)
         pred_img = restore_mask(probs, load_meta(run_path, pid), reference, thr)
         write_image(pred_img, masks_dir / f"{pid}.nii.gz")
-        truth = to_array(read_image(patient.mask, pid, "mask"), np.uint8) > 0
+        truth = to_array(read_mask(patient.mask, pid, mask_label), np.uint8) > 0
         spacing_zyx = tuple(float(s) for s in reference.GetSpacing()[::-1])
         m = patient_metrics(to_array(pred_img, np.uint8) > 0, truth, spacing_zyx, probs, truth_sq)
         m["infer_ms_per_slice"] = 1000.0 * seconds / max(1, len(probs))

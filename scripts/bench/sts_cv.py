@@ -1,0 +1,258 @@
+"""CRFE k-fold cross-validation on 18 real MRI volumes: test Dice / HD95 (bootstrap 95 % CI over
+patients) against the mapping ceiling (Dice of a restored PERFECT prediction), wall time, config.
+
+Data: ``../shared/data/ibsi_sts_mri/STS_xxx/MR_T1_{image,mask}.nii.gz`` (IBSI subset of TCIA
+Soft-tissue-Sarcoma, T1w, expert GTV masks; see that folder's README). A segmentation-only
+cohort: a manifest (patient_id, t1w, mask) and no clinical table.
+
+How the folds are run (true disjoint k-fold: every patient is tested exactly once):
+
+1. ``run_stages(cfg, RunDir(work/prep), ["preprocess"])`` validates and preprocesses the whole
+   cohort once with the library (canonical LPS, resampling, z-score, whole slices, meta). Its
+   own splits.json (a 70/15/15 split) is ignored: preprocessing itself does not depend on it.
+2. Folds: ``StratifiedKFold`` over patients, stratified by lesion-volume tertile (the same strata
+   the library uses for a segmentation-only cohort). Per fold, the non-test patients are cut
+   into train/val with the library's :func:`cervirad.cohort.make_split` (same tertile strata,
+   fractions (1 - val, val, 0)).
+3. Per fold, a run folder ``work/foldK`` holds a symlink ``preprocess -> ../prep/preprocess``
+   and its own ``splits.json`` naming the fold's train/val/test patients; the train-seg stage
+   function (:func:`cervirad.segmentation.train_stage`) is called in a
+   ``RunDir.stage("train-seg")`` context, exactly as the orchestrator calls it: it trains CRFE
+   (early stopping on the val patients, component selection chosen on them), predicts the test
+   patients, restores the probabilities onto each ORIGINAL grid and scores them
+   (``segmentation/per_patient.csv``). The only glue is that splits.json and the symlink.
+4. Pooled over folds (18 test patients): mean Dice and HD95 with the library's percentile
+   bootstrap (:func:`cervirad.segmentation.metrics.summarise`).
+
+Mapping ceiling (the "baseline" of this benchmark), per patient on its original grid:
+``soft_mask(mask, meta_grid(meta), slice_axis)`` is the perfect probability map; restored with
+:func:`cervirad.preprocess.restore_mask` (linear, thresholded on the original grid) vs the
+original mask -> Dice. Also shown: the thresholded training label (``prep.mask``) restored the
+same way, and that label restored by nearest neighbour (the pre-issue-10 mapping).
+
+Usage::
+
+    .venv/bin/python scripts/bench/sts_cv.py            # 3 folds, <= ~15 min on 2 cores
+    .venv/bin/python scripts/bench/sts_cv.py --quick    # fold 1 only, 2 epochs (smoke run)
+    .venv/bin/python scripts/bench/sts_cv.py --folds 6 --epochs 20 --lstm-hidden 256 --keep runs/sts_cv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data" / "ibsi_sts_mri"
+
+
+def build_config(a: argparse.Namespace, manifest: Path):
+    from cervirad.config import from_dict
+
+    return from_dict({
+        "run": {"name": "sts_cv", "seed": a.seed},
+        "data": {"source": "manifest", "manifest": str(manifest), "clinical": None, "sequences": ["t1w"]},
+        "preprocess": {"spacing": list(a.spacing), "slice_axis": "axial", "normalize": "volume"},
+        "features": {"sequences": ["t1w"]},
+        "segmentation": {"model": "crfe", "input_sequences": ["t1w"], "lstm_hidden": a.lstm_hidden,
+                         "epochs": a.epochs, "early_stopping_patience": a.patience, "batch_size": a.batch,
+                         "train_crop": a.crop, "max_train_slices_per_epoch": a.max_train_slices,
+                         "max_val_slices": a.max_val_slices, "num_threads": a.threads, "device": "cpu",
+                         "bootstrap": a.bootstrap, "n_overlays": 0},
+        "execution": {"n_jobs": a.threads},
+    })
+
+
+def write_manifest(path: Path) -> list[str]:
+    import pandas as pd
+
+    cases = sorted(d for d in DATA.glob("STS_*") if (d / "MR_T1_image.nii.gz").is_file())
+    if not cases:
+        sys.exit(f"no STS_xxx/MR_T1_image.nii.gz under {DATA}")
+    pd.DataFrame({"patient_id": [d.name for d in cases], "t1w": [str(d / "MR_T1_image.nii.gz") for d in cases],
+                  "mask": [str(d / "MR_T1_mask.nii.gz") for d in cases]}).to_csv(path, index=False)
+    return [d.name for d in cases]
+
+
+def lesion_tertiles(prep: Path, ids: list[str], spacing) -> dict[str, int]:
+    """Lesion-volume tertile (0, 1, 2) per patient from the preprocess index (as split_for_cohort does)."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_csv(prep / "preprocess" / "slices.csv", dtype={"patient_id": str})
+    ml = df.groupby("patient_id").lesion_pixels.sum() * float(np.prod(spacing)) / 1000.0
+    cuts = np.quantile([ml[p] for p in ids], [1 / 3, 2 / 3])
+    return {p: int(np.searchsorted(cuts, ml[p], side="right")) for p in ids}
+
+
+def folds(ids: list[str], strata: dict[str, int], k: int, val_fraction: float, seed: int) -> list[dict]:
+    """k disjoint test folds (stratified by tertile); train/val of the rest by the library's make_split."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from cervirad.cohort import make_split
+
+    out = []
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for i, (rest, test) in enumerate(skf.split(ids, [strata[p] for p in ids])):
+        rest_ids = [ids[j] for j in rest]
+        parts = make_split(rest_ids, {p: strata[p] for p in rest_ids}, (1 - val_fraction, val_fraction, 0.0),
+                           seed + i, stratify=True)
+        out.append({"train": parts["train"], "val": parts["val"], "test": sorted(ids[j] for j in test),
+                    "seed": seed + i, "stratified_by": "lesion_volume_tertile", "fold": i + 1, "k": k})
+    return out
+
+
+def run_fold(cfg, prep: Path, fold_dir: Path, split: dict, cohort) -> tuple["pd.DataFrame", dict, float]:
+    """Train-seg stage on one fold's run folder; (per-patient test table, metrics.json, seconds)."""
+    import pandas as pd
+
+    from cervirad.rundir import RELATIVE, RunDir, write_json
+    from cervirad.segmentation import train_stage
+
+    if fold_dir.exists():
+        shutil.rmtree(fold_dir)
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "preprocess").symlink_to(prep / "preprocess", target_is_directory=True)
+    run = RunDir(fold_dir, cfg)
+    write_json(run.splits, split)
+    t0 = time.perf_counter()
+    with run.stage("train-seg", key=f"sts_cv fold {split['fold']}", resumable=False,
+                   replace=(RELATIVE.segmentation_dir(), RELATIVE.masks_dir())) as st:
+        metrics = train_stage(cfg, run, cohort, st, progress=False)["crfe"]
+    seconds = time.perf_counter() - t0
+    per = pd.read_csv(run.segmentation_dir() / "per_patient.csv", dtype={"patient_id": str})
+    return per, metrics, seconds
+
+
+def mapping_ceiling(prep: Path, cohort, ids: list[str]) -> "pd.DataFrame":
+    """Per patient, Dice on the original grid of: the perfect soft map restored (linear), the
+    thresholded training label restored (linear), and that label restored by nearest neighbour."""
+    import numpy as np
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from cervirad.io import read_image, to_array
+    from cervirad.preprocess import grid_image, load_meta, load_patient_slices, meta_grid, restore_mask, soft_mask
+    from cervirad.segmentation.metrics import overlap_metrics
+
+    rows = []
+    for pid in ids:
+        p = cohort.patient(pid)
+        ref = read_image(p.images["t1w"], pid, "t1w")
+        mask = read_image(p.mask, pid, "mask")
+        truth = to_array(mask, np.uint8) > 0
+        meta = load_meta(prep, pid)
+        perfect = soft_mask(mask, meta_grid(meta), meta["slice_axis"])
+        label = np.asarray(load_patient_slices(prep, pid)[1], dtype=np.float32)
+        nn = sitk.Resample(grid_image(label, meta), ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
+                           sitk.sitkFloat32)
+
+        def dice(img: sitk.Image) -> float:
+            return overlap_metrics(to_array(img, np.float32) > 0.5, truth)["dice"]
+
+        rows.append({"patient_id": pid, "perfect_soft": dice(restore_mask(perfect, meta, ref)),
+                     "label_linear": dice(restore_mask(label, meta, ref)), "label_nearest": dice(nn)})
+    return pd.DataFrame(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
+    ap.add_argument("--crop", type=int, default=96, help="segmentation.train_crop (training patch side)")
+    ap.add_argument("--lstm-hidden", type=int, default=64)
+    ap.add_argument("--max-train-slices", type=int, default=160, help="segmentation.max_train_slices_per_epoch")
+    ap.add_argument("--max-val-slices", type=int, default=64, help="segmentation.max_val_slices")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--val-fraction", type=float, default=0.2, help="share of each fold's non-test patients for "
+                    "early stopping (stratified: 3 of 12 with 3 folds)")
+    ap.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 3.27), metavar=("COL", "ROW", "THICK"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="smoke run: fold 1 of the k only, 2 epochs")
+    ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
+    a = ap.parse_args()
+    if a.quick:
+        a.epochs = 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from cervirad.cohort import cohort_from_config
+    from cervirad.pipeline import run_stages
+    from cervirad.rundir import RunDir
+    from cervirad.segmentation.metrics import summarise
+
+    torch.set_num_threads(a.threads)
+    t_all = time.perf_counter()
+    work = Path(a.keep).resolve() if a.keep else Path(tempfile.mkdtemp(prefix="sts_cv_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = work / "manifest.csv"
+        ids = write_manifest(manifest)
+        cfg = build_config(a, manifest)
+        prep = work / "prep"
+        t0 = time.perf_counter()
+        run_stages(cfg, RunDir(prep), ["preprocess"])
+        t_prep = time.perf_counter() - t0
+        cohort = cohort_from_config(cfg, prep)
+        strata = lesion_tertiles(prep, ids, cfg.preprocess.spacing)
+        splits = folds(ids, strata, a.folds, a.val_fraction, a.seed)
+        if a.quick:
+            splits = splits[:1]
+        s = cfg.segmentation
+        print(f"STS T1w k-fold CRFE ({len(ids)} patients, {a.folds} folds{', QUICK: fold 1 only' if a.quick else ''}, "
+              f"{a.threads} threads, CPU); preprocess {t_prep:.0f} s")
+        print(f"  config: spacing {list(cfg.preprocess.spacing)} mm axial, z-score volume | CRFE lstm_hidden "
+              f"{s.lstm_hidden}, train_crop {s.train_crop}, batch {s.batch_size}, epochs {s.epochs} (patience "
+              f"{s.early_stopping_patience}), max_train_slices/epoch {s.max_train_slices_per_epoch}, max_val_slices "
+              f"{s.max_val_slices}, lesion_free_fraction {s.lesion_free_fraction}, lr {s.lr} cosine, component "
+              f"selection {s.component_selection}, seed {a.seed}")
+        per_all = []
+        for sp in splits:
+            per, m, sec = run_fold(cfg, prep, work / f"fold{sp['fold']}", sp, cohort)
+            per_all.append(per.assign(fold=sp["fold"]))
+            post = m.get("postprocessing", {}).get("component_selection")
+            print(f"  fold {sp['fold']}/{a.folds}: train {len(sp['train'])} / val {len(sp['val'])} / test "
+                  f"{len(sp['test'])} patients | test Dice {per.dice.mean():.3f} | HD95 "
+                  f"{np.nanmean(per.hd95_mm):.1f} mm | best epoch {m['best_epoch']}/{m['epochs_run']} "
+                  f"(val Dice {m['best_val_dice']:.3f}) | component selection {'on' if post else 'off'} | "
+                  f"{sec:.0f} s", flush=True)
+        per = pd.concat(per_all, ignore_index=True)
+        summ = summarise(per, a.bootstrap, a.seed)
+        ceil = mapping_ceiling(prep, cohort, list(per.patient_id))
+        wall = time.perf_counter() - t_all
+        d, h = summ["dice"], summ["hd95_mm"]
+        cd = float(ceil.perfect_soft.mean())
+        undefined = summ.get("n_patients_hd_undefined", 0)
+        print(f"  mapping ceiling (restored perfect soft map) Dice mean {cd:.4f} min {ceil.perfect_soft.min():.4f} | "
+              f"thresholded label restored linearly mean {ceil.label_linear.mean():.4f} min "
+              f"{ceil.label_linear.min():.4f} | label restored nearest-neighbour (old mapping) mean "
+              f"{ceil.label_nearest.mean():.4f} min {ceil.label_nearest.min():.4f}")
+        print(f"SUMMARY: {len(per)} test patients | Dice {d['value']:.3f} [95% CI {d['ci_low']:.3f}, "
+              f"{d['ci_high']:.3f}] | HD95 {h['value']:.1f} mm [{h['ci_low']:.1f}, {h['ci_high']:.1f}]"
+              f"{f' ({undefined} undefined: empty prediction)' if undefined else ''} | ceiling Dice {cd:.4f} | "
+              f"test/ceiling x{d['value'] / cd:.3f} | wall {wall:.0f} s ({wall / 60:.1f} min)")
+        if a.keep:
+            per.to_csv(work / "per_patient_all_folds.csv", index=False)
+            ceil.to_csv(work / "mapping_ceiling.csv", index=False)
+            (work / "summary.json").write_text(json.dumps({"metrics": summ, "ceiling_dice_mean": cd,
+                                                           "wall_s": wall, "config": cfg.to_dict()},
+                                                          indent=1, default=str))
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
