@@ -27,5 +27,6 @@ class CohortValidationError(InputError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         head = self.problems[0] if self.problems else "cohort validation failed"
-        more = f" (+{len(self.problems) - 1} more problem(s); see run.json or `cervirad validate`)" if len(self.problems) > 1 else ""
+        more = (f" (+{len(self.problems) - 1} more problem(s), listed above and in run.json)"
+                if len(self.problems) > 1 else "")
         super().__init__(head + more)

@@ -58,6 +58,64 @@ def read_image(path: str | Path, case: str = "?", role: str = "image") -> sitk.I
     return img
 
 
+_NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8",
+                 1280: "u8"}
+
+
+def check_volume_bytes(path: str | Path, case: str = "?", role: str = "image") -> int:
+    """Read every byte of a NIfTI file (``.nii``, ``.nii.gz``) and return its number of NaN/inf
+    voxels; a one-line InputError when it is truncated or its gzip stream is corrupt.
+
+    SimpleITK reads a truncated file as zeros and turns stored NaN/inf into 0, so this check
+    reads the raw voxels itself. Other formats return 0 (their readers fail on short files)."""
+    import gzip
+    import zlib
+
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir() or not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return 0
+    try:
+        with (gzip.open(p, "rb") if name.endswith(".gz") else open(p, "rb")) as fh:
+            data = fh.read()
+    except (EOFError, OSError, zlib.error) as e:
+        raise InputError(f"Corrupt {role} file for case '{case}': '{p}' is a damaged or truncated gzip stream "
+                         f"({type(e).__name__}: {str(e)[:80]}); copy or re-export the file.") from None
+    info = _nifti_layout(data)
+    if info is None:
+        return 0  # not a header we know: SimpleITK's reader decides
+    offset, count, dtype = info
+    need = offset + count * np.dtype(dtype).itemsize
+    if len(data) < need:
+        raise InputError(f"Truncated {role} file for case '{case}': '{p}' holds {max(0, len(data) - offset)} of "
+                         f"{need - offset} bytes of voxel data; copy or re-export the file.")
+    if np.dtype(dtype).kind != "f":
+        return 0
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return int(count - np.count_nonzero(np.isfinite(arr)))
+
+
+def _nifti_layout(data: bytes) -> tuple[int, int, str] | None:
+    """(voxel data offset, voxel count, numpy dtype) from a NIfTI-1 or NIfTI-2 header."""
+    import struct
+
+    for end in ("<", ">"):
+        if len(data) >= 4 and struct.unpack(end + "i", data[:4])[0] == 348 and len(data) >= 348:
+            dim = struct.unpack(end + "8h", data[40:56])
+            code = struct.unpack(end + "h", data[70:72])[0]
+            offset = int(struct.unpack(end + "f", data[108:112])[0]) or 352
+        elif len(data) >= 4 and struct.unpack(end + "i", data[:4])[0] == 540 and len(data) >= 540:
+            code = struct.unpack(end + "h", data[12:14])[0]
+            dim = struct.unpack(end + "8q", data[16:80])
+            offset = struct.unpack(end + "q", data[168:176])[0]
+        else:
+            continue
+        if code not in _NIFTI_DTYPES or not 1 <= dim[0] <= 7:
+            return None
+        return offset, int(np.prod([max(1, d) for d in dim[1:dim[0] + 1]])), end + _NIFTI_DTYPES[code]
+    return None
+
+
 def write_image(img: sitk.Image, path: str | Path, compress: bool = True) -> Path:
     """Write a volume atomically (format from the suffix)."""
     path = Path(path)

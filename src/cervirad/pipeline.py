@@ -176,9 +176,7 @@ def run_stages(cfg: Config, run: RunDir, targets: Sequence[str] | None = None, *
     if unknown:
         raise ConfigError(f"Unknown stage '{unknown[0]}'; choose one of {', '.join(names)}.")
     options = dict(options or {})
-    with run.lock():
-        run.claim(identity or cohort_identity(cfg), force=force)
-        run.write_provenance(cfg)
+    with run.session(cfg, identity or cohort_identity(cfg), force):
         return _walk(cfg, run, plan(table, targets), targets, force, start, options)
 
 
@@ -283,9 +281,7 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
     from .segmentation import evaluate_run
     from .segmentation.infer import read_checkpoint
 
-    with run.lock():
-        run.claim(cohort_identity(cfg))
-        run.write_provenance(cfg)
+    with run.session(cfg, cohort_identity(cfg)):
         _walk(cfg, run, plan(STAGES, ["preprocess"]), ["preprocess"], False, None, {})
         own = run.seg_model()
         path = Path(model_path) if model_path else own

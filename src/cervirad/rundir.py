@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,22 @@ FIGURES = "figures"
 FEATURE_FILES = (FEATURES_TABLE, FEATURES_CSV, DIAGNOSTICS, ERRORS, COLUMN_COUNTS, COLUMNS)
 
 
+SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def case_file(folder: str | Path, case: str, suffix: str) -> Path:
+    """``<folder>/<case><suffix>``: the one way a case id becomes a file name. An id that is not a
+    plain name (letters, digits, ``_ - .``, no leading dot) or would leave ``folder`` is refused."""
+    from .errors import InputError
+
+    folder = Path(folder)
+    path = folder / f"{case}{suffix}"
+    if not SAFE_ID.fullmatch(str(case)) or path.resolve().parent != folder.resolve():
+        raise InputError(f"Case id {str(case)!r} cannot name a file (allowed: letters, digits, '_', '-', '.', no "
+                         "leading '.'); rename the case in the manifest or input folder.")
+    return path
+
+
 class Layout:
     """Named paths of a run's artifacts below ``root``: the run folder itself, a stage's staging
     folder (which mirrors it), or ``Path()`` for run-relative paths."""
@@ -208,10 +225,10 @@ class Layout:
 
     def slice_file(self, pid: str, kind: str) -> Path:
         """``preprocess/slices/<pid>_<kind>.npy`` (kind: image | mask)."""
-        return self.slices_dir / f"{pid}_{kind}.npy"
+        return case_file(self.slices_dir, pid, f"_{kind}.npy")
 
     def meta_file(self, pid: str) -> Path:
-        return self.root / PREPROCESS / "meta" / f"{pid}.json"
+        return case_file(self.root / PREPROCESS / "meta", pid, ".json")
 
     def segmentation_dir(self, arch: str = "crfe") -> Path:
         """'segmentation' for CRFE, 'segmentation/<arch>' for a baseline."""
@@ -338,12 +355,8 @@ class RunDir(Layout):
         """Remove every stage's recorded outputs and the stage records (keeps caches and the demo cohort)."""
         info = self.read_run_json()
         for rec in info.get("stages", {}).values():
-            for rel in rec.get("outputs", {}):
-                target = self.path / rel
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
+            for rel in rec.get("outputs") or {}:
+                remove(self.path / rel)
         shutil.rmtree(self.path / PARTIAL, ignore_errors=True)
         info["stages"] = {}
         write_json(self.run_json, info)
@@ -367,6 +380,14 @@ class RunDir(Layout):
         if not p.exists():
             raise InputError(f"Run directory '{self.path}' has no '{p.relative_to(self.path)}'; {hint}.")
         return p
+
+    @contextlib.contextmanager
+    def session(self, cfg: Config, identity: dict, force: bool = False) -> Iterator["RunDir"]:
+        """Work on the run: hold its lock, claim it for ``identity`` and record provenance."""
+        with self.lock():
+            self.claim(identity, force=force)
+            self.write_provenance(cfg)
+            yield self
 
     # -- one process at a time ---------------------------------------------
     @contextlib.contextmanager
@@ -426,17 +447,14 @@ class RunDir(Layout):
         except BaseException as e:
             msg = str(e) if isinstance(e, CerviradError) else f"{type(e).__name__}: {e}"
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            self.update_stage(name, status=status, error=msg, seconds=round(time.perf_counter() - t0, 3))
+            self.update_stage(name, status=status, error=msg, seconds=round(time.perf_counter() - t0, 3),
+                              problems=getattr(e, "problems", None))
             if not resumable or isinstance(e, CerviradError):
                 shutil.rmtree(staging, ignore_errors=True)
                 self._drop_empty_partial()
             raise
         for rel in replace:  # the stage owns these: nothing of an earlier run survives beside the new ones
-            old = self.path / rel
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old.exists():
-                old.unlink()
+            remove(self.path / rel)
         self._promote(staging)
         self.update_stage(name, status="done", finished=_now(), seconds=round(time.perf_counter() - t0, 3),
                           **ctx.info)
@@ -458,11 +476,17 @@ class RunDir(Layout):
             for child in sorted(src.iterdir()):
                 self._move_into(child, dst / child.name)
             return
-        if dst.is_dir() and not src.is_dir():
-            shutil.rmtree(dst)
-        elif dst.exists() and src.is_dir():
-            dst.unlink()
+        if dst.is_dir() != src.is_dir():
+            remove(dst)
         os.replace(src, dst)
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a folder tree; nothing when absent."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def _describe(identity: dict) -> str:

@@ -16,10 +16,12 @@ from .cohort import LABEL, pathologic_typing, pathology_problems
 from .config import ClinicalColumnsConfig, Config, DataConfig
 from .errors import CohortValidationError, InputError
 from .features.clinical import clinical_problems
-from .io import Cohort, Patient, geometry_mismatch, geometry_mismatch_message, read_image, to_array
+from .io import (Cohort, Patient, check_volume_bytes, geometry_mismatch, geometry_mismatch_message, read_image,
+                 to_array)
 from .rundir import RunDir, StageContext, write_json
 
 log = logging.getLogger(__name__)
+SHOWN = 20  # problems printed before "... and N more"
 
 
 def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float,
@@ -36,17 +38,19 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float,
             continue
         try:
             img = read_image(path, p.id, seq)
+            nonfinite = check_volume_bytes(path, p.id, seq)  # every byte read: truncation, gzip CRC, NaN/inf
         except InputError as e:
             problems.append(str(e))
             continue
         images[seq] = img
         arr = to_array(img)
+        nonfinite += int(arr.size - np.count_nonzero(np.isfinite(arr)))
         facts[seq] = {"size": list(img.GetSize()), "spacing": [round(s, 4) for s in img.GetSpacing()],
                       "p0_5": float(np.percentile(arr, 0.5)), "p50": float(np.percentile(arr, 50)),
                       "p99_5": float(np.percentile(arr, 99.5))}
-        if not np.all(np.isfinite(arr)):
-            problems.append(f"Non-finite voxels in {seq} of case '{p.id}': {int((~np.isfinite(arr)).sum())} NaN/inf "
-                            "values; fix or re-export the volume.")
+        if nonfinite:
+            problems.append(f"Non-finite voxels in {seq} of case '{p.id}': {nonfinite} NaN/inf values; fix or "
+                            "re-export the volume.")
     ref_seq = next(iter(images), None)
     for seq, img in images.items():
         if seq != ref_seq and geometry_mismatch(images[ref_seq], img, tol):
@@ -54,6 +58,7 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float,
     if p.mask is not None:
         try:
             mask = read_image(p.mask, p.id, "mask")
+            check_volume_bytes(p.mask, p.id, "mask")
         except InputError as e:
             problems.append(str(e))
             return problems, warnings, facts
@@ -90,8 +95,15 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float,
 def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
     """The validate stage: check the cohort, write ``fingerprint.json``. A cohort without a clinical
     table is valid (segmentation needs none); the stages that need labels say so themselves."""
-    fp = validate_cohort(cohort, cfg.data, require_labels=False, n_threads=cfg.execution.workers,
-                         clinical_columns=cfg.features.clinical_columns)
+    try:
+        fp = validate_cohort(cohort, cfg.data, require_labels=False, n_threads=cfg.execution.workers,
+                             clinical_columns=cfg.features.clinical_columns, cv_folds=cfg.classification.cv_folds)
+    except CohortValidationError as e:  # every problem on screen (capped) and in run.json
+        for line in e.problems[:SHOWN]:
+            log.error("validate: %s", line)
+        if len(e.problems) > SHOWN:
+            log.error("validate: ... and %d more problem(s), all in run.json", len(e.problems) - SHOWN)
+        raise
     write_json(st.fingerprint, fp)
     st.info["n_patients"] = fp["n_patients"]
     for w in fp["warnings"][:5]:
@@ -100,7 +112,8 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dic
 
 
 def validate_cohort(cohort: Cohort, data: DataConfig, require_labels: bool = True,
-                    n_threads: int = 2, clinical_columns: ClinicalColumnsConfig | None = None) -> dict:
+                    n_threads: int = 2, clinical_columns: ClinicalColumnsConfig | None = None,
+                    cv_folds: int | None = None) -> dict:
     """Check a cohort; raise :class:`CohortValidationError` listing every problem, else return the fingerprint.
 
     ``clinical_columns`` (``features.clinical_columns``): where the clinical variables are; every
@@ -126,6 +139,7 @@ def validate_cohort(cohort: Cohort, data: DataConfig, require_labels: bool = Tru
         per_patient.append(facts)
 
     class_counts: dict[str, int] = {}
+    class_notes: list[str] = []
     clinical = cohort.clinical
     if clinical is not None:
         known = set(clinical[data.id_column].astype(str))
@@ -143,12 +157,19 @@ def validate_cohort(cohort: Cohort, data: DataConfig, require_labels: bool = Tru
             y = pathologic_typing(clinical.drop_duplicates(data.id_column), data)
             y = y[y.index.isin(cohort.ids)]
             class_counts = {str(k): int(v) for k, v in sorted(Counter(y.tolist()).items())}
+            if len(class_counts) == 1:
+                problems.append(f"Every patient has pathology category {next(iter(class_counts))}: a classifier needs "
+                                "at least two categories; check the pathology columns or add patients.")
+            small = [k for k, n in class_counts.items() if cv_folds and n < cv_folds]
+            if small and len(class_counts) > 1:
+                class_notes = [f"Category {k} has {class_counts[k]} patient(s), fewer than the {cv_folds} "
+                               "cross-validation folds (classification.cv_folds)." for k in small]
     elif require_labels:
         problems.append("No clinical table given; pass --clinical FILE (or data.clinical) with the pathology columns.")
     if problems:
         raise CohortValidationError(problems)
     counted = Counter(warnings)
-    notes = [f"{n} patient(s): {w}." for w, n in sorted(counted.items())]
+    notes = [f"{n} patient(s): {w}." for w, n in sorted(counted.items())] + class_notes
     return _fingerprint(cohort, per_patient, class_counts, notes)
 
 

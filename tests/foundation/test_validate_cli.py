@@ -171,3 +171,42 @@ def test_help_is_fast_and_lists_commands():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8").stdout.strip()
     assert out == "[]", f"heavy modules imported at CLI start-up: {out}"
     assert time.perf_counter() - t < 60
+
+
+@pytest.mark.parametrize("damage", ["cut_400_bytes", "cut_half", "nan", "inf"])
+def test_damaged_volume_is_caught(tmp_path, cohort, damage):
+    """SimpleITK reads a truncated NIfTI as zeros and stored NaN/inf as 0: validate reads the bytes."""
+    manifest, clinical = cohort
+    path = manifest.parent / "P003_t2w.nii.gz"
+    if damage.startswith("cut"):
+        data = path.read_bytes()
+        path.write_bytes(data[:400] if damage == "cut_400_bytes" else data[: len(data) // 2])
+        needle = "damaged or truncated gzip stream"
+    else:
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        arr[2, 3, 4] = np.nan if damage == "nan" else np.inf
+        sitk.WriteImage(volume(arr), str(path))
+        needle = "Non-finite voxels in t2w of case 'P003': 1 NaN/inf"
+    assert_one_line_error(run_validate(tmp_path, manifest, clinical), "'P003'", needle)
+    assert not (tmp_path / "run" / "fingerprint.json").exists()
+
+
+def test_every_problem_is_listed_and_recorded(tmp_path, cohort):
+    import json
+
+    manifest, clinical = cohort
+    for pid in ("P000", "P001", "P002"):
+        (manifest.parent / f"{pid}_t2w.nii.gz").unlink()
+    res = run_validate(tmp_path, manifest, clinical)
+    assert_one_line_error(res, "Missing t2w file for case 'P000'", "+2 more problem(s)")
+    assert all(f"Missing t2w file for case '{pid}'" in res.stderr for pid in ("P001", "P002"))
+    rec = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))["stages"]["validate"]
+    assert len(rec["problems"]) == 3
+
+
+def test_a_single_pathology_category_is_refused_at_validate(tmp_path, cohort):
+    manifest, clinical = cohort
+    df = pd.read_csv(clinical)
+    df["large_cell"] = 1
+    df.to_csv(clinical, index=False)
+    assert_one_line_error(run_validate(tmp_path, manifest, clinical), "Every patient has pathology category 6")

@@ -27,8 +27,8 @@ from ..cohort import LABEL, load_splits, pathologic_typing, split_of
 from ..config import Config
 from ..errors import InputError
 from ..io import Cohort, write_table
-from ..rundir import (COLUMN_COUNTS, COLUMNS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, RunDir,
-                      StageContext, write_json)
+from ..rundir import (COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, RunDir,
+                      StageContext, case_file, write_json)
 from . import clinical as clin
 from .cases import CaseCache, CaseJob, case_key, label_voxels, run_jobs
 from .radiomics_ext import check_subbands, load_params
@@ -50,7 +50,7 @@ def build_jobs(cfg: Config, cohort: Cohort, masks_dir: Path, masks: str, params:
     label = int(params.get("setting", {}).get("label", 1))
     jobs, errors = [], []
     for p in cohort.patients:
-        mask = p.mask if masks == "manual" else Path(masks_dir) / f"{p.id}.nii.gz"
+        mask = p.mask if masks == "manual" else case_file(masks_dir, p.id, ".nii.gz")
         if masks == "predicted" and not mask.is_file():
             continue  # the segmentation stage writes masks for some patients only (usually the test split)
         if mask is None or not Path(mask).exists():

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..io import Cohort, read_image, read_mask, to_array, write_image, write_table
 from ..jsonutil import jsonable
 from ..preprocess import load_meta, load_patient_slices, restore_mask
-from ..rundir import METRICS, PER_PATIENT, write_json
+from ..rundir import METRICS, PER_PATIENT, case_file, write_json
 from .infer import LoadedModel, postprocess, predict_slices
 from .metrics import patient_metrics, summarise
 
@@ -46,7 +46,7 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
                              "against manual masks — add the mask or use `cervirad segment --model --input` instead.")
         reference = read_image(patient.images[seq0], pid, seq0)
         pred_img = restore_mask(probs, load_meta(run_path, pid), reference, thr)
-        write_image(pred_img, masks_dir / f"{pid}.nii.gz")
+        write_image(pred_img, case_file(masks_dir, pid, ".nii.gz"))
         truth = to_array(read_mask(patient.mask, pid, mask_label), np.uint8) > 0
         spacing_zyx = tuple(float(s) for s in reference.GetSpacing()[::-1])
         m = patient_metrics(to_array(pred_img, np.uint8) > 0, truth, spacing_zyx, probs, truth_sq)

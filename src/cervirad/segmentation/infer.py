@@ -26,6 +26,7 @@ from ..config import PreprocessConfig
 from ..errors import InputError
 from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
 from ..preprocess import prepare_volume, restore_mask
+from ..rundir import case_file
 from .model import ARCHITECTURES, build_model, optimise_for_inference, predict_proba
 
 FORMAT = "cervirad-seg-v1"
@@ -224,9 +225,16 @@ def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Pat
     model = load_model(model_path, device)
     cases = discover_cases(source, model.sequences)
     out = Path(out_dir)
+    targets = [case_file(out, name, ".nii.gz") for name, _ in cases]
+    seen: dict[Path, list[Path]] = {}
+    for t, (_, files) in zip(targets, cases):
+        if t in seen:
+            raise InputError(f"Two inputs would write the same mask '{t.name}': '{seen[t][0]}' and '{files[0]}'; "
+                             "rename one of them (case names come from the file names or the manifest ids).")
+        seen[t] = files
     written = []
-    for name, files in cases:
+    for (name, files), target in zip(cases, targets):
         images = [read_image(f, name, seq) for f, seq in zip(files, model.sequences)]
         mask = segment_volume(model, images, batch_size, component_selection=component_selection)
-        written.append(write_image(mask, out / f"{name}.nii.gz"))
+        written.append(write_image(mask, target))
     return written
