@@ -45,3 +45,17 @@ def tiny_run(tmp_path_factory, tiny_cfg):
     run = RunDir(tmp_path_factory.mktemp("tiny_run"))
     run_stages(tiny_cfg, run, ["preprocess"])
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _signing_key(tmp_path_factory):
+    """Model signing uses a throw-away key, never the real ~/.config/cervirad/signing.key (set in
+    os.environ so that CLI subprocesses inherit it)."""
+    key = tmp_path_factory.mktemp("signing") / "signing.key"
+    old = os.environ.get("CERVIRAD_KEY_FILE")
+    os.environ["CERVIRAD_KEY_FILE"] = str(key)
+    yield key
+    if old is None:
+        os.environ.pop("CERVIRAD_KEY_FILE", None)
+    else:
+        os.environ["CERVIRAD_KEY_FILE"] = old

@@ -56,8 +56,12 @@ def test_run_writes_metrics_with_cis_for_all_models(classified_run):
             v = m[f"{model}.{k}"]
             assert set(v) == {"value", "ci_low", "ci_high"} and v["ci_low"] <= v["value"] <= v["ci_high"], k
         assert isinstance(m[f"{model}.class_6.support"], int)
-    assert m["best_model"] == summary["best_model"] == max(
-        ("rf", "xgboost", "svm", "lr"), key=lambda k: (m[f"{k}.inner_cv_score"], -"rf xgboost svm lr".split().index(k)))
+    ev = summary["model_choice"]  # the one-standard-error rule on the inner CV, then the smallest grid
+    top = max(ev, key=lambda k: ev[k]["inner_cv_mean"])
+    eligible = [k for k in ev if ev[k]["inner_cv_mean"] >= ev[top]["inner_cv_mean"] - ev[top]["inner_cv_se"]]
+    assert m["best_model"] == summary["best_model"] in eligible and "one-standard-error" in m["best_model_rule"]
+    assert ev[m["best_model"]]["candidates"] == min(ev[k]["candidates"] for k in eligible)
+    assert all(ev[k]["inner_cv_mean"] == pytest.approx(m[f"{k}.inner_cv_score"], abs=1e-6) for k in ev)
     assert m["n_eval_patients"] == len(json.loads((r.path / "splits.json").read_text(encoding="utf-8"))["test"])
     assert set(out["figures"]) == FIGURES
     assert out["metrics_predicted"]["rf.accuracy"]["value"] is not None
@@ -86,16 +90,18 @@ def test_predict_reproduces_the_test_predictions(classified_run, demo_like):
         np.testing.assert_allclose(merged[f"prob_{c}_saved"], merged[f"prob_{c}"], atol=1e-12)
 
 
-def test_predict_outside_a_run_needs_trust_and_the_right_columns(classified_run, demo_like, tmp_path):
+def test_predict_a_signed_copy_needs_the_right_columns_and_bytes(classified_run, demo_like, tmp_path):
+    """A copy of this installation's model folder (no run.json) is still signed here: it loads without
+    --trust-model (the trust rules themselves: tests/classification/test_trust_and_rows.py)."""
     r, _ = classified_run
     copy = tmp_path / "model"
     shutil.copytree(r.path / "classification", copy)
     table = tmp_path / "t.csv"
     write_table(demo_like.head(5), table)
-    res = CliRunner().invoke(app, ["predict", "--model", str(copy), "--features", str(table)])
-    assert res.exit_code != 0 and "--trust-model" in str(res.exception)
     out = tmp_path / "p.csv"
-    assert predict_table(copy, table, out, trust_model=True)["predicted"].notna().all() and out.is_file()
+    res = CliRunner().invoke(app, ["predict", "--model", str(copy), "--features", str(table), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert predict_table(copy, table, out)["predicted"].notna().all() and out.is_file()
     write_table(demo_like.head(5).drop(columns=["clin_age", "hist_mean"]), table)
     with pytest.raises(InputError, match="lacks 2 feature column.*clin_age, hist_mean"):
         predict_table(copy, table, trust_model=True)
@@ -130,7 +136,7 @@ def test_cli_classifies_any_table_by_nested_cv(binary_csv, tmp_path):
     assert len(preds) == len(df) and set(preds["predicted"]) <= {"benign", "malignant"}
     res = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "out"), "--features", str(path),
                                    "--out", str(tmp_path / "p.csv")])
-    assert res.exit_code == 0, res.output  # run_table's output folder is a run directory: trusted
+    assert res.exit_code == 0, res.output  # run_table's models are signed by this installation: trusted
 
 
 @pytest.mark.parametrize("mutate,message", [

@@ -1,15 +1,39 @@
 """Apply a saved classifier to a new feature table: per-patient class and probabilities.
 
 The model folder is a ``classification/`` folder written by ``cervirad classify`` (or the
-run directory holding it). ``model.joblib`` is a pickle, and unpickling runs code, so a
-model is loaded only when its folder sits in a cervirad run directory (a ``run.json`` next
-to it) or the caller passes ``trust_model=True`` (``--trust-model``). The file must also
-match the sha256 recorded in ``model_card.json``.
+run directory holding it).
+
+**Trust.** ``model.joblib`` is a pickle, and unpickling runs code. ``classify`` signs every
+pickle it writes with an HMAC-SHA256 under this installation's secret key, kept outside all
+run folders (:mod:`cervirad.signing`); the signatures sit in ``model_card.json``. A pickle is
+loaded only when its signature verifies with this installation's key, or when the caller
+passes ``trust_model=True`` (``--trust-model``; a warning says so). A ``run.json`` beside the
+folder or a sha256 in the card proves nothing - whoever plants a file recomputes those - so
+the sha256 is kept only as an integrity check. The file is read once: the bytes verified are
+the bytes unpickled.
+
+Why joblib + HMAC rather than skops (``skops.io``, a format that cannot run code): skops 0.16
+round-trips our pipelines, but on load it reports as untrusted not only our own classes
+(DropConstant, RankSelector, AdaptiveSMOTE, LabelSafeXGB, ProbabilitySVC) but also
+third-party internals (``imblearn.pipeline.Pipeline``, ``sklearn.tree._tree.Tree``,
+``xgboost.core.Booster``, ``numpy.dtype``), so we would have to hard-code a trust list of other
+libraries' internals that skops itself does not vouch for, and take on a new dependency
+(skops + prettytable + wcwidth); the signed pickle gives a clear rule with what we have.
+
+**Rows.** Each input row is checked: a row whose selected features (those that reach the
+classifier) are all missing gets no prediction (empty ``predicted``/``prob_*`` cells) and a
+warning naming the patient; when every row is like that, :class:`InputError`. A selected
+feature beyond the training minimum/maximum by more than ``RANGE_K`` (3) x its training IQR
+(the card's ``training_ranges``, raw values of the fitting rows) gets a warning naming the
+patient and the worst column (lines capped at ``MAX_LINES``, with a count). Both land in the
+output's ``warning`` column too.
 
 The predicted class is the arg-max of the probabilities, as in the stage's own metrics.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -19,10 +43,14 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import read_table, write_table
-from ..rundir import MODEL_CARD, Layout, file_hash
+from ..rundir import MODEL_CARD, Layout
+from ..signing import key_id, key_path, load_key, verify_bytes
 from .data import feature_matrix
 
 log = logging.getLogger(__name__)
+
+RANGE_K = 3.0  # a value beyond the training min/max by more than RANGE_K x IQR is "far outside"
+MAX_LINES = 10  # warning lines per kind before "... and N more"
 
 
 def model_dir(path: str | Path) -> Path:
@@ -35,30 +63,152 @@ def model_dir(path: str | Path) -> Path:
                      "or its classification/ folder written by `cervirad classify`.")
 
 
+def _read_card(d: Path) -> dict:
+    f = d / MODEL_CARD
+    try:
+        card = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"Model card '{f}' cannot be read ({type(e).__name__}: {e}); re-run `cervirad classify` "
+                         "to write a consistent model folder.") from None
+    need = ("model_file", "model_sha256", "models", "model_sha256_by_name", "id_column", "label_column",
+            "class_codes", "feature_columns")
+    lacking = [k for k in need if not isinstance(card, dict) or k not in card]
+    if lacking:
+        raise InputError(f"Model card '{f}' lacks {', '.join(lacking)}; re-run `cervirad classify` to write a "
+                         "consistent model folder.")
+    return card
+
+
+def _unsigned_reason(card: dict, rel: str) -> str:
+    sig = (card.get("signatures") or {}).get(rel)
+    if not sig:
+        return "it carries no signature"
+    key = load_key(create=False)
+    if key is None:
+        return f"this installation has no signing key yet ({key_path()})"
+    if card.get("signing_key_id") and card["signing_key_id"] != key_id(key):
+        return f"it was signed by another installation (key id {card['signing_key_id']}, here {key_id(key)})"
+    return "its signature does not match its bytes"
+
+
 def load_model(path: str | Path, trust_model: bool = False, name: str | None = None):
-    """(fitted pipeline, model card) after the trust and integrity checks."""
+    """(fitted pipeline, model card) after the integrity and trust checks (module docstring)."""
     import joblib
 
     d = model_dir(path)
-    card = json.loads((d / MODEL_CARD).read_text(encoding="utf-8"))
-    in_run = Layout(d.parent).run_json.is_file() or Layout(d).run_json.is_file()
-    if not in_run and not trust_model:
-        raise InputError(f"Model folder '{d}' is not inside a cervirad run directory (no run.json next to it); "
-                         "loading a pickle executes code, so pass --trust-model only if you trust its source.")
+    card = _read_card(d)
     rel = card["model_file"] if name is None else card["models"].get(name)
     if rel is None:
         raise InputError(f"Model folder '{d}' has no model '{name}'; choose one of {', '.join(card['models'])}.")
-    f = d / rel
-    expected = card["model_sha256"] if name is None else card["model_sha256_by_name"][name]
-    if not f.is_file() or file_hash(f) != expected:
+    f = d / str(rel)
+    if Path(str(rel)).is_absolute() or ".." in Path(str(rel)).parts:
+        raise InputError(f"Model card '{d / MODEL_CARD}' names model file '{rel}' outside its folder; "
+                         "re-run `cervirad classify` to write a consistent model folder.")
+    expected = card["model_sha256"] if name is None else card["model_sha256_by_name"].get(name)
+    try:
+        data = f.read_bytes() if f.is_file() else None
+    except OSError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest()[:16] != expected:
         raise InputError(f"Model file '{f}' is missing or differs from the sha256 in model_card.json; "
                          "re-run `cervirad classify` to write a consistent model folder.")
-    return joblib.load(f), card
+    if not verify_bytes(data, (card.get("signatures") or {}).get(str(rel))):
+        why = _unsigned_reason(card, str(rel))
+        if not trust_model:
+            raise InputError(f"Model '{f}' is not signed by this installation ({why}: copied from elsewhere or "
+                             "tampered); loading a pickle executes code, so pass --trust-model only if you trust "
+                             "its source.")
+        log.warning("predict: --trust-model: loading '%s' although it is not signed by this installation (%s); "
+                    "a pickle executes code", f, why)
+    pipe = joblib.load(io.BytesIO(data))
+    if not (hasattr(pipe, "predict_proba") and hasattr(pipe, "named_steps") and hasattr(pipe, "classes_")):
+        raise InputError(f"Model file '{f}' does not hold a fitted cervirad classifier "
+                         f"(found {type(pipe).__name__}); point --model at a folder written by `cervirad classify`.")
+    return pipe, card
+
+
+def _selected(pipe, card: dict, name: str | None) -> list[str]:
+    """Input columns that reach the classifier (from the pipeline; the card's list as a fallback)."""
+    from .estimators import selected_features
+
+    try:
+        return selected_features(pipe, card["feature_columns"])
+    except Exception:  # a --trust-model pipeline of another shape
+        by_name = card.get("selected_features_by_name") or {}
+        return list(by_name.get(name or card.get("model"), card.get("selected_features") or card["feature_columns"]))
+
+
+def _log_capped(lines: list[str], more: str) -> None:
+    for line in lines[:MAX_LINES]:
+        log.warning("%s", line)
+    if len(lines) > MAX_LINES:
+        log.warning("predict: ... and %d more %s (see the 'warning' column)", len(lines) - MAX_LINES, more)
+
+
+def _fmt(v: float) -> str:
+    return f"{float(v):.4g}"
+
+
+def check_rows(X: np.ndarray, ids: np.ndarray, features: list[str], selected: list[str], card: dict,
+               where: str) -> tuple[np.ndarray, list[str]]:
+    """(rows to predict, one warning text per row ('' when none)); logs capped warning lines and raises
+    :class:`InputError` when no row has any selected feature (module docstring)."""
+    col = {c: j for j, c in enumerate(features)}
+    sel = [c for c in selected if c in col]
+    Xs = X[:, [col[c] for c in sel]]
+    empty = np.isnan(Xs).all(axis=1) if sel else np.zeros(len(X), dtype=bool)
+    if len(X) and empty.all():
+        raise InputError(f"Feature table '{where}': all {len(X)} row(s) have every one of the model's {len(sel)} "
+                         f"selected features missing (e.g. patient '{ids[0]}', column '{sel[0]}'); no prediction is "
+                         "possible - extract the same features as for training.")
+    warn = [""] * len(X)
+    lines = []
+    for i in np.where(empty)[0]:
+        warn[i] = f"no prediction: all {len(sel)} selected features missing"
+        lines.append(f"predict: patient '{ids[i]}': all {len(sel)} selected features are missing (e.g. "
+                     f"'{sel[0]}'); no prediction for this row")
+    _log_capped(lines, "row(s) without prediction")
+
+    ranges = card.get("training_ranges")
+    if ranges is None:
+        log.info("predict: the model card has no training ranges (written by an older cervirad); "
+                 "out-of-range values are not checked")
+        return ~empty, warn
+    lo, hi, scale, names = [], [], [], []
+    for c in sel:
+        r = ranges.get(c)
+        if not r:
+            continue
+        s = r["iqr"] if r["iqr"] > 0 else r["max"] - r["min"]
+        if not s > 0:
+            continue
+        names.append(c)
+        lo.append(r["min"])
+        hi.append(r["max"])
+        scale.append(s)
+    lines = []
+    if names:
+        lo, hi, scale = np.array(lo), np.array(hi), np.array(scale)
+        V = X[:, [col[c] for c in names]]
+        with np.errstate(invalid="ignore"):
+            excess = np.fmax((V - hi) / scale, (lo - V) / scale)  # in IQR units beyond the range; NaN stays NaN
+        far = np.nan_to_num(excess, nan=-np.inf) > RANGE_K
+        for i in np.where(far.any(axis=1) & ~empty)[0]:
+            j = int(np.nanargmax(np.where(far[i], excess[i], -np.inf)))
+            c, n_more = names[j], int(far[i].sum()) - 1
+            text = (f"'{c}' = {_fmt(V[i, j])} far outside the training range [{_fmt(lo[j])}, {_fmt(hi[j])}] "
+                    f"(beyond it by {_fmt(excess[i, j])} x IQR > {RANGE_K:g})"
+                    + (f", and {n_more} more column(s)" if n_more else ""))
+            warn[i] = text
+            lines.append(f"predict: patient '{ids[i]}': {text}; the prediction extrapolates")
+    _log_capped(lines, "patient(s) with features far outside the training range")
+    return ~empty, warn
 
 
 def predict_table(model: str | Path, table: str | Path | pd.DataFrame, out: str | Path | None = None,
                   trust_model: bool = False, name: str | None = None) -> pd.DataFrame:
-    """Predict every row of ``table``; writes ``out`` (CSV/Parquet) when given and returns the frame."""
+    """Predict every row of ``table``; writes ``out`` (CSV/Parquet) when given and returns the frame
+    (id, label when present, ``predicted``, ``prob_<class>``, ``warning``; rows without prediction are empty)."""
     pipe, card = load_model(model, trust_model, name)
     where = str(table) if not isinstance(table, pd.DataFrame) else "table"
     df = table if isinstance(table, pd.DataFrame) else read_table(table, "feature table")
@@ -78,12 +228,19 @@ def predict_table(model: str | Path, table: str | Path | pd.DataFrame, out: str 
     X, notes = feature_matrix(df, features, where)
     for n in notes:
         log.warning("predict: %s", n)
+    ids = df[id_col].astype(str).to_numpy()
+    ok, warn = check_rows(X, ids, features, _selected(pipe, card, name), card, where)
     codes = np.asarray(card["class_codes"], dtype=object)
     labels = codes[np.asarray(pipe.classes_, dtype=int)]
-    P = pipe.predict_proba(X)
-    res = pd.DataFrame({id_col: df[id_col].astype(str).to_numpy(), "predicted": labels[P.argmax(axis=1)]})
+    P = np.full((len(X), len(labels)), np.nan)
+    if ok.any():
+        P[ok] = pipe.predict_proba(X[ok])
+    predicted = np.full(len(X), None, dtype=object)
+    predicted[ok] = labels[P[ok].argmax(axis=1)]
+    res = pd.DataFrame({id_col: ids, "predicted": predicted})
     for j, lab in enumerate(labels):
         res[f"prob_{lab}"] = P[:, j]
+    res["warning"] = warn
     if card["label_column"] in df.columns:
         res.insert(1, card["label_column"], df[card["label_column"]].to_numpy())
     if out is not None:

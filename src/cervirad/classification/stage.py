@@ -14,7 +14,9 @@ Two entry points:
 Outputs in ``<dir>/classification/``: ``metrics.json`` (flat, SPEC §8: ``rf.accuracy`` ->
 {value, ci_low, ci_high}, ``best_model``, ``best.*``), ``summary.json`` (choices per model and
 fold, class bookkeeping, notes), ``confusion_matrices.json``, ``predictions.csv``,
-``model.joblib`` (best whole pipeline) + ``models/<name>.joblib``, ``model_card.json``,
+``model.joblib`` (best whole pipeline) + ``models/<name>.joblib``, each signed with this
+installation's key (:mod:`cervirad.signing`; the HMACs sit in the card), ``model_card.json``
+(also the raw training range of the selected features, for ``predict``'s row checks),
 ``figures/*.png``.
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ..parallel import parallel_backend
 from ..rundir import (CLASSIFICATION, COLUMNS, CONFUSION, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD,
                       MODEL_JOBLIB, MODELS, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, RunDir, StageContext,
                       file_hash, package_versions, write_json)
+from ..signing import ALGORITHM as SIGNATURE_ALGORITHM, key_id, load_key, sign_file
 from .core import Result, evaluate_holdout, nested_cv, proba_full
 from .data import Table, feature_matrix, load_table, normalise_labels, table_hash
 from .evaluate import HEADLINE, bootstrap_metrics, confusion, flatten
@@ -197,13 +200,18 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     _write_predictions(out / PREDICTIONS, res, mean_P, classes, known, best, id_column, label_column)
 
     (out / MODELS).mkdir(exist_ok=True)
+    key = load_key(create=True)
+    signatures = {}
     for m, gs in res.searches.items():
         joblib.dump(strip_cache(gs.best_estimator_), out / MODELS / f"{m}.joblib")
+        signatures[f"{MODELS}/{m}.joblib"] = sign_file(out / MODELS / f"{m}.joblib", key)
     shutil.copyfile(out / MODELS / f"{best}.joblib", out / MODEL_JOBLIB)
+    signatures[MODEL_JOBLIB] = sign_file(out / MODEL_JOBLIB, key)
     best_pipe = res.searches[best].best_estimator_
 
     summary = {
-        "evaluation": res.mode, **extra, "best_model": best, "best_by": f"inner-CV {cc.scoring}",
+        "evaluation": res.mode, **extra, "best_model": best, "best_by": res.choice.get("rule"),
+        "model_choice": res.choice.get("evidence"),
         "classes": [py_value(c) for c in classes], "classes_absent_from_training": absent,
         "class_counts_fit": {labels[c]: int(n) for c, n in enumerate(np.bincount(fit.y, minlength=len(classes)))},
         "class_counts_eval": {labels[c]: int(n) for c, n in enumerate(np.bincount(res.y, minlength=len(classes)))},
@@ -227,7 +235,7 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     summary["figures"] = [str(p.relative_to(out)) for p in figs]
     summary["selected_features"] = selected_features(best_pipe, fit.features)
     write_json(out / SUMMARY, summary)
-    _write_card(out, best, res, fit, cfg, train_hash, id_column, label_column, absent)
+    _write_card(out, best, res, fit, cfg, train_hash, id_column, label_column, absent, signatures, key_id(key))
     log.info("classify: best model %s (by inner CV): accuracy %.3f, macro AUC %s; outputs written in %.1f s",
              best, metrics[f"{best}.accuracy"]["value"], metrics[f"{best}.auc_macro"]["value"],
              time.perf_counter() - t0)
@@ -244,6 +252,8 @@ def _metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
             metrics[f"{m}.inner_cv_score"] = round(float(res.searches[m].best_score_), 6)
     best = res.best_model
     metrics["best_model"] = best
+    if res.choice:
+        metrics["best_model_rule"] = res.choice["rule"]
     for k in HEADLINE:
         metrics[f"best.{k}"] = metrics[f"{best}.{k}"]
     return metrics
@@ -287,19 +297,43 @@ def _importance(pipe, fit: Table, ev: Table, cc, seed: int):
     return importance, (transform_to_selected(pipe, fit.X), names)
 
 
+def _training_ranges(fit: Table, names: list[str]) -> dict:
+    """Per feature of ``names``: min, max, quartiles and IQR over the fitting rows (raw values, before
+    imputation and scaling; missing values ignored) - ``predict`` flags values far outside them."""
+    idx = {f: j for j, f in enumerate(fit.features)}
+    out = {}
+    for f in names:
+        v = fit.X[:, idx[f]]
+        v = v[np.isfinite(v)]
+        if len(v) == 0:
+            continue
+        q1, q3 = np.percentile(v, [25, 75])
+        out[f] = {"min": float(v.min()), "max": float(v.max()), "q1": float(q1), "q3": float(q3),
+                  "iqr": float(q3 - q1)}
+    return out
+
+
 def _write_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, train_hash: str, id_column: str,
-                label_column: str, absent: list) -> None:
+                label_column: str, absent: list, signatures: dict[str, str], signer: str) -> None:
     pipe = res.searches[best].best_estimator_
+    selected_by_name = {m: selected_features(gs.best_estimator_, fit.features) for m, gs in res.searches.items()}
+    used = list(dict.fromkeys(f for names in selected_by_name.values() for f in names))
     card = {
         "cervirad_version": __version__, "model": best, "model_file": MODEL_JOBLIB,
         "model_sha256": file_hash(out / MODEL_JOBLIB),
         "models": {m: f"{MODELS}/{m}.joblib" for m in res.searches},
         "model_sha256_by_name": {m: file_hash(out / MODELS / f"{m}.joblib") for m in res.searches},
+        # HMAC-SHA256 of each pickle with this installation's key (cervirad.signing): predict loads
+        # only pickles whose signature verifies, or any with --trust-model
+        "signature_algorithm": SIGNATURE_ALGORITHM, "signing_key_id": signer, "signatures": signatures,
         "id_column": id_column, "label_column": label_column,
         "class_codes": [py_value(c) for c in fit.classes],
         "classes": [py_value(fit.classes[int(c)]) for c in pipe.classes_],
         "classes_absent_from_training": absent,
         "feature_columns": fit.features, "selected_features": selected_features(pipe, fit.features),
+        "selected_features_by_name": selected_by_name,
+        # raw training range of every feature some saved model selects (predict warns far outside it)
+        "training_ranges": _training_ranges(fit, used),
         "training_table_sha256": train_hash, "training_rows": int(len(fit.y)),
         "training_patients": int(len(np.unique(fit.ids))), "evaluation": res.mode,
         "cv_scores": {m: {"scoring": cfg.classification.scoring, "inner_cv_score": float(gs.best_score_),

@@ -20,7 +20,7 @@ from ..classification.evaluate import HEADLINE
 from ..cohort import CATEGORY_NAMES, LABEL
 from ..config import MODELS
 from ..rundir import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD, OVERLAYS,
-                      PREDICTIONS, Layout, RunDir, StageContext, save_figure, write_text)
+                      PREDICTIONS, SUMMARY, Layout, RunDir, StageContext, save_figure, write_text)
 from .checklist import build_checklist
 
 CSS = """
@@ -210,7 +210,15 @@ def _classification_section(run: RunDir, models: list[str]) -> str:
     m = _read_json(d / METRICS) or {}
     best = m.get("best_model")
     if best:
-        parts.append(f"<p>Best model by inner cross-validation (never the test set): <b>{html.escape(str(best))}</b>.</p>")
+        rule = m.get("best_model_rule") or "inner cross-validation"
+        parts.append(f"<p>Final model (never chosen on the test set): <b>{html.escape(str(best))}</b>, by "
+                     f"{html.escape(rule)}.</p>")
+    summary = _read_json(d / SUMMARY) or {}
+    evidence = summary.get("model_choice") or {}
+    if evidence:
+        keys = sorted({k for v in evidence.values() for k in v})
+        parts.append(_table([[name] + [v.get(k, "") for k in keys] for name, v in evidence.items()],
+                            ["model"] + [k.replace("_", " ") for k in keys]))
     cols, rows = metrics_pivot(_scalar_metrics(m), models)
     head = [r for r in rows if r[0] in REPORT_HEADLINE]
     rest = [r for r in rows if r[0] not in REPORT_HEADLINE]
