@@ -49,6 +49,7 @@ from .evaluate import HEADLINE, bootstrap_metrics, confusion, flatten
 from .estimators import model_importance, scorer, selected_features, strip_cache, transform_to_selected
 
 log = logging.getLogger(__name__)
+SMALL_SAMPLE = 30  # fewer evaluated patients than this: metrics.json and the log say so
 ID = "patient_id"
 
 
@@ -68,7 +69,7 @@ def run(cfg: Config, run: RunDir, cohort, st: StageContext) -> dict:
         raise InputError(f"Feature table '{path}' has {len(fit.y)} train/val and {len(test.y)} test patients of "
                          "splits.json; re-run `cervirad extract-features` for this run.")
     predicted = _predicted_test(pred_path, fit, splits) if pred_path else None
-    with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
+    with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
         res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
     summary = write_outputs(st.classification_dir, res, fit, test, cfg, table_hash(df), {"split": "test"},
                             predicted=predicted)
@@ -83,7 +84,7 @@ def run_table(cfg: Config, run: RunDir, cohort, st: StageContext, table: str | P
     df = read_table(table_path, "feature table")
     tab = load_table(df, id_column, label_column, where=str(table_path))
     tab, dropped = _drop_tiny_classes(tab)
-    with parallel_backend(cfg.execution), _cache() as cache, threadpool_limits(1, user_api="blas"):
+    with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
         res = nested_cv(tab, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
     summary = write_outputs(st.classification_dir, res, tab, tab, cfg, table_hash(df),
                             {"table": str(table_path), "excluded_classes": dropped}, id_column=id_column,
@@ -163,10 +164,14 @@ def _drop_tiny_classes(table: Table) -> tuple[Table, list]:
 
 
 class _cache:
-    """A temporary folder for the pipeline and ranking caches, removed afterwards."""
+    """A temporary folder for the pipeline and ranking caches, removed afterwards. It lies inside the
+    stage's staging folder, so even a killed run leaves nothing in /tmp (the next run clears it)."""
+
+    def __init__(self, base: str | Path | None = None):
+        self.base = base
 
     def __enter__(self) -> str:
-        self.path = tempfile.mkdtemp(prefix="cervirad-classify-")
+        self.path = tempfile.mkdtemp(prefix="cache-", dir=self.base)
         return self.path
 
     def __exit__(self, *exc) -> None:
@@ -193,6 +198,11 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     metrics["n_fit_patients"] = int(len(np.unique(fit.ids)))
     metrics["n_eval_patients"] = int(len(np.unique(res.groups)))
     metrics["n_classes_absent_from_training"] = len(absent)
+    if metrics["n_eval_patients"] < SMALL_SAMPLE:
+        note = (f"only {metrics['n_eval_patients']} evaluated patients: every metric is a small-sample estimate "
+                "(read the confidence intervals, not the point values)")
+        metrics["small_sample_warning"] = note
+        log.warning("classify: %s", note)
     write_json(out / METRICS, metrics)
     write_json(out / CONFUSION,
                {m: {"labels": labels, "rows": "true", "columns": "predicted", "matrix": M.tolist()}

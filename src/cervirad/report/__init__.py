@@ -213,6 +213,8 @@ def _classification_section(run: RunDir, models: list[str]) -> str:
         rule = m.get("best_model_rule") or "inner cross-validation"
         parts.append(f"<p>Final model (never chosen on the test set): <b>{html.escape(str(best))}</b>, by "
                      f"{html.escape(rule)}.</p>")
+    if m.get("small_sample_warning"):
+        parts.append(f"<p class='note'>Small sample: {html.escape(m['small_sample_warning'])}.</p>")
     summary = _read_json(d / SUMMARY) or {}
     evidence = summary.get("model_choice") or {}
     if evidence:
