@@ -7,6 +7,7 @@ stderr and exit code 2; anything else is an internal error, exit code 1.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -79,25 +80,95 @@ def demo_data(
     out: Path = typer.Option(..., "--out", help="Folder to write the cohort into."),
     patients: int = typer.Option(100, "--patients", help="Number of patients."),
     seed: int = typer.Option(7, "--seed", help="Random seed (same seed, same bytes)."),
+    force: bool = typer.Option(False, "--force", help="Write into a folder holding a manifest.csv or clinical.csv "
+                               "that demo-data did not write (they are replaced)."),
 ) -> None:
     """Write the synthetic demo cohort (manifest, clinical CSV, NIfTI volumes and masks)."""
     from .demo import write_demo_cohort
 
+    _check_demo_out(out, force)
     manifest, clinical = write_demo_cohort(out, patients, seed)
     typer.echo(f"demo cohort: {patients} patients -> {manifest} and {clinical}")
 
 
+def _check_writable(path: Path, flag: str) -> None:
+    """``path`` can be created: its nearest existing ancestor is a folder we may write into."""
+    from .errors import InputError
+
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{flag} '{path}': '{parent}' is a file, not a folder; choose another path.")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} '{path}': folder '{parent}' is not writable; choose another path or fix its "
+                         "permissions.")
+
+
+def _check_demo_out(out: Path, force: bool) -> None:
+    """demo-data writes a folder, never over a file nor over a cohort it did not write (without --force)."""
+    import json
+
+    from .errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"demo-data --out '{out}' is a file; give a folder (it is created if missing).")
+    _check_writable(out / "manifest.csv", "demo-data --out")
+    theirs = [n for n in ("manifest.csv", "clinical.csv") if (out / n).exists()]
+    if not theirs or force:
+        return
+    try:
+        stamp = json.loads((out / "demo.json").read_text(encoding="utf-8"))
+        ours = isinstance(stamp, dict) and {"patients", "seed", "version"} <= set(stamp)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise InputError(f"demo-data --out '{out}' already holds {' and '.join(theirs)} not written by demo-data "
+                         "(no demo.json); choose an empty folder, or pass --force to replace them.")
+
+
+def _check_predict_out(target: Path, features: Path, model: Path, force: bool) -> None:
+    """predict writes a file: never a folder, never an input, never a file it did not write (without --force)."""
+    from .errors import InputError
+
+    if target.is_dir():
+        raise InputError(f"predict --out '{target}' is a folder; give a file name such as "
+                         f"'{target / 'predictions.csv'}'.")
+    for flag, src in (("--features", features), ("--model", model)):
+        if target.exists() and src.exists() and target.resolve() == src.resolve():
+            raise InputError(f"predict --out '{target}' is the input {flag} file; choose another output file "
+                             "(inputs are never overwritten).")
+    _check_writable(target, "predict --out")
+    if target.exists() and not force and not _is_predictions(target):
+        raise InputError(f"predict --out '{target}' exists and was not written by cervirad predict (no 'predicted' "
+                         "and 'prob_*' columns); choose another file, or pass --force to replace it.")
+
+
+def _is_predictions(path: Path) -> bool:
+    """Does ``path`` hold a table written by ``cervirad predict`` (a 'predicted' and 'prob_*' columns)?"""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            cols = list(pq.read_schema(path).names)
+        else:
+            from .io import read_header
+
+            cols = read_header(path)
+    except Exception:  # unreadable: not ours
+        return False
+    return "predicted" in cols and any(c.startswith("prob_") for c in cols)
+
+
 def _manifest_overrides(manifest: Path, clinical: Optional[Path]) -> List[str]:
     """Config overrides for a bare ``--manifest``: sequences are the manifest's image columns."""
-    import csv
-
     from .config import DataConfig
+    from .io import read_header
 
     out = ["data.source=manifest", f"data.manifest={manifest}"] + ([f"data.clinical={clinical}"] if clinical else [])
     if not manifest.is_file():
         return out
-    with open(manifest, newline="", encoding="utf-8") as fh:
-        header = [c.strip() for c in next(csv.reader(fh), [])]
+    header = read_header(manifest, "manifest")  # UTF-8 (BOM dropped), delimiter detected, as the manifest is read
     d = DataConfig()
     seqs = [c for c in header if c not in (d.id_column, d.mask_column)]
     if seqs:
@@ -264,17 +335,22 @@ def predict(
     features_table: Path = typer.Option(..., "--features", help="Feature table (CSV/Parquet) to predict."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output CSV/Parquet (default: predictions.csv next to "
                                        "the table)."),
-    trust_model: bool = typer.Option(False, "--trust-model", help="Allow loading a model from outside a run "
-                                     "directory (a pickle runs code: only for sources you trust)."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Load a model that this installation did not "
+                                     "sign (copied from elsewhere): a pickle runs code, so only for sources you "
+                                     "trust."),
     name: Optional[str] = typer.Option(None, "--name", help="One of the saved models (rf, xgboost, svm, lr) "
                                        "instead of the best."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file that cervirad did not write."),
 ) -> None:
     """Per-patient class and probabilities from a saved classifier."""
     from .classification import predict_table
 
     target = out or features_table.with_name(features_table.name.split(".")[0] + "_predictions.csv")
+    _check_predict_out(target, features_table, model, force)
     res = predict_table(model, features_table, target, trust_model, name)
-    typer.echo(f"predict: {len(res)} patient(s), classes {res['predicted'].value_counts().to_dict()} -> {target}")
+    none = int(res["predicted"].isna().sum())
+    typer.echo(f"predict: {len(res)} patient(s), classes {res['predicted'].value_counts().to_dict()}"
+               f"{f', {none} without prediction' if none else ''} -> {target}")
 
 
 @app.command("run-all")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Config, DataConfig
+from .config import Config, DataConfig, show
 from .errors import InputError
 from .io import Cohort, load_cohort
 from .rundir import Layout
@@ -44,7 +44,7 @@ def pathology_problems(clinical: pd.DataFrame, data: DataConfig) -> list[str]:
             continue
         for pid, v in zip(clinical[data.id_column], clinical[col]):
             if pd.isna(v) or v not in (0, 1, 0.0, 1.0, True, False):
-                problems.append(f"Invalid pathology value for case '{pid}': column '{col}' is {v!r}, expected 0 or 1; "
+                problems.append(f"Invalid pathology value for case '{pid}': column '{col}' is {show(v)}, expected 0 or 1; "
                                 "correct the clinical table.")
     return problems
 

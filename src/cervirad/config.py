@@ -11,14 +11,16 @@ is parsed as YAML (``--set classification.models=[rf,lr]``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import yaml
 
@@ -136,16 +138,6 @@ class SegmentationConfig:
     bootstrap: int = 1000
     n_overlays: int = 4
 
-    def __post_init__(self) -> None:
-        checks = [("lesion_free_fraction", 0.0 <= self.lesion_free_fraction < 1.0, "a number in [0, 1)"),
-                  ("train_crop", self.train_crop is None or self.train_crop >= 16, "null or an integer >= 16"),
-                  ("epochs", self.epochs >= 1, "an integer >= 1"),
-                  ("batch_size", self.batch_size >= 1, "an integer >= 1"),
-                  ("threshold", 0.0 < self.threshold < 1.0, "a number in (0, 1)")]
-        for key, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"Config key 'segmentation.{key}': expected {expected}, got {getattr(self, key)!r}.")
-
 
 @dataclass(frozen=True)
 class ClinicalColumnsConfig:
@@ -208,19 +200,6 @@ class ClassificationConfig:
     smote_singleton: Literal["random", "none"] = "random"  # one-member class: duplicate it, or leave it
     top_features: int = 30  # bars in the feature-importance figures
     permutation_repeats: int = 10
-
-    def __post_init__(self) -> None:
-        bad = [m for m in self.models if m not in MODELS]
-        bad += [s for s in self.selectors if s not in SELECTORS]
-        if bad or not self.models or not self.selectors:
-            raise ConfigError(f"Config key 'classification.models/selectors': unknown or empty entry {bad or '[]'}; "
-                              f"models are {', '.join(MODELS)} and selectors {', '.join(SELECTORS)}.")
-        if min(self.cv_folds, self.outer_folds) < 2 or self.repeats < 1 or self.bootstrap < 0:
-            raise ConfigError("Config key 'classification': cv_folds and outer_folds must be >= 2, repeats >= 1, "
-                              "bootstrap >= 0.")
-        if not 0.0 <= self.near_constant_threshold < 1.0 or not 0.0 < self.rfe_step < 1.0:
-            raise ConfigError("Config key 'classification': near_constant_threshold must be in [0, 1) and rfe_step "
-                              "in (0, 1).")
 
 
 @dataclass(frozen=True)
@@ -336,6 +315,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"Config key '{path}': expected a number, got {value!r}.")
+        if not math.isfinite(value):
+            raise ConfigError(f"Config key '{path}': expected a finite number, got {value!r}; write a plain number.")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -370,22 +351,378 @@ def from_dict(data: dict | None) -> Config:
     return cfg
 
 
+# --------------------------------------------------------------------------- value ranges
+# Every value has a type (the annotations above, checked by _coerce) AND a range (below), checked at
+# load: a config that loads is one every stage accepts.
+
+# The segmentation network pools four times by 2 (segmentation/model.py MULTIPLE; a test keeps them equal):
+# patch and slice sides are multiples of it.
+STRIDE = 16
+WAVELET_SUBBANDS = ("LLL", "LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH")
+
+# classification.scoring: sklearn scorer names that work for a multi-class label and predict_proba
+# (a subset of sklearn.metrics.get_scorer_names(); a test keeps it so). Binary-only scorers (f1, roc_auc,
+# ...) and regression or clustering scores are refused at load.
+SCORERS = (
+    "accuracy", "balanced_accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "precision_micro",
+    "precision_weighted", "recall_macro", "recall_micro", "recall_weighted", "jaccard_macro", "jaccard_micro",
+    "jaccard_weighted", "roc_auc_ovr", "roc_auc_ovo", "roc_auc_ovr_weighted", "roc_auc_ovo_weighted", "neg_log_loss",
+    "matthews_corrcoef",
+)
+
+# classification.grids.<model>: the parameters of cervirad.classification.estimators.make_classifier(model)
+# (its get_params(); a test keeps this table equal to them), less those cervirad sets itself.
+GRID_PARAMS: dict[str, tuple[str, ...]] = {
+    "rf": ("bootstrap", "ccp_alpha", "class_weight", "criterion", "max_depth", "max_features", "max_leaf_nodes",
+           "max_samples", "min_impurity_decrease", "min_samples_leaf", "min_samples_split",
+           "min_weight_fraction_leaf", "monotonic_cst", "n_estimators", "n_jobs", "oob_score", "random_state",
+           "verbose", "warm_start"),
+    "xgboost": ("base_score", "booster", "callbacks", "colsample_bylevel", "colsample_bynode", "colsample_bytree",
+                "device", "early_stopping_rounds", "enable_categorical", "eval_metric", "feature_types",
+                "feature_weights", "gamma", "grow_policy", "importance_type", "interaction_constraints",
+                "learning_rate", "max_bin", "max_cat_threshold", "max_cat_to_onehot", "max_delta_step", "max_depth",
+                "max_leaves", "min_child_weight", "missing", "monotone_constraints", "multi_strategy", "n_estimators",
+                "n_jobs", "num_parallel_tree", "objective", "random_state", "reg_alpha", "reg_lambda",
+                "sampling_method", "scale_pos_weight", "subsample", "tree_method", "validate_parameters", "verbosity"),
+    "svm": ("C", "break_ties", "cache_size", "class_weight", "coef0", "decision_function_shape", "degree", "gamma",
+            "kernel", "max_iter", "probability", "random_state", "shrinking", "tol", "verbose"),
+    "lr": ("C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter", "n_jobs",
+           "penalty", "random_state", "solver", "tol", "verbose", "warm_start"),
+}
+# set by cervirad (seed, workers, probabilities for every metric, quiet logs): not searchable
+GRID_RESERVED = ("n_jobs", "random_state", "probability", "verbose", "verbosity", "callbacks")
+
+
+@dataclass(frozen=True)
+class Range:
+    """What a value may be: ``expected`` in words, ``ok`` the test."""
+
+    expected: str
+    ok: Callable[[Any], bool]
+
+
+def _is_num(v: Any, integer: bool = False) -> bool:
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) if integer else isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def between(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+            integer: bool = False, null: bool = False, multiple: int | None = None) -> Range:
+    """A number (integer) in [lo, hi] (open ends with lo_open / hi_open), optionally null or a multiple."""
+    kind = "an integer" if integer else "a number"
+    if lo is not None and hi is not None:
+        text = f"{kind} in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        text = f"{kind} {'>' if lo_open else '>='} {lo:g}"
+    elif hi is not None:
+        text = f"{kind} {'<' if hi_open else '<='} {hi:g}"
+    else:
+        text = kind
+    if multiple:
+        text += f" and a multiple of {multiple}"
+
+    def ok(v: Any) -> bool:
+        if v is None:
+            return null
+        if not _is_num(v, integer):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return False
+        return not multiple or v % multiple == 0
+
+    return Range(("null or " if null else "") + text, ok)
+
+
+def one_of(*choices: Any) -> Range:
+    return Range("one of " + ", ".join("null" if c is None else repr(c) for c in choices), lambda v: v in choices)
+
+
+def either(a: Range, b: Range) -> Range:
+    return Range(f"{a.expected}, or {b.expected}", lambda v: a.ok(v) or b.ok(v))
+
+
+NONEMPTY = Range("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()))
+POSITIVE = between(0, lo_open=True)
+NONNEG = between(0)
+COUNT = between(1, integer=True)
+FRACTION = between(0, 1, lo_open=True)  # (0, 1]
+PROB = between(0, 1, lo_open=True, hi_open=True)  # (0, 1)
+SIDE = between(STRIDE, integer=True, multiple=STRIDE)
+
+# scalar keys (and list keys: "[]" = every element, the list must not be empty)
+VALUE_RANGES: dict[str, Range] = {
+    "run.name": NONEMPTY,
+    "run.seed": between(0, integer=True),
+    "run.runs_root": NONEMPTY,
+    "data.id_column": NONEMPTY,
+    "data.sequences[]": NONEMPTY,
+    "data.mask_column": Range("null or a non-empty string", lambda v: v is None or NONEMPTY.ok(v)),
+    "data.large_column": NONEMPTY,
+    "data.non_keratinizing_column": NONEMPTY,
+    "data.adenocarcinoma_column": NONEMPTY,
+    "data.geometry_tolerance": between(0, 1, hi_open=True),
+    "data.mask_label": between(1, integer=True, null=True),
+    "data.demo_patients": between(10, integer=True),
+    "data.demo_seed": between(0, integer=True),
+    "preprocess.spacing[]": POSITIVE,
+    "preprocess.slice_size": SIDE,
+    "preprocess.split.train": between(0, 1),
+    "preprocess.split.val": between(0, 1),
+    "preprocess.split.test": between(0, 1),
+    "segmentation.input_sequences[]": NONEMPTY,
+    "segmentation.lstm_hidden": COUNT,
+    "segmentation.epochs": COUNT,
+    "segmentation.batch_size": COUNT,
+    "segmentation.lr": POSITIVE,
+    "segmentation.early_stopping_patience": COUNT,
+    "segmentation.early_stopping_min_delta": NONNEG,
+    "segmentation.dice_weight": NONNEG,
+    "segmentation.bce_weight": NONNEG,
+    "segmentation.deep_supervision_weight": NONNEG,
+    "segmentation.size_prior.weight": NONNEG,
+    "segmentation.size_prior.min_diameter_mm": POSITIVE,
+    "segmentation.size_prior.max_diameter_mm": POSITIVE,
+    "segmentation.augmentation.rotation_deg": between(0, 180),
+    "segmentation.augmentation.scale_min": POSITIVE,
+    "segmentation.augmentation.scale_max": POSITIVE,
+    "segmentation.augmentation.noise_sd": NONNEG,
+    "segmentation.lesion_free_fraction": between(0, 1, hi_open=True),
+    "segmentation.max_train_slices_per_epoch": between(1, integer=True, null=True),
+    "segmentation.train_crop": between(STRIDE, integer=True, null=True, multiple=STRIDE),
+    "segmentation.max_val_slices": between(1, integer=True, null=True),
+    "segmentation.infer_batch_size": COUNT,
+    "segmentation.threshold": PROB,
+    "segmentation.num_threads": between(1, integer=True, null=True),
+    "segmentation.bootstrap": between(0, integer=True),
+    "segmentation.n_overlays": between(0, integer=True),
+    "features.radiomics_params": NONEMPTY,
+    "features.wavelet_subbands[*]": Range(f"one of {', '.join(WAVELET_SUBBANDS)}",
+                                          lambda v: isinstance(v, str) and v.upper() in WAVELET_SUBBANDS),
+    "features.sequences[]": NONEMPTY,
+    "features.histogram_bins": between(2, integer=True),
+    **{f"features.clinical_columns.{f.name}": NONEMPTY for f in dataclasses.fields(ClinicalColumnsConfig)},
+    "classification.models[]": one_of(*MODELS),
+    "classification.selectors[]": one_of(*SELECTORS),
+    "classification.k_grid[]": COUNT,
+    "classification.cv_folds": between(2, integer=True),
+    "classification.outer_folds": between(2, integer=True),
+    "classification.repeats": COUNT,
+    "classification.near_constant_threshold": between(0, 1, hi_open=True),
+    "classification.bootstrap": between(0, integer=True),
+    "classification.selector_trees": COUNT,
+    "classification.rfe_step": PROB,
+    "classification.smote_k_neighbors": COUNT,
+    "classification.top_features": COUNT,
+    "classification.permutation_repeats": COUNT,
+    "execution.n_jobs": Range("-1 or 0 (every CPU) or an integer >= 1", lambda v: _is_num(v, True) and v >= -1),
+    "execution.scheduler_address": Range("null or a non-empty address such as tcp://host:8786",
+                                         lambda v: v is None or NONEMPTY.ok(v)),
+    "report.dca_category": between(0, integer=True, null=True),
+}
+
+# classification.grids.<model>.<param>: the range of each listed value (parameters not named here are
+# checked for being known to the estimator only)
+_MAX_FEATURES = either(one_of("sqrt", "log2", None), either(COUNT, FRACTION))
+GRID_RANGES: dict[str, dict[str, Range]] = {
+    "rf": {
+        "n_estimators": COUNT,
+        "max_depth": between(1, integer=True, null=True),
+        "min_samples_split": either(between(2, integer=True), FRACTION),
+        "min_samples_leaf": either(COUNT, between(0, 1, lo_open=True, hi_open=True)),
+        "max_features": _MAX_FEATURES,
+        "max_leaf_nodes": between(2, integer=True, null=True),
+        "max_samples": either(one_of(None), either(COUNT, FRACTION)),
+        "criterion": one_of("gini", "entropy", "log_loss"),
+        "class_weight": one_of(None, "balanced", "balanced_subsample"),
+        "bootstrap": one_of(True, False),
+        "ccp_alpha": NONNEG,
+        "min_impurity_decrease": NONNEG,
+        "min_weight_fraction_leaf": between(0, 0.5),
+    },
+    "xgboost": {
+        "n_estimators": COUNT,
+        "max_depth": between(0, integer=True, null=True),
+        "learning_rate": POSITIVE,
+        "gamma": NONNEG,
+        "min_child_weight": NONNEG,
+        "max_delta_step": NONNEG,
+        "subsample": FRACTION,
+        "colsample_bytree": FRACTION,
+        "colsample_bylevel": FRACTION,
+        "colsample_bynode": FRACTION,
+        "reg_alpha": NONNEG,
+        "reg_lambda": NONNEG,
+        "max_leaves": between(0, integer=True, null=True),
+        "max_bin": between(2, integer=True, null=True),
+        "num_parallel_tree": between(1, integer=True, null=True),
+    },
+    "svm": {
+        "C": POSITIVE,
+        "gamma": either(one_of("scale", "auto"), NONNEG),
+        "kernel": one_of("linear", "poly", "rbf", "sigmoid"),
+        "degree": between(0, integer=True),
+        "coef0": between(),
+        "tol": POSITIVE,
+        "class_weight": one_of(None, "balanced"),
+        "shrinking": one_of(True, False),
+    },
+    "lr": {
+        "C": POSITIVE,
+        "penalty": one_of("l1", "l2", "elasticnet", None),
+        "solver": one_of("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga"),
+        "l1_ratio": either(one_of(None), between(0, 1)),
+        "max_iter": COUNT,
+        "tol": POSITIVE,
+        "class_weight": one_of(None, "balanced"),
+        "fit_intercept": one_of(True, False),
+    },
+}
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it (YAML-like: null, true, 0.5, 'text', [1, 2]); numpy scalars shown plainly
+    (``3.0``, never ``np.float64(3.0)``)."""
+    if hasattr(value, "item") and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(float(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _problem(path: str, value: Any, expected: str, fix: str = "") -> str:
+    key, _, index = path.partition("[")
+    fix = fix or f"fix it in the config file or with --set {key}={'[...]' if index else 'VALUE'}"
+    return f"Config key '{path}': expected {expected}, got {show(value)}; {fix}."
+
+
+def _range_problems(cfg: Config) -> list[str]:
+    out = []
+    defaults = Config()
+    for key, rule in VALUE_RANGES.items():
+        path, _, each = key.partition("[")
+        value = _get(cfg, path)
+        if not each:
+            if not rule.ok(value):
+                out.append(_problem(path, value, rule.expected, f"fix it in the config file or with --set "
+                                    f"{path}=VALUE (default {show(_get(defaults, path))})"))
+            continue
+        if each == "]" and len(value) == 0:
+            out.append(_problem(path, value, f"a non-empty list of {_plural(rule.expected)}",
+                                f"list at least one (default {show(_get(defaults, path))})"))
+        out += [_problem(f"{path}[{i}]", v, rule.expected) for i, v in enumerate(value) if not rule.ok(v)]
+    return out
+
+
+def _plural(expected: str) -> str:
+    for a, b in (("an integer", "integers"), ("a number", "numbers"), ("a non-empty string", "non-empty strings")):
+        if expected.startswith(a):
+            return b + expected[len(a):]
+    return f"values each {expected}"
+
+
+def _grid_problems(grids: dict) -> list[str]:
+    out = []
+    for model, grid in grids.items():
+        base = f"classification.grids.{model}"
+        if model not in MODELS:
+            out.append(f"Config key '{base}': unknown model '{model}'; grids exist for {', '.join(MODELS)}.")
+            continue
+        if not isinstance(grid, dict):
+            out.append(_problem(base, grid, "a mapping of parameter: [values]"))
+            continue
+        known = [p for p in GRID_PARAMS[model] if p not in GRID_RESERVED]
+        for param, values in grid.items():
+            path = f"{base}.{param}"
+            if param in GRID_RESERVED:
+                out.append(f"Config key '{path}': '{param}' is set by cervirad and cannot be searched; remove it "
+                           "from the grid.")
+                continue
+            if param not in GRID_PARAMS[model]:
+                near = difflib.get_close_matches(str(param), known, n=1)
+                hint = f"did you mean '{near[0]}'? " if near else ""
+                out.append(f"Config key '{path}': '{param}' is not a parameter of the {model} classifier; {hint}"
+                           f"searchable parameters are {', '.join(known)}.")
+                continue
+            if not isinstance(values, list) or not values:
+                out.append(_problem(path, values, "a non-empty list of values to search, e.g. [1, 10]"))
+                continue
+            rule = GRID_RANGES[model].get(param)
+            if rule is None:
+                bad = [(i, v) for i, v in enumerate(values) if isinstance(v, (dict, list))]
+                out += [_problem(f"{path}[{i}]", v, "a single value (number, string, true/false or null)")
+                        for i, v in bad]
+            else:
+                out += [_problem(f"{path}[{i}]", v, rule.expected) for i, v in enumerate(values) if not rule.ok(v)]
+    return out
+
+
+def check_scoring(name: str) -> str | None:
+    """None when ``name`` is a usable classification.scoring, else what is wrong with it."""
+    if name in SCORERS:
+        return None
+    from sklearn.metrics import get_scorer_names  # only on error: the message says why it is refused
+
+    if name in get_scorer_names():
+        return (f"Config key 'classification.scoring': '{name}' is an sklearn scorer but not one for a multi-class "
+                f"label with probabilities (binary-only, multi-label, regression or clustering); use one of "
+                f"{', '.join(SCORERS)}.")
+    return (f"Config key 'classification.scoring': unknown scorer {show(name)}; use one of {', '.join(SCORERS)} "
+            "(default 'f1_macro').")
+
+
 def _check_values(cfg: Config) -> None:
+    """Every range and cross-key rule; the first problem is raised, naming how many more there are."""
+    problems = _range_problems(cfg)
+    scoring = check_scoring(cfg.classification.scoring)  # a str: _coerce checked the type
+    problems += [scoring] if scoring else []
+    problems += _grid_problems(cfg.classification.grids)
     s = cfg.preprocess.split
     if min(s.train, s.val, s.test) < 0 or abs(s.train + s.val + s.test - 1.0) > 1e-6:
-        raise ConfigError(
-            f"Config key 'preprocess.split': train/val/test must be >= 0 and sum to 1, got {s.train}/{s.val}/{s.test}.")
+        problems.append(f"Config key 'preprocess.split': train/val/test must be >= 0 and sum to 1, got "
+                        f"{show(s.train)}/{show(s.val)}/{show(s.test)}; e.g. 0.7/0.15/0.15.")
     if cfg.data.source == "manifest" and not cfg.data.manifest:
-        raise ConfigError("Config key 'data.manifest' is empty but data.source is 'manifest'; give the manifest CSV path.")
-    missing = [q for q in cfg.segmentation.input_sequences if q not in cfg.data.sequences]
-    if missing:
-        raise ConfigError(
-            f"Config key 'segmentation.input_sequences': {missing} not in data.sequences {list(cfg.data.sequences)}.")
-    missing = [q for q in cfg.features.sequences if q not in cfg.data.sequences]
-    if missing:
-        raise ConfigError(f"Config key 'features.sequences': {missing} not in data.sequences {list(cfg.data.sequences)}.")
-    if any(k < 1 for k in cfg.classification.k_grid):
-        raise ConfigError("Config key 'classification.k_grid': every k must be >= 1.")
+        problems.append("Config key 'data.manifest' is empty but data.source is 'manifest'; give the manifest CSV "
+                        "path.")
+    dupes = sorted({q for q in cfg.data.sequences if cfg.data.sequences.count(q) > 1})
+    if dupes:
+        problems.append(f"Config key 'data.sequences': {dupes} listed twice; list each sequence once.")
+    for key in ("segmentation.input_sequences", "features.sequences"):
+        missing = [q for q in _get(cfg, key) if q not in cfg.data.sequences]
+        if missing:
+            problems.append(f"Config key '{key}': {missing} not in data.sequences {list(cfg.data.sequences)}; "
+                            "add them there or remove them here.")
+    a, sp = cfg.segmentation.augmentation, cfg.segmentation.size_prior
+    if a.scale_max < a.scale_min:
+        problems.append(f"Config key 'segmentation.augmentation': scale_max ({show(a.scale_max)}) is below "
+                        f"scale_min ({show(a.scale_min)}); swap them.")
+    if sp.max_diameter_mm < sp.min_diameter_mm:
+        problems.append(f"Config key 'segmentation.size_prior': max_diameter_mm ({show(sp.max_diameter_mm)}) is "
+                        f"below min_diameter_mm ({show(sp.min_diameter_mm)}); swap them.")
+    if cfg.segmentation.dice_weight == 0 and cfg.segmentation.bce_weight == 0:
+        problems.append("Config keys 'segmentation.dice_weight' and 'segmentation.bce_weight' are both 0: the network "
+                        "would learn nothing; set at least one > 0 (defaults 1.0).")
+    if problems:
+        more = len(problems) - 1
+        names = sorted({p.split("'")[1] for p in problems[1:] if p.count("'") >= 2})
+        raise ConfigError(problems[0] + (f" (+{more} more problem(s): {', '.join(names[:8])}"
+                                         f"{' ...' if len(names) > 8 else ''})" if more else ""))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -394,7 +731,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = presets.resolve(path, kind="config")  # a file path, or a packaged preset name such as `demo`
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
+        except UnicodeDecodeError as e:
+            line = p.read_bytes()[:e.start].count(b"\n") + 1
+            raise ConfigError(f"Config file '{p}' is not UTF-8 text: byte 0x{e.object[e.start]:02x} on line {line} "
+                              "cannot be decoded; save the file as UTF-8.") from None
+        except OSError as e:
+            raise ConfigError(f"Config file '{p}' cannot be read ({e.strerror or type(e).__name__}); pass a "
+                              "readable YAML file.") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"Config file '{p}' is not valid YAML: {str(e).splitlines()[0]}; fix the syntax.") from None
         if not isinstance(data, dict):

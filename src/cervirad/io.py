@@ -7,6 +7,9 @@ Relative paths in the manifest are relative to the manifest's folder.
 """
 from __future__ import annotations
 
+import csv
+import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -16,7 +19,9 @@ import pandas as pd
 import SimpleITK as sitk
 
 from .errors import InputError
-from .rundir import atomic_path
+from .rundir import SAFE_ID, atomic_path
+
+log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
@@ -158,18 +163,123 @@ def geometry_mismatch_message(case: str, sequence: str, mismatch: str) -> str:
 
 
 # --------------------------------------------------------------------------- tables
-def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
-    """Read a CSV (optionally gzip) or Parquet table."""
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+_DECIMAL_COMMA = r"[+-]?\d*,\d+"
+
+
+def read_table(path: str | Path, what: str = "table", id_columns: tuple[str, ...] = (),
+               all_text: bool = False) -> pd.DataFrame:
+    """Read a CSV (optionally gzip) or Parquet table.
+
+    CSV: UTF-8 (a byte-order mark is dropped; anything else is refused naming the line), the
+    delimiter detected from the header (comma, semicolon, tab or pipe; with semicolons, decimal
+    commas such as ``1,5`` are read as numbers), and rows with no value at all skipped with a
+    warning. ``id_columns`` (and every column with ``all_text``) are read as text exactly as written
+    (``007`` stays ``007``, ``NA`` is an id), with surrounding spaces removed. Column names are
+    stripped. ``df.attrs["lines"]`` holds each row's line number in the file (header = line 1).
+    """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"Missing {what}: '{p}' does not exist; check the path.")
+        kind = "is a folder" if p.is_dir() else "does not exist"
+        raise InputError(f"Missing {what}: '{p}' {kind}; pass the path of a CSV or Parquet file.")
+    if p.suffix == ".parquet":
+        try:
+            df = pd.read_parquet(p)
+        except Exception as e:  # pyarrow raises many types
+            raise InputError(f"Unreadable {what} '{p}': {type(e).__name__}: {_first_line(e)}; "
+                             "save it as a UTF-8 CSV or Parquet file.") from None
+        df.columns = [str(c).strip() for c in df.columns]
+        for c in (df.columns if all_text else [c for c in id_columns if c in df.columns]):  # as the CSV path
+            df[c] = df[c].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+        df.attrs["lines"] = list(range(2, len(df) + 2))
+        return df
+    text = _decode(p, what)
+    all_lines = text.splitlines()
+    lead = next((i for i, ln in enumerate(all_lines) if ln.strip()), 0)  # blank lines above the header
+    text = "\n".join(all_lines[lead:])
+    first = all_lines[lead] if all_lines else ""
+    delim = _delimiter(first)
+    header = next(csv.reader([first], delimiter=delim), [])
+    raw = {c.strip(): c for c in header}
+    strict = {raw[c] for c in id_columns if c in raw}  # text, and never "missing"
+    text_cols = set(header) if all_text else strict
     try:
-        if p.suffix == ".parquet":
-            return pd.read_parquet(p)
-        return pd.read_csv(p)
+        df = pd.read_csv(io.StringIO(text), sep=delim, skip_blank_lines=False, dtype={c: str for c in text_cols})
+        if strict:  # ids as written: a second pass without the missing-value markers ("NA" is an id)
+            ids = pd.read_csv(io.StringIO(text), sep=delim, skip_blank_lines=False, usecols=sorted(strict),
+                              dtype=str, keep_default_na=False)
+            for c in strict:
+                df[c] = ids[c].to_numpy()
     except Exception as e:  # pandas raises many types
-        raise InputError(f"Unreadable {what} '{p}': {type(e).__name__}: {str(e).splitlines()[0][:160]}; "
-                         "save it as a UTF-8 CSV or Parquet file.") from None
+        raise InputError(f"Unreadable {what} '{p}' (read as {DELIMITERS[delim]}-separated): {type(e).__name__}: "
+                         f"{_first_line(e)}; save it as a UTF-8 CSV with one header row and the same number of "
+                         "cells on every line.") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    stripped = {c.strip() for c in text_cols}
+    for c in df.columns:
+        if c in stripped:
+            df[c] = df[c].map(lambda v: v.strip() if isinstance(v, str) else v)
+        elif delim == ";" and (df[c].dtype == object or pd.api.types.is_string_dtype(df[c])):
+            vals = df[c].dropna().astype(str).str.strip()  # decimal commas ("1,5") in a semicolon CSV
+            if len(vals) and vals.str.fullmatch(_DECIMAL_COMMA + r"|[+-]?\d+").all() and vals.str.contains(",").any():
+                df[c] = pd.to_numeric(df[c].astype(str).str.strip().str.replace(",", ".", regex=False),
+                                      errors="coerce").where(df[c].notna())
+    lines = np.arange(len(df)) + 2 + lead
+    empty = df.apply(lambda col: col.isna() | col.astype(str).str.strip().eq(""), axis=0).all(axis=1).to_numpy() \
+        if len(df.columns) else np.ones(len(df), bool)
+    blank_lines = {i + 1 for i, ln in enumerate(all_lines) if not ln.strip()}
+    skipped = [int(n) for n in lines[empty] if int(n) not in blank_lines]
+    if skipped:
+        log.warning("%s '%s': skipped %d row(s) with no value (line(s) %s)", what, p, len(skipped),
+                    ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else ""))
+    df = df.loc[~empty].reset_index(drop=True)
+    df.attrs["lines"] = [int(n) for n in lines[~empty]]
+    df.attrs["delimiter"] = DELIMITERS[delim]
+    return df
+
+
+def read_header(path: str | Path, what: str = "table") -> list[str]:
+    """The stripped column names of a CSV (decoded and split as :func:`read_table` does)."""
+    lines = _decode(Path(path), what).splitlines()
+    first = next((ln for ln in lines if ln.strip()), "")
+    delim = _delimiter(first)
+    return [c.strip() for c in next(csv.reader([first], delimiter=delim), [])]
+
+
+def _delimiter(header: str) -> str:
+    """The delimiter of a CSV: the candidate found most often in its header line (comma on a tie)."""
+    return max(DELIMITERS, key=lambda d: (header.count(d), d == ","))
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else "no details"
+
+
+def _decode(p: Path, what: str) -> str:
+    """The text of a (gzip) CSV file as UTF-8, without a byte-order mark; one-line InputError otherwise."""
+    import gzip
+    import zlib
+
+    try:
+        data = gzip.decompress(p.read_bytes()) if p.name.lower().endswith(".gz") else p.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"Unreadable {what} '{p}': {type(e).__name__}: {_first_line(e)}; "
+                         "pass a readable CSV or Parquet file.") from None
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputError(f"Unreadable {what} '{p}': the file is UTF-16 text (e.g. Excel's 'Unicode Text'); "
+                         "save it as 'CSV UTF-8'.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        try:
+            data.decode("cp1252")
+            guess = " (it looks like Windows-1252/Latin-1 text)"
+        except UnicodeDecodeError:
+            guess = ""
+        raise InputError(f"Unreadable {what} '{p}': not UTF-8 text{guess}: byte 0x{data[e.start]:02x} on line "
+                         f"{line} cannot be decoded; save the file as UTF-8 (Excel: 'CSV UTF-8').") from None
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
@@ -212,23 +322,25 @@ class Cohort:
 
 def read_manifest(path: str | Path, id_column: str = "patient_id", sequences: tuple[str, ...] | None = None,
                   mask_column: Optional[str] = "mask") -> tuple[list[Patient], pd.DataFrame]:
-    """Parse a manifest CSV. Returns the patients and the raw table (for duplicate checks)."""
+    """Parse a manifest CSV. Returns the patients and the raw table (for duplicate checks).
+
+    Every cell is read as text; ids must be plain names (:func:`check_ids`)."""
     p = Path(path)
-    df = read_table(p, "manifest")
-    df.columns = [str(c).strip() for c in df.columns]
+    df = read_table(p, "manifest", id_columns=(id_column,), all_text=True)
     if id_column not in df.columns:
         raise InputError(
-            f"Manifest '{p}' has no id column '{id_column}' (columns: {', '.join(df.columns)}); "
+            f"Manifest '{p}' has no id column '{id_column}' (columns: {', '.join(df.columns)}{_delimiter_note(df)}); "
             f"add it or set data.id_column.")
+    check_ids(df, id_column, f"Manifest '{p}'")
     seqs = tuple(sequences) if sequences else tuple(c for c in df.columns if c not in (id_column, mask_column))
     missing = [s for s in seqs if s not in df.columns]
     if missing:
-        raise InputError(f"Manifest '{p}' lacks sequence column(s) {missing} (columns: {', '.join(df.columns)}); "
-                         "add them or change data.sequences.")
+        raise InputError(f"Manifest '{p}' lacks sequence column(s) {missing} (columns: {', '.join(df.columns)}"
+                         f"{_delimiter_note(df)}); add them or change data.sequences.")
     base = p.parent
     patients = []
     for _, row in df.iterrows():
-        pid = str(row[id_column]).strip()
+        pid = row[id_column]
         images = {s: _resolve(base, row[s]) for s in seqs if isinstance(row[s], str) and row[s].strip()}
         mask = None
         if mask_column and mask_column in df.columns and isinstance(row[mask_column], str) and row[mask_column].strip():
@@ -237,19 +349,47 @@ def read_manifest(path: str | Path, id_column: str = "patient_id", sequences: tu
     return patients, df
 
 
+def _delimiter_note(df: pd.DataFrame) -> str:
+    """For a table read as one column: which delimiter was assumed."""
+    if len(df.columns) == 1 and "delimiter" in df.attrs:
+        return f"; read as {df.attrs['delimiter']}-separated: use commas, semicolons or tabs between columns"
+    return ""
+
+
+def check_id(pid: object) -> bool:
+    """Is ``pid`` a plain name: letters, digits, ``_ - .``, no leading ``.`` or ``-``, 1 to 128 characters?"""
+    return isinstance(pid, str) and SAFE_ID.fullmatch(pid) is not None
+
+
+def check_ids(df: pd.DataFrame, id_column: str, where: str) -> None:
+    """Ids are data, never paths: refuse (one line, naming the line and the id) an empty or unsafe id."""
+    lines = df.attrs.get("lines") or list(range(2, len(df) + 2))
+    bad = [(n, v) for n, v in zip(lines, df[id_column]) if not check_id(v)]
+    if not bad:
+        return
+    n, v = bad[0]
+    more = f" (+{len(bad) - 1} more bad id(s))" if len(bad) > 1 else ""
+    if not isinstance(v, str) or not v:
+        raise InputError(f"{where}, line {n}: empty patient id in column '{id_column}'{more}; fill it in or delete "
+                         "the row.")
+    raise InputError(f"{where}, line {n}: patient id {v!r} is not a plain name{more}; ids become file names, so "
+                     "use only letters, digits, '_', '-' and '.' (no leading '.' or '-', at most 128 characters) "
+                     "and rename the case in every table.")
+
+
 def _resolve(base: Path, value: str) -> Path:
     q = Path(value.strip())
     return q if q.is_absolute() else (base / q)
 
 
 def read_clinical(path: str | Path, id_column: str = "patient_id") -> pd.DataFrame:
+    """The clinical table; its id column is text exactly as written (``007`` never matches ``7``)."""
     p = Path(path)
-    df = read_table(p, "clinical table")
-    df.columns = [str(c).strip() for c in df.columns]
+    df = read_table(p, "clinical table", id_columns=(id_column,))
     if id_column not in df.columns:
-        raise InputError(f"Clinical table '{p}' has no id column '{id_column}' (columns: {', '.join(df.columns)}); "
-                         "add it or set data.id_column.")
-    df[id_column] = df[id_column].astype(str).str.strip()
+        raise InputError(f"Clinical table '{p}' has no id column '{id_column}' (columns: {', '.join(df.columns)}"
+                         f"{_delimiter_note(df)}); add it or set data.id_column.")
+    check_ids(df, id_column, f"Clinical table '{p}'")
     return df
 
 

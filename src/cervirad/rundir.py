@@ -304,7 +304,12 @@ class RunDir(Layout):
         super().__init__(Path(path).resolve())
         self.path = self.root
         self.cfg = cfg
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # read-only place, a file in the way, ...
+            raise _unwritable(self.path, e) from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise _unwritable(self.path, PermissionError(13, "Permission denied"))
         if cfg is not None:
             self.write_provenance(cfg)
 
@@ -328,8 +333,11 @@ class RunDir(Layout):
         })
         info.setdefault("created", _now())
         info.setdefault("stages", {})
-        write_json(self.run_json, info)
-        write_text(self.config_yaml, cfg.to_yaml())
+        try:
+            write_json(self.run_json, info)
+            write_text(self.config_yaml, cfg.to_yaml())
+        except OSError as e:  # read-only or full run folder
+            raise _unwritable(self.path, e) from None
 
     def claim(self, identity: dict, force: bool = False) -> None:
         """Mark the folder as holding the run ``identity`` (its kind and data source).
@@ -487,6 +495,15 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _unwritable(path: Path, e: OSError) -> CerviradError:
+    """The one-line error for a run folder cervirad cannot write."""
+    from .errors import InputError
+
+    why = e.strerror or type(e).__name__
+    return InputError(f"Run folder '{path}' cannot be written ({why}); make it writable or pass another --run-dir "
+                      "(or run.runs_root).")
 
 
 def _describe(identity: dict) -> str:

@@ -82,5 +82,5 @@ def test_group_aware_folds_keep_a_patients_rows_together():
 def test_unknown_model_in_config_is_refused(fast_cfg):
     from cervirad.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown or empty entry"):
-        replace(fast_cfg.classification, models=("rf", "knn"))
+    with pytest.raises(ConfigError, match=r"classification.models\[1\]': expected one of .* got 'knn'"):
+        fast_cfg.with_overrides(["classification.models=[rf,knn]"])

@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 
 
 def write_cohort(root: Path, n: int = 10) -> Path:
-    """n patients, 64 x 64 x 8 T2W-like volumes with one ellipsoid lesion of varied size; no clinical table."""
+    """n patients, 64 x (64..80) x 8 T2W-like volumes with one ellipsoid lesion of varied size; no clinical table."""
     rng = np.random.default_rng(3)
     root.mkdir(parents=True)
     rows = []
-    z, y, x = np.meshgrid(np.arange(8), np.arange(64), np.arange(64), indexing="ij")
-    for i in range(n):
+    for i in range(n):  # fields of view differ between patients: whole slices of several sizes
         pid = f"S{i:02d}"
+        z, y, x = np.meshgrid(np.arange(8), np.arange(64 + 8 * (i % 3)), np.arange(64), indexing="ij")
         r = 4 + i % 5
         cy, cx = rng.integers(20, 44, 2)
         mask = (((y - cy) / r) ** 2 + ((x - cx) / r) ** 2 + ((z - 4) / 2.5) ** 2 <= 1).astype(np.uint8)
@@ -67,6 +67,8 @@ def test_images_and_masks_only(tmp_path):
               "--out", tmp_path / "pred")
     assert res.returncode == 0, res.stderr[-3000:]
     assert sitk.ReadImage(str(tmp_path / "pred" / "S00_t2w.nii.gz")).GetSize() == (64, 64, 8)
+    shapes = {np.load(f, mmap_mode="r").shape[2:] for f in (run / "preprocess" / "slices").glob("*_image.npy")}
+    assert len(shapes) == 3  # validation and test mix slice sizes
     res = cli("extract-features", "--run-dir", run)
     assert res.returncode == 0, res.stderr[-3000:]
     table = pd.read_parquet(run / "features" / "features.parquet")

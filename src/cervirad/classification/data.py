@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..config import show
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def load_table(df: pd.DataFrame, id_column: str, label_column: str, exclude: tup
     labels = normalise_labels(df[label_column])
     ids = df[id_column].astype(str).str.strip().to_numpy()
     if len(labels.unique()) < 2:
-        raise InputError(f"Feature table '{where}': label '{label_column}' is constant ({labels.iloc[0]!r} for all "
+        raise InputError(f"Feature table '{where}': label '{label_column}' is constant ({show(labels.iloc[0])} for all "
                          f"{len(df)} rows); a classifier needs at least two classes.")
     features = [c for c in cols if c not in (id_column, label_column, *exclude)]
     if not features:

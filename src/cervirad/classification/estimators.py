@@ -235,7 +235,8 @@ def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, me
     from .smote import AdaptiveSMOTE
 
     steps = [
-        ("impute", SimpleImputer(strategy="median")),
+        # an all-missing column is kept (as 0) for drop_constant to remove: no warning per fold and candidate
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
         ("drop_constant", DropConstant(ccfg.near_constant_threshold)),
         ("scale", StandardScaler()),
         ("select", RankSelector(ccfg.selectors[0], ccfg.k_grid[0], random_state=seed, n_trees=ccfg.selector_trees,
@@ -302,7 +303,9 @@ def strip_cache(pipe):
 def selected_features(pipe, feature_names: list[str]) -> list[str]:
     """Input column names that reach the classifier, in the classifier's column order."""
     names = np.asarray(feature_names)
-    names = names[~np.isnan(pipe.named_steps["impute"].statistics_)]  # the imputer drops all-missing columns
+    imputer = pipe.named_steps["impute"]
+    if not getattr(imputer, "keep_empty_features", False):  # models saved before: the imputer dropped them
+        names = names[~np.isnan(imputer.statistics_)]
     names = names[pipe.named_steps["drop_constant"].support_]
     return [str(n) for n in names[pipe.named_steps["select"].support_]]
 

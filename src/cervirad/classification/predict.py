@@ -211,7 +211,8 @@ def predict_table(model: str | Path, table: str | Path | pd.DataFrame, out: str 
     (id, label when present, ``predicted``, ``prob_<class>``, ``warning``; rows without prediction are empty)."""
     pipe, card = load_model(model, trust_model, name)
     where = str(table) if not isinstance(table, pd.DataFrame) else "table"
-    df = table if isinstance(table, pd.DataFrame) else read_table(table, "feature table")
+    df = table if isinstance(table, pd.DataFrame) else read_table(table, "feature table",
+                                                                    id_columns=(card["id_column"],))
     df = df.rename(columns=str)
     id_col, features = card["id_column"], card["feature_columns"]
     if id_col not in df.columns:

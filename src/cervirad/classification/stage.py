@@ -60,7 +60,7 @@ def run(cfg: Config, run: RunDir, cohort, st: StageContext) -> dict:
     pred_path = run.features_table("predicted")
     pred_path = pred_path if pred_path.is_file() else None
     splits = load_splits(run.path)
-    df = read_table(path, "feature table")
+    df = read_table(path, "feature table", id_columns=(ID,))
     exclude = _non_predictors(run.features_dir("manual") / COLUMNS, df)
     table = load_table(df, ID, LABEL, exclude, where=str(path))
     parts = _parts(table, df, split_of(splits), str(path))
@@ -81,7 +81,7 @@ def run_table(cfg: Config, run: RunDir, cohort, st: StageContext, table: str | P
               label_column: str) -> dict:
     """Stage ``classify`` of a table run: any table by repeated nested CV -> ``classification/``."""
     table_path = Path(table)
-    df = read_table(table_path, "feature table")
+    df = read_table(table_path, "feature table", id_columns=(id_column,))
     tab = load_table(df, id_column, label_column, where=str(table_path))
     tab, dropped = _drop_tiny_classes(tab)
     with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
@@ -124,7 +124,7 @@ def _parts(table: Table, df: pd.DataFrame, part_of: dict[str, str], where: str) 
 
 def _predicted_test(path: Path, fit: Table, splits: dict) -> Table:
     """Test patients of the predicted-mask feature table, columns in the fitted order."""
-    df = read_table(path, "predicted-mask feature table")
+    df = read_table(path, "predicted-mask feature table", id_columns=(ID,))
     missing = [c for c in fit.features if c not in df.columns]
     if missing:
         raise InputError(f"Feature table '{path}' lacks {len(missing)} column(s) the models use (e.g. "

@@ -249,8 +249,8 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = self.model(x)
             losses.append(float(segmentation_loss(logits, y, self.s.dice_weight, self.s.bce_weight)) * len(x))
-            probs.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
-            truths.append(y.cpu().numpy())
+            probs.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy().ravel())  # whole slices differ in size
+            truths.append(y.cpu().numpy().ravel())
         if not probs:
             return float("nan"), float("nan")
         return (sum(losses) / len(self.val_idx),
