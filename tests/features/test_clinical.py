@@ -237,11 +237,12 @@ def test_clinical_problems_lists_every_bad_cell_without_raising():
     sheet.loc[0, "figo_stage"] = "IZ9"
     sheet.loc[1, "hpv_status"] = "weak"
     sheet.loc[2, "invasion_depth_cm"] = "3 m"
-    probs = clinical_problems(sheet.drop(columns=["age"]), ClinicalColumnsConfig(), "patient_id")  # absent: skipped
-    assert len(probs) == 3 and all("\n" not in p for p in probs)
-    assert probs[0].startswith("Clinical value for case 'P2', column 'hpv_status': 'weak'")
-    assert probs[1].startswith("Clinical value for case 'P1', column 'figo_stage': 'IZ9'")
-    assert probs[2].startswith("Clinical value for case 'P3', column 'invasion_depth_cm': '3 m'")
+    probs = clinical_problems(sheet.drop(columns=["age"]), ClinicalColumnsConfig(), "patient_id")
+    assert len(probs) == 4 and all("\n" not in p for p in probs)
+    assert probs[0].startswith("Clinical table lacks column 'age' (age)")  # absent: a problem at validate
+    assert probs[1].startswith("Clinical value for case 'P2', column 'hpv_status': 'weak'")
+    assert probs[2].startswith("Clinical value for case 'P1', column 'figo_stage': 'IZ9'")
+    assert probs[3].startswith("Clinical value for case 'P3', column 'invasion_depth_cm': '3 m'")
 
 
 def test_treatment_excluded_by_default():

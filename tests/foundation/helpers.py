@@ -27,7 +27,10 @@ def write_small_cohort(root: Path, n: int = 4, seed: int = 0) -> tuple[Path, Pat
         sitk.WriteImage(volume(img), str(root / f"{pid}_t2w.nii.gz"))
         sitk.WriteImage(volume(mask), str(root / f"{pid}_mask.nii.gz"))
         rows.append({"patient_id": pid, "t2w": f"{pid}_t2w.nii.gz", "mask": f"{pid}_mask.nii.gz"})
-        clin.append({"patient_id": pid, "age": 50 + i, "large_cell": i % 2, "non_keratinizing": 1, "adenocarcinoma": 0})
+        clin.append({"patient_id": pid, "age": 50 + i, "hpv_status": "positive", "figo_stage": "IB2",
+                     "lymph_node_metastasis": 0, "lymphovascular_invasion": 1, "invasion_depth_cm": 1.2,
+                     "chemotherapy": 0, "radiotherapy": 1, "large_cell": i % 2, "non_keratinizing": 1,
+                     "adenocarcinoma": 0})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     pd.DataFrame(clin).to_csv(root / "clinical.csv", index=False)
     return root / "manifest.csv", root / "clinical.csv"

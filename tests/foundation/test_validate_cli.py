@@ -210,3 +210,9 @@ def test_a_single_pathology_category_is_refused_at_validate(tmp_path, cohort):
     df["large_cell"] = 1
     df.to_csv(clinical, index=False)
     assert_one_line_error(run_validate(tmp_path, manifest, clinical), "Every patient has pathology category 6")
+
+
+def test_a_missing_clinical_column_fails_at_validate(tmp_path, cohort):
+    manifest, clinical = cohort
+    pd.read_csv(clinical).drop(columns="figo_stage").to_csv(clinical, index=False)
+    assert_one_line_error(run_validate(tmp_path, manifest, clinical), "lacks column 'figo_stage'")

@@ -302,8 +302,8 @@ def _encode_column(ids, values, col: str, var: str) -> tuple[list[float], list[s
 def clinical_problems(clinical: pd.DataFrame, columns: ClinicalColumnsConfig, id_column: str) -> list[str]:
     """Every unreadable clinical cell, one line each (case, column, value, accepted list); never raises.
 
-    Columns absent from the table are skipped here (a table may hold only the pathology columns
-    for segmentation); :func:`encode_clinical` refuses them when the clinical features are built.
+    A column the features need but the table lacks is a problem too, so that ``validate`` fails
+    before any stage runs rather than the features stage after hours of training.
     """
     ids = clinical[id_column].astype(str) if id_column in clinical.columns else clinical.index.astype(str)
     problems: list[str] = []
@@ -311,6 +311,9 @@ def clinical_problems(clinical: pd.DataFrame, columns: ClinicalColumnsConfig, id
         col = getattr(columns, var)
         if col in clinical.columns:
             problems += _encode_column(ids, clinical[col], col, var)[1]
+        else:
+            problems.append(f"Clinical table lacks column '{col}' ({var}); add it (a missing value may be written "
+                            f"'Not reported') or set features.clinical_columns.{var} to the column that holds it.")
     return problems
 
 
