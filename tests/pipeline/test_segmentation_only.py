@@ -1,4 +1,5 @@
-"""A cohort of images and masks with no clinical table: validate, preprocess, train-seg, segment and
+"""A cohort of images and masks with no clinical table, two sequences on different grids and
+orientations, fields of view of several sizes: validate, preprocess, train-seg, segment and
 extract-features work; classify and run-all say in one line that they need labels (slow)."""
 from __future__ import annotations
 
@@ -32,7 +33,13 @@ def write_cohort(root: Path, n: int = 10) -> Path:
             im = sitk.GetImageFromArray(arr)
             im.SetSpacing((0.8, 0.8, 3.0))
             sitk.WriteImage(im, str(root / f"{pid}_{name}.nii.gz"))
-        rows.append({"patient_id": pid, "t2w": f"{pid}_t2w.nii.gz", "mask": f"{pid}_mask.nii.gz"})
+            if name == "t2w":  # an ADC-like second sequence: coarser grid, stored coronal (flipped axes)
+                adc = sitk.Resample(im, [32, arr.shape[1] // 2, 8], sitk.Transform(), sitk.sitkLinear,
+                                    im.GetOrigin(), (1.6, 1.6, 3.0), im.GetDirection(), 0.0, sitk.sitkFloat32)
+                adc = sitk.Flip(sitk.PermuteAxes(-adc + 300, [0, 2, 1]), [True, False, True])
+                sitk.WriteImage(adc, str(root / f"{pid}_adc.nii.gz"))
+        rows.append({"patient_id": pid, "t2w": f"{pid}_t2w.nii.gz", "adc": f"{pid}_adc.nii.gz",
+                     "mask": f"{pid}_mask.nii.gz"})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     return root / "manifest.csv"
 
@@ -49,10 +56,10 @@ def test_images_and_masks_only(tmp_path):
                                       "setting": {"normalize": True, "binCount": 16, "label": 1}}))
     config = tmp_path / "seg.yaml"
     config.write_text(yaml.safe_dump({
-        "data": {"source": "manifest", "manifest": str(manifest), "sequences": ["t2w"]},
+        "data": {"source": "manifest", "manifest": str(manifest), "sequences": ["t2w", "adc"]},
         "preprocess": {"spacing": [0.8, 0.8, 3.0], "slice_size": 64},
         "segmentation": {"epochs": 1, "lstm_hidden": 8, "train_crop": 32, "batch_size": 4, "bootstrap": 20,
-                         "n_overlays": 1},
+                         "n_overlays": 1, "input_sequences": ["t2w", "adc"]},
         "features": {"radiomics_params": str(params)},
         "execution": {"n_jobs": 1},
     }))
@@ -63,10 +70,10 @@ def test_images_and_masks_only(tmp_path):
     assert splits["stratified_by"] == "lesion_volume_tertile" and all(splits[k] for k in ("train", "val", "test"))
     metrics = json.loads((run / "segmentation" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["n_patients"] == len(splits["test"]) and "postprocessing" in metrics
-    res = cli("segment", "--model", run / "segmentation" / "model.pt", "--input", tmp_path / "cohort" / "S00_t2w.nii.gz",
-              "--out", tmp_path / "pred")
+    assert np.load(run / "preprocess" / "slices" / "S00_image.npy", mmap_mode="r").shape[1] == 2  # T2W + ADC
+    res = cli("segment", "--model", run / "segmentation" / "model.pt", "--input", manifest, "--out", tmp_path / "pred")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert sitk.ReadImage(str(tmp_path / "pred" / "S00_t2w.nii.gz")).GetSize() == (64, 64, 8)
+    assert sitk.ReadImage(str(tmp_path / "pred" / "S00.nii.gz")).GetSize() == (64, 64, 8)
     shapes = {np.load(f, mmap_mode="r").shape[2:] for f in (run / "preprocess" / "slices").glob("*_image.npy")}
     assert len(shapes) == 3  # validation and test mix slice sizes
     res = cli("extract-features", "--run-dir", run)
