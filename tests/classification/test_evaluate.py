@@ -33,14 +33,15 @@ def test_point_metrics_match_sklearn(preds):
     assert m["brier"] == pytest.approx(np.mean(np.sum((P - np.eye(4)[y]) ** 2, axis=1)))
 
 
-def test_unknown_class_has_no_auc_and_is_left_out_of_the_macro(preds):
+def test_class_unseen_in_training_is_scored_from_its_zero_probability(preds):
+    """One macro-AUC definition: every class present in the truth, an unseen one (all-zero column) included."""
     y, P = preds
     P = P.copy()
     P[:, 3] = 0.0
-    known = np.array([True, True, True, False])
-    m = point_metrics(y, P, known)
-    assert np.isnan(m["class_3.auc"])
-    assert m["auc_macro"] == pytest.approx(np.mean([m[f"class_{c}.auc"] for c in range(3)]))
+    m = point_metrics(y, P)
+    assert m["class_3.auc"] == 0.5
+    expected = np.mean([skm.roc_auc_score(y == c, P[:, c]) for c in range(4)])
+    assert m["auc_macro"] == pytest.approx(expected)
 
 
 def test_bootstrap_ci_brackets_the_value_and_narrows_with_more_patients(preds):

@@ -54,7 +54,8 @@ def test_run_writes_metrics_with_cis_for_all_models(classified_run):
         for k in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
                   "precision_weighted", "recall_weighted", "auc_macro", "class_6.auc", "class_6.f1"):
             v = m[f"{model}.{k}"]
-            assert set(v) == {"value", "ci_low", "ci_high"} and v["ci_low"] <= v["value"] <= v["ci_high"], k
+            assert {"value", "ci_low", "ci_high", "n", "n_boot_valid"} <= set(v), k
+            assert v["ci_low"] <= v["value"] <= v["ci_high"], k
         assert isinstance(m[f"{model}.class_6.support"], int)
     ev = summary["model_choice"]  # the one-standard-error rule on the inner CV, then the smallest grid
     top = max(ev, key=lambda k: ev[k]["inner_cv_mean"])
@@ -215,7 +216,21 @@ def test_class_absent_from_training_is_reported(tmp_path, fast_cfg, demo_like):
     s = run(cfg, r)
     m = outputs(tmp_path)["metrics"]
     assert s["classes_absent_from_training"] == [7] and m["n_classes_absent_from_training"] == 1
-    assert m["lr.class_7.auc"]["value"] is None and m["lr.class_7.recall"]["value"] == 0.0
+    assert m["classes_absent_from_training"] == [7] and "every class present" in m["auc_macro_definition"]
+    # one macro-AUC definition (as in nested CV): the unseen class is scored from its zero probability
+    assert m["lr.class_7.auc"]["value"] == 0.5 and m["lr.class_7.recall"]["value"] == 0.0
     assert m["lr.class_7.support"] == 10
+    from sklearn.metrics import roc_auc_score
+
+    best = m["best_model"]
+    pred = pd.read_csv(tmp_path / "classification" / "predictions.csv")
+    y = pred["Pathologic_typing"].to_numpy()
+    score = {c: pred[f"prob_{c}"] if f"prob_{c}" in pred else np.zeros(len(y)) for c in (0, 2, 6, 7)}  # 7: unseen
+    aucs = [roc_auc_score(y == c, score[c]) for c in (0, 2, 6, 7)]
+    assert m[f"{best}.auc_macro"]["value"] == pytest.approx(np.mean(aucs), abs=1e-5)
+    assert m[f"{best}.auc_macro"]["value"] != pytest.approx(np.mean(aucs[:3]), abs=1e-5)  # not the seen-only mean
+    from cervirad.report import _classification_section
+
+    assert "absent from training: <b>7</b>" in _classification_section(r, ["lr", "xgboost"])
     card = json.loads((tmp_path / "classification" / "model_card.json").read_text(encoding="utf-8"))
     assert card["classes"] == [0, 2, 6] and card["classes_absent_from_training"] == [7]

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cervirad.segmentation.metrics import (bootstrap_ci, hausdorff_mm, hd95_mm, overlap_metrics, patient_metrics,
-                                           summarise)
+from cervirad.segmentation.metrics import (HD_MISS_PENALTY, bootstrap_ci, detected, hausdorff_mm, hd95_mm,
+                                           image_diagonal_mm, overlap_metrics, patient_metrics, summarise)
 
 
 def test_overlap_metrics_by_hand():
@@ -91,3 +91,97 @@ def test_cropping_to_the_union_box_keeps_distances():
     ref95, ref_max = full_hd95(p, t)
     assert hd95_mm(p, t, sp) == pytest.approx(ref95)
     assert hausdorff_mm(p, t, sp) == pytest.approx(ref_max, rel=1e-5)
+
+
+def _lesion_pair(shift: int | None, shape=(3, 20, 20)):
+    """Reference: one 3x3 block; prediction: the block shifted by ``shift`` voxels along x, or empty."""
+    t = np.zeros(shape, bool)
+    t[1, 5:8, 5:8] = True
+    p = np.zeros_like(t)
+    if shift is not None:
+        p[1, 5:8, 5 + shift:8 + shift] = True
+    return p, t
+
+
+def test_a_missed_lesion_is_penalised_in_the_headline_hd_not_skipped():
+    sp = (3.0, 1.0, 0.5)
+    pairs = [_lesion_pair(s) for s in (0, 1, 2)] + [_lesion_pair(None)]  # the last lesion is missed
+    rows = [patient_metrics(p, t, sp) for p, t in pairs]
+    df = pd.DataFrame(rows)
+    s = summarise(df, 200, 0)
+    diagonal = np.sqrt((3 * 3.0) ** 2 + (20 * 1.0) ** 2 + (20 * 0.5) ** 2)  # sqrt(sum((size*spacing)^2))
+    assert image_diagonal_mm((3, 20, 20), sp) == pytest.approx(diagonal)
+    hd95_hit = [hd95_mm(p, t, sp) for p, t in pairs[:3]]
+    hd_hit = [hausdorff_mm(p, t, sp) for p, t in pairs[:3]]
+    assert hd95_hit[2] > 0  # the distances are not trivially zero
+    # headline: the miss counts as the image diagonal
+    assert s["hd95_mm"]["value"] == pytest.approx((sum(hd95_hit) + diagonal) / 4)
+    assert s["hausdorff_mm"]["value"] == pytest.approx((sum(hd_hit) + diagonal) / 4)
+    # the old rule (mean of the finite values, the miss skipped) is the detected-only mean, and lower
+    old_mean = float(np.mean(hd95_hit))
+    assert s["hd95_mm_detected"]["value"] == pytest.approx(old_mean)
+    assert old_mean < s["hd95_mm"]["value"]
+    assert s["hausdorff_mm_detected"]["value"] == pytest.approx(np.mean(hd_hit))
+    assert s["detection_rate"]["value"] == pytest.approx(3 / 4)
+    assert s["n_patients_detected"] == 3 and s["n_patients_missed"] == 1 and s["n_patients_hd_undefined"] == 0
+    assert s["hd_miss_penalty"] == HD_MISS_PENALTY == "image diagonal (mm)"
+    for k in ("detection_rate", "hd95_mm", "hd95_mm_detected", "hausdorff_mm", "hausdorff_mm_detected"):
+        assert set(s[k]) == {"value", "ci_low", "ci_high"}, k
+        assert s[k]["ci_low"] <= s[k]["value"] <= s[k]["ci_high"], k
+
+
+def test_detection_is_overlap_and_the_penalty_uses_the_given_image_extent():
+    sp = (3.0, 1.0, 0.5)
+    p, t = _lesion_pair(4)  # non-empty but wholly outside the lesion: a miss
+    assert detected(p, t) == 0.0 and np.isfinite(hd95_mm(p, t, sp))
+    m = patient_metrics(p, t, sp, diagonal_mm=123.0)  # the original grid's diagonal, as evaluate passes it
+    assert m["detected"] == 0.0 and m["hd95_mm"] == 123.0 and m["hausdorff_mm"] == 123.0
+    assert np.isnan(m["hd95_mm_detected"]) and np.isnan(m["hausdorff_mm_detected"])
+    assert m["hd95_mm"] > hd95_mm(p, t, sp)  # the penalty is never below a real distance
+    p, t = _lesion_pair(2)  # partial overlap: detected, distances unchanged
+    m = patient_metrics(p, t, sp, diagonal_mm=123.0)
+    assert m["detected"] == 1.0 and m["hd95_mm"] == m["hd95_mm_detected"] == pytest.approx(hd95_mm(p, t, sp))
+    z = np.zeros((3, 20, 20), bool)  # no reference lesion: nothing to detect, HD undefined
+    m = patient_metrics(p, z, sp)
+    assert np.isnan(m["detected"]) and np.isnan(m["hd95_mm"]) and np.isnan(m["hd95_mm_detected"])
+
+
+def test_report_shows_detection_rate_and_detected_only_hd95_with_n():
+    from cervirad.jsonutil import jsonable
+    from cervirad.report import _detection_summary
+
+    sp = (3.0, 1.0, 0.5)
+    df = pd.DataFrame([patient_metrics(p, t, sp) for p, t in (_lesion_pair(0), _lesion_pair(1), _lesion_pair(None))])
+    html_ = _detection_summary(jsonable(summarise(df, 50, 0)))
+    assert "detection rate" in html_ and "HD95 (mm), detected lesions only" in html_
+    assert "<td>2</td>" in html_ and "<td>3</td>" in html_  # n detected, n lesions
+    assert "1 of 3 lesion(s) missed" in html_ and "image diagonal (mm)" in html_
+    assert _detection_summary({"dice": {"value": 0.5}}) == ""  # an older metrics.json: nothing to show
+
+
+def test_lesion_diameter_and_size_strata():
+    from cervirad.report import _lesion_size_strata
+    from cervirad.segmentation.metrics import LESION_BANDS, lesion_band, lesion_diameter_mm
+
+    t = np.zeros((10, 40, 40), bool)
+    t[2:7, 10:20, 10:14] = True  # voxel centres span 4, 9, 3 voxels
+    sp = (4.0, 1.0, 0.5)
+    assert lesion_diameter_mm(t, sp) == pytest.approx(np.sqrt(16.0 ** 2 + 9.0 ** 2 + 1.5 ** 2))
+    flat = np.zeros_like(t)
+    flat[3, 5:35, 5:6] = True  # one-slice, one-column lesion: 29 mm
+    assert lesion_diameter_mm(flat, sp) == pytest.approx(29.0)
+    assert np.isnan(lesion_diameter_mm(np.zeros_like(t), sp))
+    assert [lesion_band(d) for d in (0.0, 9.99, 10.0, 20.0, 39.9, 40.0, np.nan)] == \
+        ["<10mm", "<10mm", "10-20mm", "20-40mm", "20-40mm", ">=40mm", None]
+    df = pd.DataFrame({"dice": [0.2, 0.4, 0.8, 0.9], "iou_foreground": [0.1, 0.3, 0.7, 0.8],
+                       "detected": [0.0, 1.0, 1.0, 1.0], "hausdorff_mm": [50.0, 4.0, 3.0, 2.0],
+                       "lesion_diameter_mm": [5.0, 8.0, 25.0, 30.0]})
+    s = summarise(df, 100, 0)["by_lesion_size"]
+    assert list(s) == list(LESION_BANDS)
+    assert s["<10mm"]["n_patients"] == 2 and s["<10mm"]["dice"]["value"] == pytest.approx(0.3)
+    assert s["<10mm"]["detection_rate"]["value"] == pytest.approx(0.5)
+    assert s["20-40mm"]["iou_foreground"]["value"] == pytest.approx(0.75)
+    assert s["10-20mm"] == {"n_patients": 0} and s[">=40mm"] == {"n_patients": 0}
+    assert all(set(v[k]) == {"value", "ci_low", "ci_high"} for v in s.values() for k in v if k != "n_patients")
+    html_ = _lesion_size_strata({"by_lesion_size": s})
+    assert "By lesion size" in html_ and "&lt;10mm" in html_ and "n/a" in html_

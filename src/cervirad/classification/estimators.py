@@ -189,17 +189,34 @@ class LabelSafeXGB(XGBClassifier):
         return self.label_values_[np.asarray(super().predict(X, **kwargs), dtype=int)]
 
 
-class ProbabilitySVC(SVC):
-    """RBF SVC with Platt-scaled probabilities (libsvm's internal 5-fold CV).
+class ProbaArgmaxSVC(SVC):
+    """RBF SVC with Platt-scaled probabilities (libsvm's internal 5-fold CV) whose class is
+    the arg-max of those probabilities.
+
+    One decision rule per model: plain ``SVC.predict`` is libsvm's one-vs-one vote, which
+    can disagree with the arg-max of ``predict_proba`` (Platt scaling is fitted on internal
+    CV folds); cervirad reports the arg-max of ``predict_proba`` (test metrics,
+    predictions.csv, ``cervirad predict``), so ``predict`` - and with it every label-based
+    scorer of the inner-CV grid search and the permutation importance - uses it too.
+    (For every other model ``predict`` already is that arg-max.)
 
     scikit-learn 1.9 deprecates ``probability=True`` (removal planned for 1.11, hence the
-    upper bound in pyproject.toml); the warning is silenced here, the behaviour is unchanged.
+    upper bound in pyproject.toml); the warning is silenced here.
     """
 
     def fit(self, X, y, sample_weight=None):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*probability.*")
             return super().fit(X, y, sample_weight=sample_weight)
+
+    def predict(self, X):
+        if not self.probability:  # no probabilities to take the arg-max of: libsvm's vote
+            return super().predict(X)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+# models saved before the arg-max rule pickled this name; they load as (and now predict like) the class above
+ProbabilitySVC = ProbaArgmaxSVC
 
 
 def make_classifier(name: str, seed: int):
@@ -211,7 +228,7 @@ def make_classifier(name: str, seed: int):
     if name == "xgboost":
         return LabelSafeXGB(random_state=seed, n_jobs=1, tree_method="hist", verbosity=0)
     if name == "svm":
-        return ProbabilitySVC(probability=True, random_state=seed)
+        return ProbaArgmaxSVC(probability=True, random_state=seed)
     if name == "lr":
         from sklearn.linear_model import LogisticRegression
 

@@ -14,7 +14,7 @@ the bytes unpickled.
 
 Why joblib + HMAC rather than skops (``skops.io``, a format that cannot run code): skops 0.16
 round-trips our pipelines, but on load it reports as untrusted not only our own classes
-(DropConstant, RankSelector, AdaptiveSMOTE, LabelSafeXGB, ProbabilitySVC) but also
+(DropConstant, RankSelector, AdaptiveSMOTE, LabelSafeXGB, ProbaArgmaxSVC) but also
 third-party internals (``imblearn.pipeline.Pipeline``, ``sklearn.tree._tree.Tree``,
 ``xgboost.core.Booster``, ``numpy.dtype``), so we would have to hard-code a trust list of other
 libraries' internals that skops itself does not vouch for, and take on a new dependency

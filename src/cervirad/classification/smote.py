@@ -31,7 +31,9 @@ class AdaptiveSMOTE(BaseEstimator):
     """SMOTE with per-fold ``k_neighbors`` and an explicit rule for one-member classes.
 
     After ``fit_resample``, ``report_`` holds what was done: the class counts before and
-    after, the neighbour count used, and the classes handled by the singleton rule.
+    after, the neighbour count used, and the classes handled by the singleton rule - keyed by
+    the values of ``y`` it was given, in cervirad the internal class codes (0..C-1 of the
+    sorted labels); the classify stage translates them to labels for ``summary.json``.
     """
 
     def __init__(self, k_neighbors: int = 5, singleton: str = "random", random_state=None):
@@ -61,7 +63,8 @@ class AdaptiveSMOTE(BaseEstimator):
             X_res, y_res = SMOTE(sampling_strategy=multi, k_neighbors=k,
                                  random_state=self.random_state).fit_resample(X_res, y_res)
         if singles:
-            log.warning("SMOTE: class(es) %s have a single training sample; %s", [py_value(c) for c in singles],
+            log.warning("SMOTE: class code(s) %s (internal codes: positions in summary.json's sorted "
+                        "'classes', not labels) have a single training sample; %s", [py_value(c) for c in singles],
                         "duplicated by random oversampling" if self.singleton == "random"
                         else "left as is (singleton='none')")
             if self.singleton == "random":

@@ -12,7 +12,8 @@ Two entry points:
   nested cross-validation estimates performance, then the models are fitted on all rows.
 
 Outputs in ``<dir>/classification/``: ``metrics.json`` (flat, SPEC §8: ``rf.accuracy`` ->
-{value, ci_low, ci_high}, ``best_model``, ``best.*``), ``summary.json`` (choices per model and
+{value, ci_low, ci_high, n, n_boot_valid}, ``best_model``, ``best.*``, ``auc_macro_definition``,
+``ci_method``, ``classes_absent_from_training``), ``summary.json`` (choices per model and
 fold, class bookkeeping, notes), ``confusion_matrices.json``, ``predictions.csv``,
 ``model.joblib`` (best whole pipeline) + ``models/<name>.joblib``, each signed with this
 installation's key (:mod:`cervirad.signing`; the HMACs sit in the card), ``model_card.json``
@@ -45,7 +46,7 @@ from ..rundir import (CLASSIFICATION, COLUMNS, CONFUSION, FIGURES, METRICS, METR
 from ..signing import ALGORITHM as SIGNATURE_ALGORITHM, key_id, load_key, sign_file
 from .core import Result, evaluate_holdout, nested_cv, proba_full
 from .data import Table, feature_matrix, load_table, normalise_labels, table_hash
-from .evaluate import HEADLINE, bootstrap_metrics, confusion, flatten
+from .evaluate import AUC_MACRO_DEFINITION, HEADLINE, bootstrap_metrics, ci_method, confusion, flatten
 from .estimators import model_importance, scorer, selected_features, strip_cache, transform_to_selected
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
         "models": {m: {"inner_cv_score": float(gs.best_score_), "best_params": py_dict(gs.best_params_),
                        "seconds": res.seconds.get(m),
                        "n_selected": len(selected_features(gs.best_estimator_, fit.features)),
-                       "smote": getattr(gs.best_estimator_.named_steps["smote"], "report_", None)}
+                       "smote": _smote_report(gs.best_estimator_, classes)}
                    for m, gs in res.searches.items()},
         "outer_folds": [{k: v for k, v in f.items() if k not in ("train_rows", "test_rows")} for f in res.folds],
         "notes": fit.notes, "headline": {m: {k: metrics[f"{m}.{k}"]["value"] for k in HEADLINE}
@@ -252,11 +253,24 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     return summary
 
 
+def _smote_report(pipe, classes) -> dict | None:
+    """The fitted SMOTE step's ``report_`` with its internal class codes replaced by the class labels."""
+    rep = getattr(pipe.named_steps["smote"], "report_", None)
+    if rep is None:
+        return None
+
+    def label(code):
+        return py_value(classes[int(code)])
+
+    counts = {key: {str(label(c)): n for c, n in rep[key].items()} for key in ("counts_before", "counts_after")}
+    return {**rep, **counts, "singleton_classes": [label(c) for c in rep["singleton_classes"]]}
+
+
 def _metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
     metrics: dict = {}
     support = np.bincount(y, minlength=len(classes))
     for i, (m, P) in enumerate(probs.items()):
-        boot = bootstrap_metrics(y, P, groups, cc.bootstrap, 1000 + i, known)
+        boot = bootstrap_metrics(y, P, groups, cc.bootstrap, 1000 + i)
         metrics.update(flatten(m, boot, classes, support))
         if m in res.searches:
             metrics[f"{m}.inner_cv_score"] = round(float(res.searches[m].best_score_), 6)
@@ -266,6 +280,10 @@ def _metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
         metrics["best_model_rule"] = res.choice["rule"]
     for k in HEADLINE:
         metrics[f"best.{k}"] = metrics[f"{best}.{k}"]
+    metrics["auc_macro_definition"] = AUC_MACRO_DEFINITION
+    metrics["ci_method"] = ci_method(cc.bootstrap)
+    # scored like any other class (zero probability), but the model cannot recognise them: flagged
+    metrics["classes_absent_from_training"] = [py_value(classes[c]) for c in range(len(classes)) if not known[c]]
     return metrics
 
 

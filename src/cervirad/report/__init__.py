@@ -62,7 +62,10 @@ def _fmt(v: Any) -> str:
             return "n/a"
         if lo is None or hi is None:
             return _fmt(val)
-        return f"{val:.3f} <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>"
+        ci = f"{val:.3f} <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>"
+        if lo == hi and v.get("n") is not None:  # a zero-width interval is a tiny sample, not certainty
+            ci += f" <span class='warn' title='degenerate interval: rests on n = {v['n']}'>n={v['n']}</span>"
+        return ci
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (list, dict)):
@@ -163,6 +166,36 @@ def _labels(run: RunDir) -> dict[str, int]:
     return dict(zip(df.patient_id.astype(str), df[LABEL].astype(int)))
 
 
+def _detection_summary(m: dict) -> str:
+    """Detection rate, HD95 over detected lesions (with n) and the miss penalty of the headline HD."""
+    if "detection_rate" not in m:
+        return ""
+    n_det, n_miss = m.get("n_patients_detected"), m.get("n_patients_missed")
+    n_lesions = (n_det or 0) + (n_miss or 0)
+    rows = [["detection rate (any predicted voxel inside the lesion)", m["detection_rate"], n_lesions],
+            ["HD95 (mm), detected lesions only", m.get("hd95_mm_detected", {"value": None}), n_det],
+            ["Hausdorff (mm), detected lesions only", m.get("hausdorff_mm_detected", {"value": None}), n_det],
+            ["HD95 (mm), headline: misses count as the penalty", m.get("hd95_mm", {"value": None}), n_lesions]]
+    penalty = html.escape(str(m.get("hd_miss_penalty", "image diagonal (mm)")))
+    return ("<h3>Lesion detection and boundary distance</h3>"
+            + _table(rows, ["metric", "value [95 % CI]", "n patients"])
+            + f"<p class='muted'>{n_miss} of {n_lesions} lesion(s) missed (no predicted voxel inside the reference "
+              f"mask). The headline HD / HD95 give each miss the penalty {penalty} of that patient's image, so a "
+              "miss cannot lower the mean; the detected-only figures leave misses out.</p>")
+
+
+def _lesion_size_strata(m: dict) -> str:
+    """Dice, foreground IoU and detection rate per band of the greatest lesion diameter."""
+    strata = m.get("by_lesion_size")
+    if not isinstance(strata, dict) or not strata:
+        return ""
+    na = {"value": None}
+    rows = [[band, v.get("n_patients", 0), v.get("dice", na), v.get("iou_foreground", na), v.get("detection_rate", na)]
+            for band, v in strata.items()]
+    return ("<h3>By lesion size (greatest 3D diameter of the reference mask)</h3>"
+            + _table(rows, ["diameter band", "n patients", "Dice", "foreground IoU", "detection rate"]))
+
+
 def _segmentation_section(run: RunDir) -> str:
     d = run.segmentation_dir()
     if not d.is_dir():
@@ -178,6 +211,8 @@ def _segmentation_section(run: RunDir) -> str:
         parts.append(_table([[k, v] for k, v in flat.items()], ["metric", "value [95 % CI]"]))
         parts.append("<p class='muted'>foreground IoU is the lesion's IoU; mean IoU averages lesion and background "
                      "(the only reading compatible with the paper's IoU 0.94 at Dice 0.60).</p>")
+        parts.append(_detection_summary(m))
+        parts.append(_lesion_size_strata(m))
     pngs = sorted(d.glob("*.png")) + sorted((d / OVERLAYS).glob("*.png"))[:8]
     parts.append(_figs(pngs))
     unet = run.segmentation_dir("unet")
@@ -215,6 +250,15 @@ def _classification_section(run: RunDir, models: list[str]) -> str:
                      f"{html.escape(rule)}.</p>")
     if m.get("small_sample_warning"):
         parts.append(f"<p class='note'>Small sample: {html.escape(m['small_sample_warning'])}.</p>")
+    absent = m.get("classes_absent_from_training")
+    if absent:
+        parts.append(f"<p class='note'>Class(es) absent from training: <b>{html.escape(', '.join(map(str, absent)))}"
+                     "</b> - the models never saw them, so they cannot predict them; they are evaluated from a zero "
+                     "probability (AUC 0.5) and count in the macro AUC.</p>")
+    if m.get("auc_macro_definition") or m.get("ci_method"):
+        parts.append("<p class='muted'>Macro AUC: " + html.escape(str(m.get("auc_macro_definition", ""))) + ". CI: "
+                     + html.escape(str(m.get("ci_method", ""))) + "; an interval of zero width shows the n it rests "
+                     "on.</p>")
     summary = _read_json(d / SUMMARY) or {}
     evidence = summary.get("model_choice") or {}
     if evidence:

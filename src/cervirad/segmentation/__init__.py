@@ -142,7 +142,8 @@ def evaluate_run(cfg, run, cohort, model_path: Path, out: Layout) -> dict:
 
 
 COMPARISON_METRICS = ("dice", "iou_foreground", "iou_mean_fg_bg", "precision", "recall", "specificity",
-                      "pixel_accuracy", "mae", "hausdorff_mm", "hd95_mm", "slice_dice", "infer_ms_per_slice")
+                      "pixel_accuracy", "mae", "detection_rate", "hausdorff_mm", "hd95_mm", "hd95_mm_detected",
+                      "slice_dice", "infer_ms_per_slice")
 
 
 def write_comparison(out: Layout, sources: list[Layout]) -> Path | None:

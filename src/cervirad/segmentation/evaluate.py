@@ -5,7 +5,8 @@ The network reads the run's preprocessed slices (the same arrays training used);
 probabilities (after component selection when training chose it) are restored onto the
 patient's ORIGINAL image grid and thresholded there (:func:`cervirad.preprocess.restore_mask`),
 and the 3D metrics compare the mask with the original reference mask on that grid (physical
-spacing for the distances). MAE uses the probability map on the network's slice grid.
+spacing for the distances). MAE uses the probability map on the network's slice grid. A missed
+lesion's HD/HD95 is the physical diagonal of that reference image (:mod:`.metrics`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..jsonutil import jsonable
 from ..preprocess import load_meta, load_patient_slices, restore_mask
 from ..rundir import METRICS, PER_PATIENT, case_file, write_json
 from .infer import LoadedModel, postprocess, predict_slices
-from .metrics import patient_metrics, summarise
+from .metrics import image_diagonal_mm, patient_metrics, summarise
 
 
 def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: list[str], masks_dir: Path,
@@ -49,7 +50,8 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
         write_image(pred_img, case_file(masks_dir, pid, ".nii.gz"))
         truth = to_array(read_mask(patient.mask, pid, mask_label), np.uint8) > 0
         spacing_zyx = tuple(float(s) for s in reference.GetSpacing()[::-1])
-        m = patient_metrics(to_array(pred_img, np.uint8) > 0, truth, spacing_zyx, probs, truth_sq)
+        m = patient_metrics(to_array(pred_img, np.uint8) > 0, truth, spacing_zyx, probs, truth_sq,
+                            diagonal_mm=image_diagonal_mm(reference.GetSize(), reference.GetSpacing()))
         m["infer_ms_per_slice"] = 1000.0 * seconds / max(1, len(probs))
         rows.append({"patient_id": pid, "n_slices": len(probs), "lesion_voxels": int(truth.sum()),
                      "predicted_voxels": int((to_array(pred_img, np.uint8) > 0).sum()), **m})

@@ -12,10 +12,29 @@ From the voxel confusion counts TP, FP, FN, TN of a binary prediction against th
   TP / (TP + FN), ``specificity`` = TN / (TN + FP);
 - ``mae`` = mean |p − t| of the predicted PROBABILITY p against the reference t on the
   network's slice grid (a hard mask would make it 1 − pixel accuracy);
-- ``hausdorff_mm`` (SimpleITK ``HausdorffDistanceImageFilter``, physical spacing) and
-  ``hd95_mm`` = max(P95 of d(surface A → B), P95 of d(surface B → A)) with the distances from
-  ``scipy.ndimage.distance_transform_edt`` using the voxel spacing; undefined (NaN, left out of
-  the mean and counted in ``n_patients_hd_undefined``) when either mask is empty;
+- ``detected`` (per patient; its mean is ``detection_rate``): 1 when the prediction overlaps the
+  lesion — at least one predicted voxel lies inside the reference mask (TP > 0) — else 0 (an empty
+  prediction, or one that lies wholly outside the lesion, is a MISS). Undefined (NaN, left out of
+  the rate) when the reference mask is empty, as there is no lesion to detect;
+- Hausdorff distance (SimpleITK ``HausdorffDistanceImageFilter``, physical spacing) and HD95 =
+  max(P95 of d(surface A → B), P95 of d(surface B → A)) with the distances from
+  ``scipy.ndimage.distance_transform_edt`` using the voxel spacing. Three figures each:
+
+  * ``hausdorff_mm_detected`` / ``hd95_mm_detected``: the distance over DETECTED lesions only
+    (NaN for a miss); metrics.json gives their mean and ``n_patients_detected`` beside it;
+  * ``hausdorff_mm`` / ``hd95_mm`` (the headline): the same distance for a detected lesion, and
+    for a MISS the penalty ``hd_miss_penalty`` = the physical diagonal of the patient's ORIGINAL
+    image grid, sqrt(sum((size · spacing)²)) in mm — at least as large as any distance two
+    voxels of that grid can have, so a missed lesion can never lower the mean (recorded in
+    metrics.json as ``"hd_miss_penalty": "image diagonal (mm)"``, with ``n_patients_missed``);
+  * both are undefined (NaN, left out of the means and counted in ``n_patients_hd_undefined``)
+    only when the reference mask is empty.
+- ``lesion_diameter_mm`` (per patient): the greatest 3D diameter of the reference mask — the
+  largest distance between two of its voxel centres in physical coordinates (so a one-voxel lesion
+  is 0 mm; the whole mask counts as one lesion). ``by_lesion_size`` in metrics.json gives
+  ``dice``, ``iou_foreground`` and ``detection_rate`` ({value, ci_low, ci_high}, bootstrapped
+  within the band) and ``n_patients`` per band ``LESION_BANDS``: < 10 mm, 10–20 mm, 20–40 mm,
+  ≥ 40 mm (lower bound inclusive); an empty band has n_patients 0 and no metrics;
 - ``slice_dice`` / ``slice_iou_foreground``: the same ratios per axial slice, averaged over the
   slices where the reference or the prediction is non-empty;
 - ``infer_ms_per_slice``: network time per slice (batched, after warm-up).
@@ -34,8 +53,14 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 METRICS = ("dice", "f1", "iou_foreground", "iou_background", "iou_mean_fg_bg", "pixel_accuracy", "precision",
-           "recall", "specificity", "mae", "hausdorff_mm", "hd95_mm", "slice_dice", "slice_iou_foreground",
-           "infer_ms_per_slice")
+           "recall", "specificity", "mae", "hausdorff_mm", "hd95_mm", "hausdorff_mm_detected", "hd95_mm_detected",
+           "slice_dice", "slice_iou_foreground", "infer_ms_per_slice")
+#: per-patient column -> metrics.json name, for the ones that are renamed when averaged
+RATES = {"detected": "detection_rate"}
+HD_MISS_PENALTY = "image diagonal (mm)"
+#: lesion-size strata: name -> [low, high) of the greatest lesion diameter in mm
+LESION_BANDS = {"<10mm": (0.0, 10.0), "10-20mm": (10.0, 20.0), "20-40mm": (20.0, 40.0), ">=40mm": (40.0, float("inf"))}
+STRATA_METRICS = ("dice", "iou_foreground", "detection_rate")
 
 
 def _ratio(num: float, den: float, both_empty: bool) -> float:
@@ -118,12 +143,68 @@ def slice_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"slice_dice": float(np.mean(dices)), "slice_iou_foreground": float(np.mean(ious))}
 
 
+def image_diagonal_mm(size: tuple[int, ...], spacing: tuple[float, ...]) -> float:
+    """Physical diagonal sqrt(sum((size · spacing)²)) of an image grid in mm (size and spacing in
+    the same axis order)."""
+    return float(np.sqrt(np.sum((np.asarray(size, float) * np.asarray(spacing, float)) ** 2)))
+
+
+def lesion_diameter_mm(truth: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float:
+    """Greatest distance (mm) between two voxel centres of the reference mask; NaN when it is empty."""
+    t = truth.astype(bool)
+    if not t.any():
+        return float("nan")
+    pts = np.argwhere(_surface(crop_to_union(t, t)[0])).astype(float) * np.asarray(spacing_zyx, float)
+    if len(pts) > 4:
+        from scipy.spatial import ConvexHull
+
+        pts = pts[ConvexHull(pts, qhull_options="QJ").vertices]  # "QJ": flat (one-slice) lesions too
+    from scipy.spatial.distance import pdist
+
+    return float(pdist(pts).max()) if len(pts) > 1 else 0.0
+
+
+def lesion_band(diameter_mm: float) -> str | None:
+    """Name of the ``LESION_BANDS`` band holding ``diameter_mm`` (None when NaN)."""
+    for name, (lo, hi) in LESION_BANDS.items():
+        if lo <= diameter_mm < hi:
+            return name
+    return None
+
+
+def detected(pred: np.ndarray, truth: np.ndarray) -> float:
+    """1.0 when at least one predicted voxel lies inside the reference lesion, 0.0 when none does
+    (a miss), NaN when the reference is empty (nothing to detect)."""
+    t = truth.astype(bool)
+    if not t.any():
+        return float("nan")
+    return float(np.any(pred.astype(bool) & t))
+
+
 def patient_metrics(pred: np.ndarray, truth: np.ndarray, spacing_zyx: tuple[float, float, float],
-                    probs: np.ndarray | None = None, truth_on_prob_grid: np.ndarray | None = None) -> dict[str, float]:
-    """Every metric of one patient (3D arrays in (z, y, x) order, spacing in mm)."""
+                    probs: np.ndarray | None = None, truth_on_prob_grid: np.ndarray | None = None,
+                    diagonal_mm: float | None = None) -> dict[str, float]:
+    """Every metric of one patient (3D arrays in (z, y, x) order, spacing in mm).
+
+    ``diagonal_mm`` is the HD/HD95 penalty for a missed lesion: the physical diagonal of the
+    patient's original image grid (:func:`image_diagonal_mm`). By default it is taken from the
+    arrays' own shape and ``spacing_zyx`` — the same number when the arrays are the full image.
+    """
     out = overlap_metrics(pred, truth)
-    out["hausdorff_mm"] = hausdorff_mm(pred, truth, spacing_zyx)
-    out["hd95_mm"] = hd95_mm(pred, truth, spacing_zyx)
+    hit = detected(pred, truth)
+    if diagonal_mm is None:
+        diagonal_mm = image_diagonal_mm(np.shape(truth), spacing_zyx)
+    out["detected"] = hit
+    if hit == 1.0:
+        hd, h95 = hausdorff_mm(pred, truth, spacing_zyx), hd95_mm(pred, truth, spacing_zyx)
+    else:
+        hd = h95 = float("nan")
+    out["hausdorff_mm_detected"], out["hd95_mm_detected"] = hd, h95
+    penalty = float(diagonal_mm) if hit == 0.0 else float("nan")
+    out["hausdorff_mm"] = penalty if hit == 0.0 else hd
+    out["hd95_mm"] = penalty if hit == 0.0 else h95
+    out["hd_miss_penalty_mm"] = penalty
+    out["lesion_diameter_mm"] = lesion_diameter_mm(truth, spacing_zyx)
     out.update(slice_metrics(pred, truth))
     if probs is not None and truth_on_prob_grid is not None:
         out["mae"] = float(np.mean(np.abs(probs.astype(np.float32) - truth_on_prob_grid.astype(np.float32))))
@@ -143,10 +224,35 @@ def bootstrap_ci(values: np.ndarray, n_boot: int, seed: int) -> dict[str, float]
 
 
 def summarise(per_patient: pd.DataFrame, n_boot: int, seed: int) -> dict:
-    """Flat metrics.json content: each metric -> {value, ci_low, ci_high} over patients."""
+    """Flat metrics.json content: each metric -> {value, ci_low, ci_high} over patients, plus the
+    counts behind the detection rate and the HD figures (module docstring)."""
     out: dict = {"n_patients": int(len(per_patient))}
     for k in METRICS:
         if k in per_patient:
             out[k] = bootstrap_ci(per_patient[k].to_numpy(), n_boot, seed)
+    for col, name in RATES.items():
+        if col in per_patient:
+            out[name] = bootstrap_ci(per_patient[col].to_numpy(), n_boot, seed)
+    if "detected" in per_patient:
+        hit = per_patient["detected"]
+        out["n_patients_detected"] = int((hit == 1.0).sum())
+        out["n_patients_missed"] = int((hit == 0.0).sum())
+        out["hd_miss_penalty"] = HD_MISS_PENALTY
     out["n_patients_hd_undefined"] = int(per_patient["hausdorff_mm"].isna().sum()) if "hausdorff_mm" in per_patient else 0
+    if "lesion_diameter_mm" in per_patient:
+        out["by_lesion_size"] = by_lesion_size(per_patient, n_boot, seed)
+    return out
+
+
+def by_lesion_size(per_patient: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """{band: {n_patients, dice, iou_foreground, detection_rate}} over ``LESION_BANDS``."""
+    bands = per_patient["lesion_diameter_mm"].map(lesion_band)
+    cols = {"dice": "dice", "iou_foreground": "iou_foreground", "detection_rate": "detected"}
+    out = {}
+    for name in LESION_BANDS:
+        sub = per_patient[bands == name]
+        entry: dict = {"n_patients": int(len(sub))}
+        if len(sub):
+            entry.update({k: bootstrap_ci(sub[c].to_numpy(), n_boot, seed) for k, c in cols.items() if c in sub})
+        out[name] = entry
     return out
