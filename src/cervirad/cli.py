@@ -80,15 +80,22 @@ def demo_data(
     out: Path = typer.Option(..., "--out", help="Folder to write the cohort into."),
     patients: int = typer.Option(100, "--patients", help="Number of patients."),
     seed: int = typer.Option(7, "--seed", help="Random seed (same seed, same bytes)."),
+    site: str = typer.Option("A", "--site", help="A: the development cohort; B: a second hospital for external "
+                             "validation (other scanner intensities, noise and spacing, some sagittal storage, "
+                             "another class mix, ids EX001...)."),
     force: bool = typer.Option(False, "--force", help="Write into a folder holding a manifest.csv or clinical.csv "
                                "that demo-data did not write (they are replaced)."),
 ) -> None:
     """Write the synthetic demo cohort (manifest, clinical CSV, NIfTI volumes and masks)."""
-    from .demo import write_demo_cohort
+    from .demo import SITES, write_demo_cohort
+    from .errors import InputError
 
+    site = site.upper()
+    if site not in SITES:
+        raise InputError(f"demo-data --site '{site}': choose one of {', '.join(SITES)}.")
     _check_demo_out(out, force)
-    manifest, clinical = write_demo_cohort(out, patients, seed)
-    typer.echo(f"demo cohort: {patients} patients -> {manifest} and {clinical}")
+    manifest, clinical = write_demo_cohort(out, patients, seed, site)
+    typer.echo(f"demo cohort (site {site}): {patients} patients -> {manifest} and {clinical}")
 
 
 def _check_writable(path: Path, flag: str) -> None:
@@ -351,6 +358,40 @@ def predict(
     none = int(res["predicted"].isna().sum())
     typer.echo(f"predict: {len(res)} patient(s), classes {res['predicted'].value_counts().to_dict()}"
                f"{f', {none} without prediction' if none else ''} -> {target}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="A finished run folder (run-all) whose models are applied unchanged."),
+    out: Path = typer.Option(..., "--out", help="Folder for the external validation (a run folder of its own)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the external cohort's data "
+                                          "section (manifest, clinical, sequences, ...)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="External manifest CSV (instead of --config)."),
+    clinical: Optional[Path] = typer.Option(None, "--clinical", help="External clinical CSV (labels: optional)."),
+    force: bool = ForceOpt,
+) -> None:
+    """External validation: apply a finished run, unchanged, to a new cohort (segment, features, predict, score)."""
+    import yaml
+
+    from .pipeline import evaluate_external, external_config
+
+    if (config is None) == (manifest is None):
+        raise CerviradError("evaluate needs the external cohort: --config COHORT.yaml or --manifest FILE "
+                            "[--clinical FILE], not both.")
+    if config is not None:
+        if not config.is_file():
+            raise CerviradError(f"Config file '{config}' not found; pass the external cohort's YAML.")
+        doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        data = doc.get("data", doc) if isinstance(doc, dict) else {}
+    else:
+        data = {"manifest": str(manifest), "clinical": str(clinical) if clinical else None}
+    cfg = external_config(run, data, out.name)
+    s = evaluate_external(cfg, run, out, force)
+    parts = [f"{m} masks: accuracy {v['accuracy']:.3f}, macro AUC {v['auc_macro']:.3f}" for m, v in s["sources"].items()
+             if v.get("accuracy") is not None and v.get("auc_macro") is not None]
+    typer.echo(f"evaluate: {s['model']} from {run} -> {out}; " + ("; ".join(parts) or "no labels, predictions only")
+               + (f"; {len(s['shift_warnings'])} shift warning(s)" if s.get("shift_warnings") else "")
+               + f"; report {out / 'external_report.html'}")
 
 
 @app.command("run-all")

@@ -15,10 +15,29 @@ not trivial:
 Category mix (paper: category 6 dominates, 4 and 7 are rarer): 6 40 %, 2 20 %, 0 16 %,
 4 12 %, 7 12 % — at the default 100 patients every class has >= 8 training members, enough
 for 5-fold CV with SMOTE. Deterministic per seed (same seed, same bytes).
+
+Two sites (``cervirad demo-data --site A|B``). Site A (the default) is the development cohort
+described above (ids ``CX001``...). Site B simulates a second hospital, for external validation
+(``cervirad evaluate``); the anatomy and lesion biology are the same in millimetres, the scanner,
+protocol and case mix are not:
+
+- ids ``EX001``..., and its own random streams (site B never repeats a site-A patient);
+- T2W voxel 0.5 x 0.5 x 3.0 mm on a 32 x 360 x 360 grid (about the same 180 x 180 x 96 mm field
+  of view as site A's 0.7 x 0.7 x 4.0 mm, 24 x 256 x 256); DWI/ADC 1.0 x 1.0 x 3.0 mm,
+  32 x 180 x 180. Structures, lesion positions and texture correlation lengths are scaled so
+  they keep their physical size;
+- another scanner's intensities: T2W x 1.6 + 40, DWI x 0.75 + 15, ADC x 1.1 + 30 (the offset
+  applies to the whole volume, background included), after twice site A's noise (T2W sd 16,
+  DWI sd 12, ADC sd 80 in site-A units);
+- every third patient (the 2nd, 5th, 8th, ...) has T2W and its mask stored sagittally (axes
+  permuted and flipped: the same physical image, another storage order and direction); DWI and
+  ADC stay axial, so the sequences of one patient lie on differently oriented grids;
+- class mix 0 25 %, 6 25 %, 7 20 %, 2 15 %, 4 15 % (same five categories, fewer of category 6).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +55,40 @@ FIGO = ["IB1", "IB2", "IB3", "IIA1", "IIA2", "IIB", "IIIA", "IIIB", "IIIC1", "II
 DEMO_VERSION = 1
 
 
-def category_counts(n: int) -> dict[int, int]:
+@dataclass(frozen=True)
+class Site:
+    """What differs between the synthetic hospitals (site A's values reproduce the original demo)."""
+
+    prefix: str
+    category_mix: dict[int, float]
+    shape: tuple[int, int, int]  # T2W grid, z, y, x
+    spacing: tuple[float, float, float]  # T2W voxel, x, y, z (SimpleITK order)
+    scale: dict[str, float]  # scanner intensity scale per sequence
+    offset: dict[str, float]  # and offset, added to the whole volume
+    noise: float  # multiplier on site A's noise
+    sagittal_every: int  # store T2W + mask sagittally for patient i with i % n == 1 (0: never)
+    stream: tuple[int, ...]  # appended to the seed so each site has its own random streams
+
+
+SITES = {
+    "A": Site("CX", CATEGORY_MIX, SHAPE, SPACING, {"t2w": 1.0, "dwi": 1.0, "adc": 1.0},
+              {"t2w": 0.0, "dwi": 0.0, "adc": 0.0}, 1.0, 0, ()),
+    "B": Site("EX", {0: 0.25, 6: 0.25, 7: 0.20, 2: 0.15, 4: 0.15}, (32, 360, 360), (0.5, 0.5, 3.0),
+              {"t2w": 1.6, "dwi": 0.75, "adc": 1.1}, {"t2w": 40.0, "dwi": 15.0, "adc": 30.0}, 2.0, 3, (1,)),
+}
+
+
+def _site(site: str) -> Site:
+    if site not in SITES:
+        from .errors import InputError
+
+        raise InputError(f"Unknown demo site '{site}'; choose one of {', '.join(SITES)}.")
+    return SITES[site]
+
+
+def category_counts(n: int, site: str = "A") -> dict[int, int]:
     """Exact per-category counts for ``n`` patients (largest-remainder rounding)."""
-    raw = {k: n * f for k, f in CATEGORY_MIX.items()}
+    raw = {k: n * f for k, f in _site(site).category_mix.items()}
     counts = {k: int(np.floor(v)) for k, v in raw.items()}
     for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
         counts[k] += 1
@@ -55,8 +105,10 @@ def _ellipse(shape2d: tuple[int, int], cy: float, cx: float, ry: float, rx: floa
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
-def _lesion_mask(rng: np.random.Generator, diameter_mm: float, centre: tuple[float, float, float]) -> np.ndarray:
+def _lesion_mask(rng: np.random.Generator, diameter_mm: float, centre: tuple[float, float, float],
+                 site: Site) -> np.ndarray:
     """Irregular blob: an ellipsoid whose radius is modulated by low-order angular harmonics."""
+    SHAPE, SPACING = site.shape, site.spacing
     r_mm = diameter_mm / 2.0
     axes = r_mm * rng.uniform(0.8, 1.2, size=3)  # semi-axes in mm (z, y, x)
     spacing_zyx = (SPACING[2], SPACING[1], SPACING[0])
@@ -81,7 +133,7 @@ def _lesion_mask(rng: np.random.Generator, diameter_mm: float, centre: tuple[flo
     return mask
 
 
-def _bias_field(rng: np.random.Generator) -> np.ndarray:
+def _bias_field(rng: np.random.Generator, SHAPE: tuple[int, int, int]) -> np.ndarray:
     """Smooth multiplicative field (about +-8 %) from a few low-frequency cosines."""
     z, y, x = (np.linspace(0, np.pi, n, dtype=np.float32) for n in SHAPE)
     f = np.ones(SHAPE, np.float32)
@@ -93,27 +145,36 @@ def _bias_field(rng: np.random.Generator) -> np.ndarray:
     return f
 
 
-def _patient_volumes(rng: np.random.Generator, category: int) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+def _patient_volumes(rng: np.random.Generator, category: int,
+                     site: Site = SITES["A"]) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     large, nonker, adeno = (category >> 2) & 1, (category >> 1) & 1, category & 1
+    SHAPE = site.shape
     nz, ny, nx = SHAPE
-    cy, cx = ny / 2 + rng.normal(0, 4), nx / 2 + rng.normal(0, 4)
-    body2d = _ellipse((ny, nx), cy, cx, rng.uniform(80, 92), rng.uniform(112, 122))
-    fat2d = body2d & ~_ellipse((ny, nx), cy, cx, rng.uniform(66, 76), rng.uniform(96, 106))
-    bladder2d = _ellipse((ny, nx), cy - 42, cx + rng.normal(0, 3), rng.uniform(16, 24), rng.uniform(26, 34))
-    rectum2d = _ellipse((ny, nx), cy + 45, cx, 10, 12)
-    bones2d = _ellipse((ny, nx), cy + 10, cx - 70, 20, 12) | _ellipse((ny, nx), cy + 10, cx + 70, 20, 12)
+    # lengths below are in site-A voxels (0.7 mm in-plane, 4 mm slices); s and sz scale them to
+    # this site's voxels so the anatomy keeps its size in mm (both are exactly 1.0 for site A)
+    s, sz = SPACING[0] / site.spacing[0], SPACING[2] / site.spacing[2]
+    cy, cx = ny / 2 + rng.normal(0, 4) * s, nx / 2 + rng.normal(0, 4) * s
+    body2d = _ellipse((ny, nx), cy, cx, rng.uniform(80, 92) * s, rng.uniform(112, 122) * s)
+    fat2d = body2d & ~_ellipse((ny, nx), cy, cx, rng.uniform(66, 76) * s, rng.uniform(96, 106) * s)
+    bladder2d = _ellipse((ny, nx), cy - 42 * s, cx + rng.normal(0, 3) * s, rng.uniform(16, 24) * s,
+                         rng.uniform(26, 34) * s)
+    rectum2d = _ellipse((ny, nx), cy + 45 * s, cx, 10 * s, 12 * s)
+    bones2d = (_ellipse((ny, nx), cy + 10 * s, cx - 70 * s, 20 * s, 12 * s)
+               | _ellipse((ny, nx), cy + 10 * s, cx + 70 * s, 20 * s, 12 * s))
     zz = np.arange(nz)[:, None, None]
-    slab = (zz >= 1) & (zz <= nz - 2)
+    slab = (zz >= round(1 * sz)) & (zz <= nz - 1 - round(1 * sz))
     body, fat = body2d[None] & slab, fat2d[None] & slab
-    bladder = bladder2d[None] & (zz >= 6) & (zz <= nz - 4)
+    bladder = bladder2d[None] & (zz >= round(6 * sz)) & (zz <= nz - round(4 * sz))
 
     diameter = float(np.clip(rng.normal(29 if large else 19, 5), 10, 40))
-    centre = (nz / 2 + rng.normal(0, 1.5), cy + rng.normal(0, 5), cx + rng.normal(0, 6))
-    lesion = _lesion_mask(rng, diameter, centre) & body
-    zs, ys, xs = (slice(max(0, a.min() - 6), b.max() + 7) for a, b in zip(np.nonzero(lesion), np.nonzero(lesion)))
+    centre = (nz / 2 + rng.normal(0, 1.5) * sz, cy + rng.normal(0, 5) * s, cx + rng.normal(0, 6) * s)
+    lesion = _lesion_mask(rng, diameter, centre, site) & body
+    pad = [round(6 * f) for f in (sz, s, s)]
+    zs, ys, xs = (slice(max(0, a.min() - p), b.max() + p + 1)
+                  for a, b, p in zip(np.nonzero(lesion), np.nonzero(lesion), pad))
     box = (zs, ys, xs)
     cervix = np.zeros(SHAPE, bool)
-    cervix[box] = ndimage.binary_dilation(lesion[box], iterations=4) & ~lesion[box] & body[box]
+    cervix[box] = ndimage.binary_dilation(lesion[box], iterations=round(4 * s)) & ~lesion[box] & body[box]
 
     t2 = np.zeros(SHAPE, np.float32)
     t2[body] = 260.0
@@ -125,7 +186,7 @@ def _patient_volumes(rng: np.random.Generator, category: int) -> tuple[dict[str,
 
     corr = rng.uniform(2.0, 3.0) if nonker else rng.uniform(0.6, 1.1)  # texture correlation length (px)
     texture = np.zeros(SHAPE, np.float32)
-    texture[box] = _smooth_noise(rng, t2[box].shape, (0.5, corr, corr))
+    texture[box] = _smooth_noise(rng, t2[box].shape, (0.5 * sz, corr * s, corr * s))
     lesion_mean = 430 + 45 * large + 80 * adeno + rng.normal(0, 35)
     t2[lesion] = lesion_mean + (55 + rng.normal(0, 8)) * texture[lesion]
     if not nonker:  # keratin pearls: small dark foci
@@ -140,13 +201,17 @@ def _patient_volumes(rng: np.random.Generator, category: int) -> tuple[dict[str,
     adc[bladder] = 2900.0
     adc[lesion] = 820 + 180 * adeno - 60 * large + rng.normal(0, 70) + 60 * texture[lesion]
 
-    field = _bias_field(rng)
-    t2 = ndimage.gaussian_filter(t2 * field, (0, 0.8, 0.8)) + rng.normal(0, 8, SHAPE).astype(np.float32) * body
+    field = _bias_field(rng, SHAPE)
+    n = site.noise
+    t2 = (ndimage.gaussian_filter(t2 * field, (0, 0.8, 0.8))
+          + rng.normal(0, 8 * n, SHAPE).astype(np.float32) * body)
     dwi, adc = _downsample(dwi * field), _downsample(adc)
     small_body = _downsample(body.astype(np.float32)) > 0.5
-    dwi = dwi + rng.normal(0, 6, dwi.shape) * small_body
-    adc = adc + rng.normal(0, 40, adc.shape) * small_body
+    dwi = dwi + rng.normal(0, 6 * n, dwi.shape) * small_body
+    adc = adc + rng.normal(0, 40 * n, adc.shape) * small_body
     vols = {"t2w": np.clip(t2, 0, None), "dwi": np.clip(dwi, 0, None), "adc": np.clip(adc, 0, None)}
+    if site.scale != SITES["A"].scale or site.offset != SITES["A"].offset:  # another scanner's calibration
+        vols = {k: v * site.scale[k] + site.offset[k] for k, v in vols.items()}
     return {k: np.round(v).astype(np.int16) for k, v in vols.items()}, lesion.astype(np.uint8), diameter
 
 
@@ -160,6 +225,11 @@ def _image(arr: np.ndarray, spacing: tuple[float, float, float]) -> sitk.Image:
     img.SetSpacing(spacing)
     img.SetOrigin((-arr.shape[2] * spacing[0] / 2, -arr.shape[1] * spacing[1] / 2, -arr.shape[0] * spacing[2] / 2))
     return img
+
+
+def stored_sagittally(img: sitk.Image) -> sitk.Image:
+    """The same physical image stored sagittally: axes permuted and two of them flipped."""
+    return sitk.Flip(sitk.PermuteAxes(img, [1, 2, 0]), [True, False, True])
 
 
 def _clinical_row(rng: np.random.Generator, pid: str, category: int, diameter: float) -> dict:
@@ -182,8 +252,10 @@ def _clinical_row(rng: np.random.Generator, pid: str, category: int, diameter: f
     }
 
 
-def write_demo_cohort(out: str | Path, patients: int = 100, seed: int = 7) -> tuple[Path, Path]:
-    """Write the demo cohort to ``out``; returns (manifest.csv, clinical.csv)."""
+def write_demo_cohort(out: str | Path, patients: int = 100, seed: int = 7, site: str = "A") -> tuple[Path, Path]:
+    """Write the demo cohort of ``site`` (A: development, B: external) to ``out``; returns
+    (manifest.csv, clinical.csv)."""
+    st = _site(site)
     if patients < 10:
         from .errors import InputError
 
@@ -191,36 +263,47 @@ def write_demo_cohort(out: str | Path, patients: int = 100, seed: int = 7) -> tu
                          "(every category needs members in each split).")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    cats = np.concatenate([[k] * v for k, v in category_counts(patients).items()])
+    rng = np.random.default_rng([seed, *st.stream] if st.stream else seed)
+    cats = np.concatenate([[k] * v for k, v in category_counts(patients, site).items()])
     rng.shuffle(cats)
     manifest, clinical = [], []
+    sp = st.spacing
     for i, cat in enumerate(cats):
-        pid = f"CX{i + 1:03d}"
-        prng = np.random.default_rng([seed, i])
-        vols, mask, diameter = _patient_volumes(prng, int(cat))
+        pid = f"{st.prefix}{i + 1:03d}"
+        prng = np.random.default_rng([seed, i, *st.stream])
+        vols, mask, diameter = _patient_volumes(prng, int(cat), st)
+        sagittal = st.sagittal_every > 0 and i % st.sagittal_every == 1
         row = {"patient_id": pid}
         for seq, arr in vols.items():
-            spacing = SPACING if seq == "t2w" else (SPACING[0] * 2, SPACING[1] * 2, SPACING[2])
+            img = _image(arr, sp if seq == "t2w" else (sp[0] * 2, sp[1] * 2, sp[2]))
+            if sagittal and seq == "t2w":
+                img = stored_sagittally(img)
             rel = f"images/{pid}_{seq}.nii.gz"
-            write_image(_image(arr, spacing), out / rel)
+            write_image(img, out / rel)
             row[seq] = rel
-        write_image(_image(mask, SPACING), out / f"images/{pid}_mask.nii.gz")
+        mask_img = _image(mask, sp)  # stored like its T2W, so their geometry matches
+        write_image(stored_sagittally(mask_img) if sagittal else mask_img, out / f"images/{pid}_mask.nii.gz")
         row["mask"] = f"images/{pid}_mask.nii.gz"
         manifest.append(row)
         clinical.append(_clinical_row(prng, pid, int(cat), diameter))
     m_path, c_path = out / "manifest.csv", out / "clinical.csv"
     write_table(pd.DataFrame(clinical), c_path)
     write_table(pd.DataFrame(manifest), m_path)
-    write_json(out / "demo.json", {"patients": patients, "seed": seed, "version": DEMO_VERSION})
+    write_json(out / "demo.json", {"patients": patients, "seed": seed, "version": DEMO_VERSION, "site": site})
     return m_path, c_path
 
 
-def ensure_demo_cohort(out: str | Path, patients: int, seed: int) -> tuple[Path, Path]:
-    """Reuse the demo cohort in ``out`` when it was written with the same settings."""
+def ensure_demo_cohort(out: str | Path, patients: int, seed: int, site: str = "A") -> tuple[Path, Path]:
+    """Reuse the demo cohort in ``out`` when it was written with the same settings (a stamp
+    without a site predates sites and is site A)."""
     out = Path(out)
     stamp = out / "demo.json"
-    want = {"patients": patients, "seed": seed, "version": DEMO_VERSION}
-    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == want:
-        return out / "manifest.csv", out / "clinical.csv"
-    return write_demo_cohort(out, patients, seed)
+    want = {"patients": patients, "seed": seed, "version": DEMO_VERSION, "site": site}
+    if stamp.is_file():
+        try:
+            have = json.loads(stamp.read_text(encoding="utf-8"))
+        except ValueError:
+            have = None
+        if isinstance(have, dict) and {"site": "A", **have} == want:
+            return out / "manifest.csv", out / "clinical.csv"
+    return write_demo_cohort(out, patients, seed, site)

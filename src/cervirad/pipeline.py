@@ -306,3 +306,40 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
             run.update_stage("train-seg", outputs=outputs)
         inputs.hashes.save()
         return metrics
+
+
+# --------------------------------------------------------------------------- external validation
+def external_config(development: str | Path, cohort_data: dict, name: str) -> Config:
+    """The development run's resolved configuration, frozen, with only its ``data`` section replaced
+    by the external cohort's (``source: manifest`` and the keys given)."""
+    import yaml
+
+    from .config import from_dict
+    from .rundir import Layout
+
+    dev = Layout(development)
+    if not dev.config_yaml.is_file():
+        raise InputError(f"'{development}' has no config.yaml; pass the --run folder of a finished run-all.")
+    frozen = yaml.safe_load(dev.config_yaml.read_text(encoding="utf-8")) or {}
+    frozen["data"] = {**frozen.get("data", {}), "source": "manifest", "clinical": None, **cohort_data}
+    frozen.setdefault("run", {})["name"] = name
+    return from_dict(frozen)
+
+
+def evaluate_external(cfg: Config, development: str | Path, out_dir: str | Path, force: bool = False) -> dict:
+    """``cervirad evaluate``: the finished run ``development`` applied unchanged to ``cfg``'s cohort,
+    every artifact in ``out_dir``; returns the score summary."""
+    import json as _json
+
+    from .external import require_finished
+    from .rundir import SUMMARY
+    from .stages import EXTERNAL_STAGES
+
+    dev = Path(development).resolve()
+    require_finished(dev)
+    run = RunDir(out_dir)
+    if run.path == dev:
+        raise InputError(f"--out '{out_dir}' is the development run itself; pass another folder.")
+    identity = {"kind": "external", "source": str(Path(cfg.data.manifest).resolve()), "development": str(dev)}
+    run_stages(cfg, run, table=EXTERNAL_STAGES, identity=identity, options={"development": str(dev)}, force=force)
+    return _json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))

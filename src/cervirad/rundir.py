@@ -138,6 +138,7 @@ MASKS = "masks"
 FEATURES = "features"
 CLASSIFICATION = "classification"
 REPORT = "report.html"
+EXTERNAL_REPORT = "external_report.html"
 REPORT_FILES = "report_files"
 CACHE = "cache"
 COHORT = "cohort"
@@ -260,6 +261,10 @@ class Layout:
     @property
     def report(self) -> Path:
         return self.root / REPORT
+
+    @property
+    def external_report(self) -> Path:
+        return self.root / EXTERNAL_REPORT
 
     @property
     def report_files(self) -> Path:

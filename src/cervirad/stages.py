@@ -18,6 +18,7 @@ from typing import Callable
 
 from .config import Config
 from .rundir import RELATIVE as R
+from .rundir import Layout
 
 Paths = Callable[[Config, dict], tuple[Path, ...]]
 
@@ -95,4 +96,26 @@ TABLE_STAGES: tuple[Stage, ...] = (
     Stage("classify", "cervirad.classification.stage:run_table", config=("classification",),
           options=("table", "id_column", "label_column"), file_options=("table",),
           outputs=_fixed(R.classification_dir)),
+)
+
+# `cervirad evaluate`: a finished run (option "development") applied unchanged to an external cohort
+def _development_models(cfg: Config, options: dict) -> tuple[Path, ...]:
+    dev = Layout(options["development"])
+    return (dev.seg_model(), dev.classification_dir / "model.joblib")
+
+
+EXTERNAL_STAGES: tuple[Stage, ...] = (
+    STAGES[0],
+    Stage("segment-external", "cervirad.external:segment_stage", needs=("validate",), config=("segmentation",),
+          reads_cohort=True, options=("development",), files=_development_models,
+          outputs=_fixed(R.segmentation_dir(), R.masks_dir())),
+    Stage("features-external", "cervirad.external:features_stage", needs=("segment-external",), config=("features",),
+          reads_cohort=True, options=("development",),
+          outputs=_fixed(*R.features_files("predicted"), *R.features_files("manual")), **_RADIOMICS),
+    Stage("score-external", "cervirad.external:score_stage", needs=("features-external",),
+          config=("classification",), options=("development",), files=_development_models,
+          outputs=_fixed(R.classification_dir)),
+    Stage("report-external", "cervirad.external:report_stage", needs=("score-external",),
+          uses=("segment-external",), config=("report",), options=("development",),
+          outputs=_fixed(R.external_report, R.report_files)),
 )

@@ -46,6 +46,7 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float,
         arr = to_array(img)
         nonfinite += int(arr.size - np.count_nonzero(np.isfinite(arr)))
         facts[seq] = {"size": list(img.GetSize()), "spacing": [round(s, 4) for s in img.GetSpacing()],
+                      "direction": [round(d, 4) for d in img.GetDirection()],
                       "p0_5": float(np.percentile(arr, 0.5)), "p50": float(np.percentile(arr, 50)),
                       "p99_5": float(np.percentile(arr, 99.5))}
         if nonfinite:

@@ -195,7 +195,9 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
     """Extract features for every patient with a mask into ``st``; returns the staged output folder."""
     fc = cfg.features
     params, subbands = check_settings(cfg)
-    splits = split_of(load_splits(run.path))
+    # an external cohort has no split: its rows are "external"
+    splits = split_of(load_splits(run.path)) if run.splits.is_file() else {}
+    no_split = "none" if run.splits.is_file() else "external"
     labelled = cohort.clinical is not None  # a segmentation-only cohort: image features, no label
     clinical = clin.encode_clinical(cohort.clinical, fc.clinical_columns, cfg.data.id_column,
                                     fc.clinical_missing_indicators) if labelled else None
@@ -219,7 +221,7 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
     if not ids:
         first = errors[0]["message"] if errors else "no case succeeded"
         raise InputError(f"Feature extraction produced no row ({len(errors)} error(s)); first: {first}")
-    head = {"patient_id": ids, "split": [splits.get(pid, "none") for pid in ids]}
+    head = {"patient_id": ids, "split": [splits.get(pid, no_split) for pid in ids]}
     if labelled:
         head[LABEL] = [int(labels[pid]) for pid in ids]
     table = pd.concat([pd.DataFrame(head), image_feats.loc[ids].reset_index(drop=True)]

@@ -340,8 +340,50 @@ def report_stage(cfg, run: RunDir, cohort, st: StageContext) -> Path:
     return build_report(run, cfg.report.dca_category, out=st)
 
 
-def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None = None) -> Path:
-    """Write ``report.html`` (self-contained) from the run's artifacts into ``out`` (default: the run)."""
+def _external_section(run: RunDir, development: str) -> str:
+    """The frozen development model on this cohort: internal test vs external, and the shift check."""
+    s = _read_json(run.classification_dir / SUMMARY) or {}
+    internal, sources = s.get("development_internal_test") or {}, s.get("sources") or {}
+    keys = list(internal) or sorted({k for v in sources.values() for k in v})
+    header = ["metric", "development: internal test"] + [f"external: {m} masks" for m in sources]
+    rows = [[k, internal.get(k, "")] + [sources[m].get(k, "") for m in sources] for k in keys]
+    parts = [f"<p>Development run <code>{html.escape(str(development))}</code>, model "
+             f"<b>{html.escape(str(s.get('model')))}</b>, applied unchanged (nothing refitted).</p>",
+             _table(rows, header) if rows else "<p class='muted'>The external cohort has no labels: no metrics.</p>"]
+    for name in ("metrics_predicted.json", "metrics.json"):
+        m = _read_json(run.classification_dir / name) or {}
+        if m.get("classes_unseen_in_development"):
+            parts.append(f"<p class='warn'>Classes unseen in development ({name}): "
+                         f"{html.escape(str(m['classes_unseen_in_development']))}.</p>")
+        if m.get("classes_absent_externally"):
+            parts.append(f"<p class='muted'>Development classes absent externally ({name}): "
+                         f"{html.escape(str(m['classes_absent_externally']))}.</p>")
+        cal = m.get("calibration") or {}
+        if cal:
+            parts.append(f"<h3>Calibration ({name})</h3>" + _table(
+                [[c, v.get("in_the_large"), v.get("slope"), v.get("n_positive")] for c, v in cal.items()],
+                ["class", "calibration-in-the-large", "calibration slope", "positives"]))
+    shift = _read_json(run.classification_dir / "shift.json") or {}
+    warns = shift.get("warnings") or []
+    parts.append("<h3>Shift check</h3>" + ("".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warns)
+                                           or "<p class='ok'>No shift flagged.</p>"))
+    flagged = [r for r in shift.get("cohort", []) if r.get("flag")]
+    if flagged:
+        parts.append(_table([[r.get("kind"), r.get("item"), r.get("development"), r.get("external"), r.get("shift")]
+                             for r in flagged], ["kind", "item", "development", "external", "shift"]))
+    feats = shift.get("features") or []
+    if feats:
+        cols = [c for c in ("feature", "smd", "ks_stat", "ks_p", "dev_median", "ext_median", "flag")
+                if c in feats[0]]
+        parts.append("<h3>Selected features, largest shift first</h3>"
+                     + _table([[f.get(c) for c in cols] for f in feats[:15]], cols))
+    return "".join(parts)
+
+
+def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None = None,
+                 external: str | None = None) -> Path:
+    """Write ``report.html`` (self-contained) from the run's artifacts into ``out`` (default: the run);
+    with ``external`` (the development run), ``external_report.html`` of an external validation."""
     out = out if out is not None else run
     info = run.read_run_json()
     fp = _read_json(run.fingerprint)
@@ -354,8 +396,10 @@ def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None =
     facts = {"run": info, "fingerprint": fp or {}, "splits": splits or {}, "config": cfg,
              "seg_metrics": _read_json(run.seg_metrics()) or {},
              "cls_metrics": _read_json(run.classification_dir / METRICS) or {},
-             "feature_counts": {k: v for k, v in counts.items() if k != "total"}, "dca": has_dca}
+             "feature_counts": {k: v for k, v in counts.items() if k != "total"}, "dca": has_dca,
+             "external": external}
     sections = [
+        *([("external", "External validation", _external_section(run, external))] if external else []),
         ("summary", "Run summary and provenance", _summary_section(run, info)),
         ("cohort", "Cohort fingerprint and split", _cohort_section(run, fp, splits)),
         ("segmentation", "Lesion segmentation (CRFE)", _segmentation_section(run)),
@@ -368,11 +412,12 @@ def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None =
     ]
     nav = "".join(f'<a href="#{a}">{html.escape(t.split(" (")[0])}</a>' for a, t, _ in sections)
     body = "".join(_section(a, t, b) for a, t, b in sections)
-    title = f"cervirad report: {html.escape(run.path.name)}"
+    kind = "external validation" if external else "report"
+    title = f"cervirad {kind}: {html.escape(run.path.name)}"
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
            f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>"
            f"<header><h1>{title}</h1><p>config {html.escape(str(info.get('config_hash')))} · cervirad "
            f"{html.escape(str(info.get('cervirad_version')))} · git {html.escape(str(info.get('git_commit')))}</p></header>"
            f"<nav>{nav}</nav><main><p class='note'>Research tool, not a medical device. Results on the synthetic demo "
            f"cohort say nothing about patients.</p>{body}</main></body></html>")
-    return write_text(out.report, doc)
+    return write_text(out.external_report if external else out.report, doc)

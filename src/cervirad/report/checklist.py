@@ -57,7 +57,10 @@ def build_checklist(facts: dict[str, Any]) -> list[dict[str, str]]:
         ("TRIPOD+AI 23a / CLEAR 52", "Clinical utility", _has(facts, "dca"), "Decision-curve analysis for one category."),
         ("TRIPOD+AI 25 / CLEAR 54", "Code and software availability", True,
          f"cervirad {run.get('cervirad_version')}, git {run.get('git_commit')}; package versions in run.json."),
-        ("TRIPOD+AI 24", "External validation", None, "This run has an internal test split only; validate externally."),
+        ("TRIPOD+AI 24", "External validation", True if facts.get("external") else None,
+         f"Frozen model of run {facts['external']} applied unchanged to this cohort (external_report.html)."
+         if facts.get("external") else "This run has an internal test split only; validate externally "
+         "(`cervirad evaluate`)."),
         ("TRIPOD+AI 27", "Ethics approval and consent", None, "State the approving board and consent procedure."),
         ("TRIPOD+AI 21 / CLEAR 55", "Limitations and intended use", True,
          "Research tool, not a medical device; small test sets give wide CIs."),

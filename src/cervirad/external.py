@@ -1,0 +1,209 @@
+"""External validation: a finished run applied, unchanged, to a cohort from another hospital.
+
+``cervirad evaluate --run RUN_DIR --config COHORT.yaml --out OUT_DIR`` walks
+:data:`cervirad.stages.EXTERNAL_STAGES` in ``OUT_DIR`` with EVERYTHING frozen from ``RUN_DIR``:
+the development run's resolved configuration (preprocessing, radiomics parameters, thresholds)
+with only its ``data`` section replaced by the external cohort's, its CRFE checkpoint (with the
+post-processing chosen at training), and its fitted, signed classifier (selection, scaling and
+imputation inside it). Nothing is refitted.
+
+Stages (functions below): ``validate`` (the usual one), ``segment-external`` (every patient
+segmented on its own grid; segmentation metrics with CIs when manual masks exist),
+``features-external`` (predicted masks, and manual masks when every patient has one: the usual
+feature stage), ``score-external`` (predictions, classification metrics with CIs for both mask
+sources, calibration-in-the-large and slope, the shift check against the development cohort),
+``report-external`` (``external_report.html``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cohort import LABEL
+from .config import Config
+from .errors import InputError
+from .io import Cohort
+from .rundir import (METRICS, METRICS_PREDICTED, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, Layout, RunDir,
+                     StageContext, case_file, write_json)
+
+log = logging.getLogger(__name__)
+SHIFT = "shift.json"
+
+
+def development(options: dict) -> Layout:
+    return Layout(options["development"])
+
+
+def require_finished(dev: Path) -> None:
+    """RUN_DIR must be a finished run: a trained model and a classifier."""
+    run = Layout(dev)
+    if not run.run_json.is_file():
+        raise InputError(f"'{dev}' is not a cervirad run folder (no run.json); pass the --run of a finished run-all.")
+    stages = json.loads(run.run_json.read_text(encoding="utf-8")).get("stages", {})
+    for stage, path in (("train-seg", run.seg_model()), ("classify", run.classification_dir / "model.joblib")):
+        if stages.get(stage, {}).get("status") != "done" or not path.is_file():
+            raise InputError(f"Run '{dev}' has no finished '{stage}' stage ({path.name} missing); finish it with "
+                             "`cervirad run-all` before evaluating it externally.")
+
+
+# --------------------------------------------------------------------------- segment
+def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, development: str) -> dict:
+    """Every external patient segmented by the frozen model; metrics where a manual mask exists."""
+    from .io import read_image, read_mask, to_array, write_image, write_table
+    from .progress import progress
+    from .segmentation.infer import load_model, segment_volume
+    from .segmentation.metrics import image_diagonal_mm, patient_metrics, summarise
+
+    dev = Layout(development)
+    model = load_model(dev.seg_model(), cfg.segmentation.device)
+    missing = [s for s in model.sequences if s not in cohort.sequences]
+    if missing:
+        raise InputError(f"The development model reads {model.sequences} but the external cohort has no "
+                         f"{missing}; add those sequences to the external manifest (data.sequences).")
+    rows = []
+    for p in progress(cohort.patients, len(cohort.patients), "segment external", "patient", log):
+        images = [read_image(p.images[s], p.id, s) for s in model.sequences]
+        pred = segment_volume(model, images, cfg.segmentation.infer_batch_size)
+        write_image(pred, case_file(st.masks_dir(), p.id, ".nii.gz"))
+        if p.mask is None:
+            continue
+        ref = images[0]
+        truth = to_array(read_mask(p.mask, p.id, cfg.data.mask_label), np.uint8) > 0
+        pred_arr = to_array(pred, np.uint8) > 0
+        m = patient_metrics(pred_arr, truth, tuple(float(s) for s in ref.GetSpacing()[::-1]),
+                            diagonal_mm=image_diagonal_mm(ref.GetSize(), ref.GetSpacing()))
+        rows.append({"patient_id": p.id, "lesion_voxels": int(truth.sum()), "predicted_voxels": int(pred_arr.sum()),
+                     **m})
+    summary: dict = {"n_segmented": len(cohort.patients), "model": str(dev.seg_model()),
+                     "component_selection": model.component_selection}
+    if rows:
+        per_patient = pd.DataFrame(rows)
+        write_table(per_patient, st.segmentation_dir() / "per_patient.csv")
+        summary.update(summarise(per_patient, cfg.segmentation.bootstrap, cfg.run.seed))
+    write_json(st.seg_metrics(), summary)
+    st.info["n_segmented"] = len(cohort.patients)
+    return summary
+
+
+# --------------------------------------------------------------------------- features
+def features_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, development: str) -> None:
+    """Features from the predicted masks; from the manual masks too when every patient has one."""
+    from .features.stage import run_stage
+
+    run_stage(cfg, run, cohort, st, "predicted")
+    if all(p.mask is not None for p in cohort.patients):
+        run_stage(cfg, run, cohort, st, "manual")
+
+
+# --------------------------------------------------------------------------- score
+def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContext, development: str) -> dict:
+    """Predict with the frozen classifier; metrics (both mask sources), calibration, shift check."""
+    from .classification.predict import predict_table
+    from .shift import feature_shift, fingerprint_shift, shift_warnings
+
+    dev = Layout(development)
+    out = st.classification_dir
+    card = json.loads((dev.classification_dir / "model_card.json").read_text(encoding="utf-8"))
+    summary: dict = {"development_run": str(dev.root), "model": card["model"], "sources": {}}
+    for masks, metrics_name, pred_name in (("predicted", METRICS_PREDICTED, PREDICTIONS_PREDICTED),
+                                           ("manual", METRICS, PREDICTIONS)):
+        table = run.features_table(masks)
+        if not table.is_file():
+            continue
+        df = pd.read_parquet(table)
+        pred = predict_table(dev.classification_dir, df)
+        from .io import write_table
+
+        write_table(pred, out / pred_name)
+        if LABEL in df.columns:
+            metrics = score_predictions(pred, card, cfg)
+            write_json(out / metrics_name, metrics)
+            summary["sources"][masks] = {k: metrics[f"{card['model']}.{k}"]["value"]
+                                         for k in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")}
+    # the shift check: the cohorts, then the selected features (development: its fitting patients)
+    dev_fp = json.loads(dev.fingerprint.read_text(encoding="utf-8"))
+    ext_fp = json.loads(run.fingerprint.read_text(encoding="utf-8"))
+    rows = fingerprint_shift(dev_fp, ext_fp)
+    dev_feat = pd.read_parquet(dev.features_table("manual"))
+    dev_feat = dev_feat[dev_feat["split"].isin(["train", "val"])]
+    ext_feat = pd.read_parquet(run.features_table("predicted"))
+    selected = [f for f in card.get("selected_features", []) if f in ext_feat.columns and f in dev_feat.columns]
+    feats = feature_shift(dev_feat, ext_feat, selected)
+    warnings = shift_warnings(rows, feats)
+    for w in warnings:
+        log.warning("%s", w)
+    write_json(out / SHIFT, {"cohort": rows, "features": feats.to_dict(orient="records"), "warnings": warnings})
+    summary["shift_warnings"] = warnings
+    internal = dev.classification_dir / METRICS
+    if internal.is_file():
+        m = json.loads(internal.read_text(encoding="utf-8"))
+        summary["development_internal_test"] = {k: m.get(f"{card['model']}.{k}", {}).get("value")
+                                                for k in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")}
+    write_json(out / SUMMARY, summary)
+    st.info["shift_warnings"] = len(warnings)
+    return summary
+
+
+def score_predictions(pred: pd.DataFrame, card: dict, cfg: Config) -> dict:
+    """Metrics of the frozen model's predictions with bootstrap CIs; classes unseen in development
+    get a zero-probability column (scored, and listed); calibration-in-the-large and slope."""
+    from .classification.evaluate import (AUC_MACRO_DEFINITION, HEADLINE, bootstrap_metrics, ci_method, flatten)
+
+    dev_classes = list(card["class_codes"])
+    truth = pred[LABEL].tolist()
+    unseen = sorted({t for t in truth if t not in dev_classes}, key=str)
+    classes = np.asarray(dev_classes + unseen, dtype=object)
+    ok = pred["predicted"].notna().to_numpy()
+    P = np.zeros((int(ok.sum()), len(classes)))
+    for j, c in enumerate(classes):
+        col = f"prob_{c}"
+        if col in pred.columns:
+            P[:, j] = pred.loc[ok, col].to_numpy(dtype=float)
+    code = {c: i for i, c in enumerate(classes)}
+    y = np.array([code[t] for t in np.asarray(truth, dtype=object)[ok]])
+    ids = pred.loc[ok, card["id_column"]].astype(str).to_numpy()
+    model = card["model"]
+    metrics = flatten(model, bootstrap_metrics(y, [P], ids, cfg.classification.bootstrap, cfg.run.seed), classes,
+                      np.bincount(y, minlength=len(classes)))
+    for k in HEADLINE:
+        metrics[f"best.{k}"] = metrics[f"{model}.{k}"]
+    metrics.update({
+        "best_model": model, "n_eval_patients": int(len(ids)), "n_without_prediction": int((~ok).sum()),
+        "classes_unseen_in_development": [_plain(c) for c in unseen],
+        "classes_absent_externally": [_plain(c) for c in dev_classes if c not in set(truth)],
+        "auc_macro_definition": AUC_MACRO_DEFINITION, "ci_method": ci_method(cfg.classification.bootstrap),
+        "calibration": calibration(y, P, classes),
+    })
+    return metrics
+
+
+def calibration(y: np.ndarray, P: np.ndarray, classes: np.ndarray) -> dict:
+    """Per class (one vs rest): calibration-in-the-large (observed rate − mean predicted probability)
+    and calibration slope (logistic regression of the outcome on the logit of the probability)."""
+    from sklearn.linear_model import LogisticRegression
+
+    out = {}
+    for j, c in enumerate(classes):
+        yc = (y == j).astype(int)
+        if yc.min() == yc.max():
+            continue
+        p = np.clip(P[:, j], 1e-6, 1 - 1e-6)
+        logit = np.log(p / (1 - p)).reshape(-1, 1)
+        slope = float(LogisticRegression(C=1e6, max_iter=1000).fit(logit, yc).coef_[0, 0]) if np.ptp(logit) else None
+        out[str(_plain(c))] = {"in_the_large": float(yc.mean() - p.mean()), "slope": slope, "n_positive": int(yc.sum())}
+    return out
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+# --------------------------------------------------------------------------- report
+def report_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContext, development: str) -> Path:
+    from .report import build_report
+
+    return build_report(run, cfg.report.dca_category, out=st, external=development)
