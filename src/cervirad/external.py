@@ -8,7 +8,9 @@ post-processing chosen at training), and its fitted, signed classifier (selectio
 imputation inside it). Nothing is refitted.
 
 Stages (functions below): ``validate`` (the usual one), ``segment-external`` (every patient
-segmented on its own grid; segmentation metrics with CIs when manual masks exist),
+segmented on its own grid, each mask cached by the model and the patient's images, so a rerun
+after adding patients segments only the new ones; segmentation metrics with CIs when manual
+masks exist),
 ``features-external`` (predicted masks, and manual masks when every patient has one: the usual
 feature stage), ``score-external`` (predictions, classification metrics with CIs for both mask
 sources, calibration-in-the-large and slope, the shift check against the development cohort),
@@ -53,8 +55,10 @@ def require_finished(dev: Path) -> None:
 # --------------------------------------------------------------------------- segment
 def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, development: str) -> dict:
     """Every external patient segmented by the frozen model; metrics where a manual mask exists."""
+    from .config import hash_obj
     from .io import read_image, read_mask, to_array, write_image, write_table
     from .progress import progress
+    from .rundir import file_hash
     from .segmentation.infer import load_model, segment_volume
     from .segmentation.metrics import image_diagonal_mm, patient_metrics, summarise
 
@@ -64,21 +68,31 @@ def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, de
     if missing:
         raise InputError(f"The development model reads {model.sequences} but the external cohort has no "
                          f"{missing}; add those sequences to the external manifest (data.sequences).")
-    rows = []
+    rows, reused = [], 0
+    cache = run.cache_dir("segment-external")
+    model_hash = file_hash(dev.seg_model())
     for p in progress(cohort.patients, len(cohort.patients), "segment external", "patient", log):
-        images = [read_image(p.images[s], p.id, s) for s in model.sequences]
-        pred = segment_volume(model, images, cfg.segmentation.infer_batch_size)
-        write_image(pred, case_file(st.masks_dir(), p.id, ".nii.gz"))
+        target = case_file(st.masks_dir(), p.id, ".nii.gz")
+        key = hash_obj([model_hash, [file_hash(p.images[s]) for s in model.sequences]])
+        cached = case_file(cache, key, ".nii.gz")
+        if cached.is_file():  # this patient's images and the model are unchanged: its mask is reused
+            pred = read_image(cached, p.id, "cached mask")
+            reused += 1
+        else:
+            images = [read_image(p.images[s], p.id, s) for s in model.sequences]
+            pred = segment_volume(model, images, cfg.segmentation.infer_batch_size)
+            write_image(pred, cached)
+        write_image(pred, target)
         if p.mask is None:
             continue
-        ref = images[0]
+        ref = read_image(p.images[model.sequences[0]], p.id, model.sequences[0])
         truth = to_array(read_mask(p.mask, p.id, cfg.data.mask_label), np.uint8) > 0
         pred_arr = to_array(pred, np.uint8) > 0
         m = patient_metrics(pred_arr, truth, tuple(float(s) for s in ref.GetSpacing()[::-1]),
                             diagonal_mm=image_diagonal_mm(ref.GetSize(), ref.GetSpacing()))
         rows.append({"patient_id": p.id, "lesion_voxels": int(truth.sum()), "predicted_voxels": int(pred_arr.sum()),
                      **m})
-    summary: dict = {"n_segmented": len(cohort.patients), "model": str(dev.seg_model()),
+    summary: dict = {"n_segmented": len(cohort.patients), "n_reused": reused, "model": str(dev.seg_model()),
                      "component_selection": model.component_selection}
     if rows:
         per_patient = pd.DataFrame(rows)
@@ -103,6 +117,7 @@ def features_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, d
 def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContext, development: str) -> dict:
     """Predict with the frozen classifier; metrics (both mask sources), calibration, shift check."""
     from .classification.predict import predict_table
+    from .io import write_table
     from .shift import feature_shift, fingerprint_shift, shift_warnings
 
     dev = Layout(development)
@@ -115,9 +130,13 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
         if not table.is_file():
             continue
         df = pd.read_parquet(table)
+        absent = [c for c in card["feature_columns"] if c not in df.columns and c.startswith("clin_")]
+        if absent:  # no clinical table: the development pipeline imputes them (its training medians)
+            log.warning("evaluate: the external cohort has no %s; imputed by the development pipeline",
+                        ", ".join(absent))
+            df = df.assign(**{c: np.nan for c in absent})
+            summary["imputed_clinical_columns"] = absent
         pred = predict_table(dev.classification_dir, df)
-        from .io import write_table
-
         write_table(pred, out / pred_name)
         if LABEL in df.columns:
             metrics = score_predictions(pred, card, cfg)

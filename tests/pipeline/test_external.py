@@ -95,6 +95,21 @@ def test_a_rerun_redoes_nothing_and_no_fit_is_called(e2e_run, site_b, external, 
     assert s["model"] and read_json(out / "run.json")["stages"]["score-external"]["started"] >= first["score-external"]
 
 
+def test_added_patients_are_the_only_ones_segmented(e2e_run, site_b, tmp_path):
+    rows = (site_b / "manifest.csv").read_text(encoding="utf-8").splitlines()
+    growing = site_b / "manifest_growing.csv"
+    growing.write_text("\n".join(rows[:-2]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    res = cli("evaluate", "--run", e2e_run, "--manifest", growing, "--out", out)  # no labels: predictions only
+    assert res.returncode == 0 and "no labels" in res.stdout, res.stderr[-2000:]
+    assert not (out / "classification" / "metrics_predicted.json").exists()
+    growing.write_text("\n".join(rows) + "\n", encoding="utf-8")  # two patients more
+    res = cli("evaluate", "--run", e2e_run, "--manifest", growing, "--out", out)
+    assert res.returncode == 0, res.stderr[-2000:]
+    seg = read_json(out / "segmentation" / "metrics.json")
+    assert seg["n_segmented"] == len(rows) - 1 and seg["n_reused"] == len(rows) - 3
+
+
 def test_bad_external_input_is_one_line(e2e_run, site_b, tmp_path):
     res = cli("evaluate", "--run", tmp_path / "nothing", "--manifest", site_b / "manifest.csv", "--out", tmp_path / "o")
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("cervirad: error")]
