@@ -185,3 +185,20 @@ def test_lesion_diameter_and_size_strata():
     assert all(set(v[k]) == {"value", "ci_low", "ci_high"} for v in s.values() for k in v if k != "n_patients")
     html_ = _lesion_size_strata({"by_lesion_size": s})
     assert "By lesion size" in html_ and "&lt;10mm" in html_ and "n/a" in html_
+
+
+def test_slice_level_detection_is_named_apart_from_voxel_metrics():
+    from cervirad.segmentation.metrics import patient_metrics, slice_detection
+
+    truth = np.zeros((5, 8, 8), bool)
+    truth[1:3, 2:5, 2:5] = True  # lesion on slices 1, 2
+    pred = np.zeros_like(truth)
+    pred[2, 2:4, 2:4] = True  # found on slice 2 (TP), missed on slice 1 (FN)
+    pred[4, 0, 0] = True  # a false alarm on slice 4 (FP); slices 0, 3 are TN
+    d = slice_detection(pred, truth)
+    assert d == {"slice_detection_accuracy": 3 / 5, "slice_detection_sensitivity": 1 / 2,
+                 "slice_detection_specificity": 2 / 3}
+    probs = pred.astype(np.float32) * 0.8
+    m = patient_metrics(pred, truth, (3.0, 1.0, 1.0), probs, truth)
+    assert m["slice_detection_accuracy"] == 0.6 and m["mae_255"] == pytest.approx(255 * m["mae"])
+    assert m["specificity"] != m["slice_detection_specificity"]  # voxel-level vs slice-level

@@ -11,7 +11,11 @@ From the voxel confusion counts TP, FP, FN, TN of a binary prediction against th
 - ``pixel_accuracy`` = (TP + TN) / all, ``precision`` = TP / (TP + FP), ``recall`` =
   TP / (TP + FN), ``specificity`` = TN / (TN + FP);
 - ``mae`` = mean |p − t| of the predicted PROBABILITY p against the reference t on the
-  network's slice grid (a hard mask would make it 1 − pixel accuracy);
+  network's slice grid (a hard mask would make it 1 − pixel accuracy); ``mae_255`` is the same on
+  the paper's 0–255 scale (× 255);
+- ``slice_detection_accuracy/sensitivity/specificity``: lesion present/absent per slice of the
+  original grid (any reference voxel vs any predicted voxel), the slice-level kind of numbers the
+  paper reports (accuracy 0.80, specificity 0.655) — distinct from the voxel-level ones;
 - ``detected`` (per patient; its mean is ``detection_rate``): 1 when the prediction overlaps the
   lesion — at least one predicted voxel lies inside the reference mask (TP > 0) — else 0 (an empty
   prediction, or one that lies wholly outside the lesion, is a MISS). Undefined (NaN, left out of
@@ -54,7 +58,8 @@ from scipy import ndimage
 
 METRICS = ("dice", "f1", "iou_foreground", "iou_background", "iou_mean_fg_bg", "pixel_accuracy", "precision",
            "recall", "specificity", "mae", "hausdorff_mm", "hd95_mm", "hausdorff_mm_detected", "hd95_mm_detected",
-           "slice_dice", "slice_iou_foreground", "infer_ms_per_slice")
+           "slice_dice", "slice_iou_foreground", "slice_detection_accuracy", "slice_detection_sensitivity",
+           "slice_detection_specificity", "mae_255", "infer_ms_per_slice")
 #: per-patient column -> metrics.json name, for the ones that are renamed when averaged
 RATES = {"detected": "detection_rate"}
 HD_MISS_PENALTY = "image diagonal (mm)"
@@ -138,9 +143,23 @@ def slice_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             m = overlap_metrics(ps, ts)
             dices.append(m["dice"])
             ious.append(m["iou_foreground"])
-    if not dices:
-        return {"slice_dice": 1.0, "slice_iou_foreground": 1.0}
-    return {"slice_dice": float(np.mean(dices)), "slice_iou_foreground": float(np.mean(ious))}
+    out = {"slice_dice": float(np.mean(dices)) if dices else 1.0,
+           "slice_iou_foreground": float(np.mean(ious)) if ious else 1.0}
+    return {**out, **slice_detection(pred, truth)}
+
+
+def slice_detection(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Slice-level lesion DETECTION (the kind of accuracy/specificity the paper reports): each slice
+    is 'lesion present' when its reference mask has a voxel, 'predicted present' when the prediction
+    has one; accuracy, sensitivity and specificity over the slices (NaN when undefined). Not to be
+    confused with the voxel-level ``pixel_accuracy``/``recall``/``specificity``."""
+    t = truth.reshape(len(truth), -1).any(axis=1)
+    p = pred.reshape(len(pred), -1).any(axis=1)
+    tp, tn = int((p & t).sum()), int((~p & ~t).sum())
+    fp, fn = int((p & ~t).sum()), int((~p & t).sum())
+    return {"slice_detection_accuracy": (tp + tn) / len(t) if len(t) else float("nan"),
+            "slice_detection_sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+            "slice_detection_specificity": tn / (tn + fp) if tn + fp else float("nan")}
 
 
 def image_diagonal_mm(size: tuple[int, ...], spacing: tuple[float, ...]) -> float:
@@ -208,6 +227,7 @@ def patient_metrics(pred: np.ndarray, truth: np.ndarray, spacing_zyx: tuple[floa
     out.update(slice_metrics(pred, truth))
     if probs is not None and truth_on_prob_grid is not None:
         out["mae"] = float(np.mean(np.abs(probs.astype(np.float32) - truth_on_prob_grid.astype(np.float32))))
+        out["mae_255"] = 255.0 * out["mae"]  # the paper's 0-255 (8-bit image) scale
     return out
 
 
