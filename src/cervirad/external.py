@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 SHIFT = "shift.json"
 
 
-def development(options: dict) -> Layout:
-    return Layout(options["development"])
-
-
 def require_finished(dev: Path) -> None:
     """RUN_DIR must be a finished run: a trained model and a classifier."""
     run = Layout(dev)
@@ -58,7 +54,7 @@ def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, de
     from .config import hash_obj
     from .io import read_image, read_mask, to_array, write_image, write_table
     from .progress import progress
-    from .rundir import file_hash
+    from .rundir import HashCache
     from .segmentation.infer import load_model, segment_volume
     from .segmentation.metrics import image_diagonal_mm, patient_metrics, summarise
 
@@ -70,10 +66,11 @@ def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, de
                          f"{missing}; add those sequences to the external manifest (data.sequences).")
     rows, reused = [], 0
     cache = run.cache_dir("segment-external")
-    model_hash = file_hash(dev.seg_model())
+    hashes = HashCache(run.hash_cache)  # the orchestrator hashed these files for the stage key already
+    model_hash = hashes.of(dev.seg_model())
     for p in progress(cohort.patients, len(cohort.patients), "segment external", "patient", log):
         target = case_file(st.masks_dir(), p.id, ".nii.gz")
-        key = hash_obj([model_hash, [file_hash(p.images[s]) for s in model.sequences]])
+        key = hash_obj([model_hash, [hashes.of(Path(p.images[s])) for s in model.sequences]])
         cached = case_file(cache, key, ".nii.gz")
         if cached.is_file():  # this patient's images and the model are unchanged: its mask is reused
             pred = read_image(cached, p.id, "cached mask")

@@ -40,7 +40,7 @@ class Inputs:
 
     def __init__(self, cfg: Config, run: RunDir, options: dict):
         self.cfg, self.run, self.options = cfg, run, options
-        self.hashes = HashCache(run.cache_dir("hashes") / "files.json")
+        self.hashes = HashCache(run.hash_cache)
         self._cohort: Cohort | None = None
         self._cohort_hash: str | None = None
         self._config = cfg.to_dict()

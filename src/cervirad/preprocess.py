@@ -70,7 +70,7 @@ def canonical(img: sitk.Image) -> sitk.Image:
 def canonical_grid(img: sitk.Image, spacing_xyz: tuple[float, float, float]) -> sitk.Image:
     """An empty image with the identity direction covering ``img``'s whole physical extent at
     ``spacing_xyz``. For an image already in LPS on that spacing, the grid is the image's own."""
-    size, sp = np.array(img.GetSize()), np.array(img.GetSpacing())
+    size = np.array(img.GetSize())
     corners = [img.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
                for corner in np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in size], indexing="ij")).reshape(3, -1).T]
     lo, hi = np.min(corners, axis=0), np.max(corners, axis=0)
@@ -278,5 +278,5 @@ def load_meta(run_path: Path, pid: str) -> dict:
     return json.loads(Layout(run_path).meta_file(pid).read_text(encoding="utf-8"))
 
 
-__all__ = ["zscore", "body_mask", "to_square", "from_square", "prepare_volume", "restore_mask", "run",
-           "load_patient_slices", "load_meta", "load_splits"]
+__all__ = ["zscore", "body_mask", "canonical", "canonical_grid", "to_slices", "from_slices", "prepare_volume",
+           "soft_mask", "restore_mask", "run", "load_patient_slices", "load_meta", "load_splits"]

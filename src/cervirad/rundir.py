@@ -274,6 +274,11 @@ class Layout:
         return self.root / CACHE / kind
 
     @property
+    def hash_cache(self) -> Path:
+        """Content hashes of files read, by (path, size, mtime): :class:`HashCache`."""
+        return self.cache_dir("hashes") / "files.json"
+
+    @property
     def cohort_dir(self) -> Path:
         return self.root / COHORT
 

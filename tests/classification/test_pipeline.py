@@ -1,7 +1,6 @@
 """The pipeline's pieces and the grid search's equivalence with scikit-learn's GridSearchCV."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest

@@ -10,7 +10,6 @@ skipped before any feature is computed on them (the paper keeps LLL and HHH).
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading

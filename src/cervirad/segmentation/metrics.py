@@ -267,7 +267,8 @@ def summarise(per_patient: pd.DataFrame, n_boot: int, seed: int) -> dict:
 def by_lesion_size(per_patient: pd.DataFrame, n_boot: int, seed: int) -> dict:
     """{band: {n_patients, dice, iou_foreground, detection_rate}} over ``LESION_BANDS``."""
     bands = per_patient["lesion_diameter_mm"].map(lesion_band)
-    cols = {"dice": "dice", "iou_foreground": "iou_foreground", "detection_rate": "detected"}
+    column = {name: col for col, name in RATES.items()}  # detection_rate is the mean of per-patient "detected"
+    cols = {k: column.get(k, k) for k in STRATA_METRICS}
     out = {}
     for name in LESION_BANDS:
         sub = per_patient[bands == name]
