@@ -115,7 +115,7 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
     """Predict with the frozen classifier; metrics (both mask sources), calibration, shift check."""
     from .classification.predict import predict_table
     from .io import write_table
-    from .shift import feature_shift, fingerprint_shift, shift_warnings
+    from .shift import clinical_shift, feature_shift, fingerprint_shift, shift_warnings
 
     dev = Layout(development)
     out = st.classification_dir
@@ -147,6 +147,8 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
     dev_feat = pd.read_parquet(dev.features_table("manual"))
     dev_feat = dev_feat[dev_feat["split"].isin(["train", "val"])]
     ext_feat = pd.read_parquet(run.features_table("predicted"))
+    clinical = [c for c in dev_feat.columns if c.startswith("clin_") and c in ext_feat.columns]
+    rows += clinical_shift(dev_feat, ext_feat, clinical)  # clinical variable ranges (a cohort without a table: none)
     selected = [f for f in card.get("selected_features", []) if f in ext_feat.columns and f in dev_feat.columns]
     feats = feature_shift(dev_feat, ext_feat, selected)
     warnings = shift_warnings(rows, feats)

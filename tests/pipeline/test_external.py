@@ -64,6 +64,7 @@ def test_every_external_artifact_and_nothing_refitted(e2e_run, site_b, external)
         assert "calibration" in m and "classes_unseen_in_development" in m and "classes_absent_externally" in m
     shift = read_json(out / "classification" / "shift.json")
     assert shift["cohort"] and isinstance(shift["warnings"], list)
+    assert {r["item"] for r in shift["cohort"] if r["kind"] == "clinical"} >= {"clin_age", "clin_figo_stage"}
     html = (out / "external_report.html").read_text(encoding="utf-8")
     assert "External validation" in html and "http://" not in html
     info = read_json(out / "run.json")
