@@ -33,6 +33,10 @@ def tiny_cfg():
 
     return load_config(REPO / "configs" / "demo.yaml", [
         "data.demo_patients=12", "run.name=tiny", "execution.n_jobs=2",
+        # 10 development patients: the plan would ask for 5-fold cross-validation (5x the training time)
+        "segmentation.plan_keep=[segmentation.folds]",
+        "segmentation.budget_minutes=null",  # epochs as set, not from a timing probe (machine-dependent)
+        "segmentation.tta_mirror=false",  # 4x inference; mirroring has its own tests (test_tta.py)
     ])
 
 

@@ -35,6 +35,10 @@ Usage::
     .venv/bin/python scripts/bench/sts_cv.py            # 3 folds, <= ~15 min on 2 cores
     .venv/bin/python scripts/bench/sts_cv.py --quick    # fold 1 only, 2 epochs (smoke run)
     .venv/bin/python scripts/bench/sts_cv.py --folds 6 --epochs 20 --lstm-hidden 256 --keep runs/sts_cv
+    # issue 12: training recipes side by side under one wall-clock budget per fold (compare_recipes)
+    .venv/bin/python scripts/bench/sts_cv.py --folds 6 --recipes plan,paper,unet --budget 3 --no-tta
+    .venv/bin/python scripts/bench/sts_cv.py --folds 6 --recipes plan,paper --budgets 5,15,45   # Dice vs budget
+    .venv/bin/python scripts/bench/sts_cv.py --folds 6 --loader   # loader ms per batch, paper vs plan
 """
 from __future__ import annotations
 
@@ -63,7 +67,8 @@ def build_config(a: argparse.Namespace, manifest: Path):
                          "epochs": a.epochs, "early_stopping_patience": a.patience, "batch_size": a.batch,
                          "train_crop": a.crop, "max_train_slices_per_epoch": a.max_train_slices,
                          "max_val_slices": a.max_val_slices, "num_threads": a.threads, "device": "cpu",
-                         "bootstrap": a.bootstrap, "n_overlays": 0},
+                         "bootstrap": a.bootstrap, "n_overlays": 0, "recurrence": a.recurrence, "plan": False,
+                         **({"tta_mirror": False, "sliding_window": "never"} if a.no_tta else {})},
         "execution": {"n_jobs": a.threads},
     })
 
@@ -107,8 +112,10 @@ def folds(ids: list[str], strata: dict[str, int], k: int, val_fraction: float, s
     return out
 
 
-def run_fold(cfg, prep: Path, fold_dir: Path, split: dict, cohort) -> tuple["pd.DataFrame", dict, float]:
-    """Train-seg stage on one fold's run folder; (per-patient test table, metrics.json, seconds)."""
+def run_fold(cfg, prep: Path, fold_dir: Path, split: dict, cohort, arch: str = "crfe",
+             plan_yaml: str | None = None) -> tuple["pd.DataFrame", dict, float]:
+    """Train-seg stage on one fold's run folder (with ``plan_yaml`` as its plan.yaml); (per-patient test
+    table of ``arch``, its metrics.json, seconds)."""
     import pandas as pd
 
     from cervirad.rundir import RELATIVE, RunDir, write_json
@@ -120,12 +127,14 @@ def run_fold(cfg, prep: Path, fold_dir: Path, split: dict, cohort) -> tuple["pd.
     (fold_dir / "preprocess").symlink_to(prep / "preprocess", target_is_directory=True)
     run = RunDir(fold_dir, cfg)
     write_json(run.splits, split)
+    if plan_yaml is not None:
+        run.plan.write_text(plan_yaml, encoding="utf-8")
     t0 = time.perf_counter()
     with run.stage("train-seg", key=f"sts_cv fold {split['fold']}", resumable=False,
                    replace=(RELATIVE.segmentation_dir(), RELATIVE.masks_dir())) as st:
-        metrics = train_stage(cfg, run, cohort, st, progress=False)["crfe"]
+        metrics = train_stage(cfg, run, cohort, st, progress=False)[arch]
     seconds = time.perf_counter() - t0
-    per = pd.read_csv(run.segmentation_dir() / "per_patient.csv", dtype={"patient_id": str})
+    per = pd.read_csv(run.segmentation_dir(arch) / "per_patient.csv", dtype={"patient_id": str})
     return per, metrics, seconds
 
 
@@ -160,6 +169,159 @@ def mapping_ceiling(prep: Path, cohort, ids: list[str]) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
+# --------------------------------------------------------------------------- recipes (issue 12)
+RECIPES = ("plan", "plan_adam", "paper", "unet")
+
+
+def recipe_config(a: argparse.Namespace, base, recipe: str, budget: float):
+    """The config of one recipe under ``budget`` training minutes per fold.
+
+    - ``paper``: the fixed recipe of this benchmark (``build_config``: Adam 1e-3 + cosine over
+      ``--epochs``, batch ``--batch``, ``--crop`` patches, the paper's sampler and augmentation, no
+      deep supervision, no test-time mirroring), stopped when the budget is spent;
+    - ``plan``: ``segmentation.plan`` on (plan.yaml per fold from the fingerprint and a timing probe):
+      nnU-Net's SGD + poly, deep supervision, foreground oversampling, its augmentations, patch, batch,
+      epochs and slices per epoch from the budget, test-time mirroring and sliding window (unless
+      ``--no-tta``: then every recipe predicts whole slices, unmirrored); the
+      preprocessing (spacing) is the benchmark's, shared by every recipe, and ``folds`` is kept at 1
+      (inner cross-validation would spend 5 budgets per outer fold);
+    - ``plan_adam``: the plan recipe with the paper's Adam (lr 1e-3) and cosine schedule kept
+      (``segmentation.plan_keep``);
+    - ``unet``: the plan recipe with the U-Net baseline (``segmentation.model: unet``).
+    """
+    from cervirad.config import from_dict
+
+    d = base.to_dict()
+    seg = d["segmentation"]
+    seg["budget_minutes"] = budget
+    if recipe == "paper":
+        seg.update(plan=False, tta_mirror=False, sliding_window="never")
+        return from_dict(d)
+    defaults = from_dict({}).segmentation
+    for key in ("epochs", "early_stopping_patience", "batch_size", "train_crop", "max_train_slices_per_epoch",
+                "max_val_slices", *(() if a.no_tta else ("tta_mirror", "sliding_window"))):
+        seg[key] = getattr(defaults, key)
+    keep = ["segmentation.folds", "preprocess.spacing"]
+    if recipe == "plan_adam":
+        keep += ["segmentation.optimizer", "segmentation.scheduler"]
+    seg.update(plan=True, plan_keep=keep, model="unet" if recipe == "unet" else "crfe")
+    return from_dict(d)
+
+
+def fold_plan(cfg, fp: dict, s_per_sample: float | None) -> dict:
+    """A fold's plan, as the plan stage makes it (the probe is measured once per recipe)."""
+    from cervirad.segmentation.plan import available_memory, make_plan
+
+    return {"enabled": True, **make_plan(fp, cfg, "cpu", available_memory("cpu")[0], s_per_sample)}
+
+
+def compare_recipes(a: argparse.Namespace, work: Path, prep: Path, base, splits: list[dict], cohort,
+                    t_prep: float) -> int:
+    """Every recipe of ``--recipes`` at every budget: k-fold CV, pooled Dice / HD95 / detection rate with
+    bootstrap CIs, misses, wall time; a Dice-vs-budget table; the goal line (mean Dice >= 0.80, no miss)."""
+    import json as _json
+
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from cervirad.segmentation.metrics import summarise
+    from cervirad.segmentation.plan import apply_decisions, make_plan, probe_seconds_per_sample
+
+    recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
+    bad = [r for r in recipes if r not in RECIPES]
+    if bad:
+        sys.exit(f"unknown recipe {bad[0]!r}; choose from {', '.join(RECIPES)}")
+    budgets = [float(b) for b in a.budgets.split(",")] if a.budgets else [a.budget]
+    fp = _json.loads((prep / "fingerprint.json").read_text(encoding="utf-8"))
+    folds = splits[: a.max_folds] if a.max_folds else splits
+    print(f"STS T1w recipes {recipes} x budgets {budgets} min/fold | {len(folds)} of {a.folds} folds | "
+          f"{a.threads} threads, CPU | preprocess {t_prep:.0f} s, spacing {list(base.preprocess.spacing)} mm")
+    rows = []
+    for budget in budgets:
+        for recipe in recipes:
+            cfg = recipe_config(a, base, recipe, budget)
+            s_per, plan = None, None
+            if cfg.segmentation.plan:
+                first = apply_decisions(cfg, make_plan(fp, cfg, "cpu")["decisions"])
+                s_per = probe_seconds_per_sample(first, cfg.segmentation.model, 1,
+                                                 first.segmentation.train_crop, "cpu")
+            per_all, t0 = [], time.perf_counter()
+            for sp in folds:
+                fold_dir = work / f"{recipe}_{budget:g}" / f"fold{sp['fold']}"
+                fold_dir.parent.mkdir(parents=True, exist_ok=True)
+                plan = fold_plan(cfg, fp, s_per) if cfg.segmentation.plan else None
+                per, m, sec = run_fold(cfg, prep, fold_dir, sp, cohort, arch=cfg.segmentation.model,
+                                       plan_yaml=yaml.safe_dump(plan, sort_keys=False) if plan else None)
+                per_all.append(per.assign(fold=sp["fold"]))
+                print(f"  {recipe:9s} {budget:g} min fold {sp['fold']}: test Dice {per.dice.mean():.3f} | HD95 "
+                      f"{np.nanmean(per.hd95_mm):.1f} mm | detected {int(per.detected.sum())}/{len(per)} | epochs "
+                      f"{m['epochs_run']} (best {m['best_epoch']}, val Dice {m['best_val_dice']:.3f}) | train "
+                      f"{m['train_seconds']:.0f} s | fold {sec:.0f} s", flush=True)
+            per = pd.concat(per_all, ignore_index=True)
+            summ = summarise(per, a.bootstrap, a.seed)
+            wall = time.perf_counter() - t0
+            if plan is not None:
+                dec = {k.split(".")[-1]: v["value"] for k, v in plan["decisions"].items()
+                       if v["source"] == "plan" and "augmentation" not in k}
+                print(f"  {recipe} plan (last fold): {dec}; probe {s_per:.3f} s/sample")
+            rows.append({"recipe": recipe, "budget_min": budget, "n": len(per), "summary": summ, "wall_s": wall,
+                         "per": per})
+    print("\nrecipe x budget -> pooled over the test patients of every fold (95 % bootstrap CI over patients)")
+    print(f"  {'recipe':9s} {'min/fold':>8s}  {'Dice':>22s}  {'HD95 mm':>22s}  {'detection':>22s}  misses  wall")
+    for r in rows:
+        d, h, det = r["summary"]["dice"], r["summary"]["hd95_mm"], r["summary"]["detection_rate"]
+        print(f"  {r['recipe']:9s} {r['budget_min']:8g}  {d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]  "
+              f"{h['value']:6.1f} [{h['ci_low']:6.1f}, {h['ci_high']:6.1f}]  {det['value']:.3f} [{det['ci_low']:.3f}, "
+              f"{det['ci_high']:.3f}]  {r['summary'].get('n_patients_missed', 0):6d}  {r['wall_s'] / 60:.1f} min")
+    if len(budgets) > 1:
+        print("Dice vs budget: " + " | ".join(
+            f"{rec}: " + ", ".join(f"{r['budget_min']:g} min {r['summary']['dice']['value']:.3f}"
+                                   for r in rows if r["recipe"] == rec) for rec in recipes))
+    best = max(rows, key=lambda r: r["summary"]["dice"]["value"])
+    ok = best["summary"]["dice"]["value"] >= 0.80 and best["summary"].get("n_patients_missed", 1) == 0
+    print(f"GOAL (mean Dice >= 0.80, no lesion missed): {'MET' if ok else 'NOT MET'} - best {best['recipe']} at "
+          f"{best['budget_min']:g} min/fold: Dice {best['summary']['dice']['value']:.3f}, "
+          f"{best['summary'].get('n_patients_missed', 0)} missed of {best['n']}")
+    if a.keep:
+        pd.concat([r["per"].assign(recipe=r["recipe"], budget_min=r["budget_min"]) for r in rows]).to_csv(
+            work / "recipes_per_patient.csv", index=False)
+    return 0
+
+
+def time_loader(a: argparse.Namespace, prep: Path, base) -> int:
+    """Seconds per training batch of the loader (slices, crop, augmentation) for the paper's and the plan's
+    sampling and augmentation, at the plan's batch and patch on this cohort's training slices."""
+    import json as _json
+
+    import numpy as np
+
+    from cervirad.segmentation.data import epoch_slices, load_slice_set, oversampled_epoch, training_batches
+    from cervirad.segmentation.plan import apply_decisions, make_plan
+
+    fp = _json.loads((prep / "fingerprint.json").read_text(encoding="utf-8"))
+    planned = apply_decisions(recipe_config(a, base, "plan", a.budget),
+                              make_plan(fp, recipe_config(a, base, "plan", a.budget), "cpu")["decisions"])
+    paper = recipe_config(a, base, "paper", a.budget)
+    s = planned.segmentation
+    paper_s = paper.segmentation.__class__(**{**paper.segmentation.__dict__, "batch_size": s.batch_size})
+    data = load_slice_set(prep, "train")
+    patch = s.train_crop
+    for name, cfg in (("paper", paper_s), ("plan", s)):
+        rng = np.random.default_rng(0)
+        forced = None
+        if cfg.foreground_oversampling is None:
+            order = epoch_slices(data.rows, cfg, rng)[: 40 * cfg.batch_size]
+        else:
+            order, forced = oversampled_epoch(data.rows, cfg, rng)
+            order, forced = order[: 40 * cfg.batch_size], forced[: 40 * cfg.batch_size]
+        t0 = time.perf_counter()
+        n = sum(1 for _ in training_batches(data, order, cfg, rng, patch, forced))
+        dt = (time.perf_counter() - t0) / max(1, n)
+        print(f"loader {name}: {dt * 1000:.1f} ms per batch of {cfg.batch_size} at {patch} px ({n} batches)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", type=int, default=3)
@@ -167,6 +329,9 @@ def main() -> int:
     ap.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
     ap.add_argument("--crop", type=int, default=96, help="segmentation.train_crop (training patch side)")
     ap.add_argument("--lstm-hidden", type=int, default=64)
+    ap.add_argument("--recurrence", choices=("rows", "rows+cols"), default="rows", help="segmentation.recurrence")
+    ap.add_argument("--no-tta", action="store_true", help="plain whole-slice inference (no mirroring, no sliding "
+                    "window): faster scoring, e.g. to compare two networks")
     ap.add_argument("--max-train-slices", type=int, default=160, help="segmentation.max_train_slices_per_epoch")
     ap.add_argument("--max-val-slices", type=int, default=64, help="segmentation.max_val_slices")
     ap.add_argument("--batch", type=int, default=8)
@@ -178,6 +343,14 @@ def main() -> int:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--quick", action="store_true", help="smoke run: fold 1 of the k only, 2 epochs")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
+    ap.add_argument("--recipes", default=None, help="compare training recipes under one CPU budget per fold, e.g. "
+                    "plan,paper,unet (see compare_recipes); default: the single fixed recipe above")
+    ap.add_argument("--budget", type=float, default=2.0, help="with --recipes: training minutes per fold")
+    ap.add_argument("--budgets", default=None, help="with --recipes: several budgets (minutes per fold), e.g. "
+                    "5,15,45: a Dice-vs-budget curve")
+    ap.add_argument("--max-folds", type=int, default=None, help="with --recipes: run only the first N of the k folds")
+    ap.add_argument("--loader", action="store_true", help="time the training loader per batch (paper vs plan "
+                    "augmentation and sampling) and exit")
     a = ap.parse_args()
     if a.quick:
         a.epochs = 2
@@ -209,11 +382,15 @@ def main() -> int:
         splits = folds(ids, strata, a.folds, a.val_fraction, a.seed)
         if a.quick:
             splits = splits[:1]
+        if a.loader:
+            return time_loader(a, prep, cfg)
+        if a.recipes:
+            return compare_recipes(a, work, prep, cfg, splits, cohort, t_prep)
         s = cfg.segmentation
         print(f"STS T1w k-fold CRFE ({len(ids)} patients, {a.folds} folds{', QUICK: fold 1 only' if a.quick else ''}, "
               f"{a.threads} threads, CPU); preprocess {t_prep:.0f} s")
         print(f"  config: spacing {list(cfg.preprocess.spacing)} mm axial, z-score volume | CRFE lstm_hidden "
-              f"{s.lstm_hidden}, train_crop {s.train_crop}, batch {s.batch_size}, epochs {s.epochs} (patience "
+              f"{s.lstm_hidden} recurrence {s.recurrence}, train_crop {s.train_crop}, batch {s.batch_size}, epochs {s.epochs} (patience "
               f"{s.early_stopping_patience}), max_train_slices/epoch {s.max_train_slices_per_epoch}, max_val_slices "
               f"{s.max_val_slices}, lesion_free_fraction {s.lesion_free_fraction}, lr {s.lr} cosine, component "
               f"selection {s.component_selection}, seed {a.seed}")

@@ -223,11 +223,31 @@ def preprocess(
                f"{ps['test']['patients']} -> {run.path}")
 
 
+@app.command()
+def plan(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    force: bool = ForceOpt,
+    overrides: List[str] = SetOpt,
+) -> None:
+    """Derive the training plan (spacing, patch, batch, epochs, recipe, folds) from the cohort -> plan.yaml."""
+    import yaml
+
+    _, run = run_targets(config, overrides, run_dir, ["plan"], force)
+    p = yaml.safe_load(run.plan.read_text(encoding="utf-8"))
+    shown = ", ".join(f"{k.split('.')[-1]} {d['value']}" for k, d in p["decisions"].items()
+                      if d["source"] == "plan" and not k.startswith("segmentation.augmentation."))
+    typer.echo(f"plan: {shown or 'the config fixes the recipe (segmentation.plan: false)'}; folds {p['folds']} -> "
+               f"{run.plan}")
+
+
 @app.command("train-seg")
 def train_seg(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
     model: Optional[str] = typer.Option(None, "--model", help="crfe or unet (default: segmentation.model)."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=1, help="K >= 2: a K-fold ensemble on the train+val "
+                                        "patients (default: segmentation.folds; 1 = one model)."),
     force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
 ) -> None:
@@ -238,6 +258,8 @@ def train_seg(
         raise CerviradError(f"--model must be crfe or unet, got {model!r}; pick one of them.")
     if model is not None:
         overrides = [*overrides, f"segmentation.model={model}"]
+    if folds is not None:
+        overrides = [*overrides, f"segmentation.folds={folds}"]
     cfg, run = run_targets(config, overrides, run_dir, ["train-seg"], force)
     archs = [cfg.segmentation.model] + (["unet"] if cfg.segmentation.also_train_unet else [])
     for arch in dict.fromkeys(archs):
@@ -245,6 +267,9 @@ def train_seg(
         typer.echo(f"train-seg {arch}: test Dice {m['dice']['value']:.4f} "
                    f"[{m['dice']['ci_low']:.4f}, {m['dice']['ci_high']:.4f}], best epoch {m['best_epoch']} -> "
                    f"{run.segmentation_dir(arch)}")
+        if m.get("single_fold_test"):
+            typer.echo(f"train-seg {arch}: {m['n_folds']}-fold ensemble test Dice {m['dice']['value']:.4f} vs fold 0 "
+                       f"alone {m['single_fold_test']['dice']['value']:.4f}")
 
 
 @app.command()
@@ -402,7 +427,7 @@ def run_all(
     force: bool = typer.Option(False, "--force", help="Redo every stage (and replace another run's artifacts)."),
     overrides: List[str] = SetOpt,
 ) -> None:
-    """validate -> preprocess -> train-seg (+ test masks) -> features (manual, predicted) -> classify -> report."""
+    """validate -> preprocess -> plan -> train-seg (+ test masks) -> features (manual, predicted) -> classify -> report."""
     from .pipeline import run_stages
 
     cfg, run = load_run(config, overrides, run_dir)

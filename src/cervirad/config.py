@@ -30,6 +30,8 @@ from .errors import ConfigError
 # the classifiers and feature selectors the classify stage knows (classification.models / .selectors)
 MODELS = ("rf", "xgboost", "svm", "lr")
 SELECTORS = ("rf", "anova", "rfe")
+# classification.targets: the main target and the three binary sub-tasks of the pathological type
+TARGETS = ("pathologic_typing", "large_cell", "non_keratinizing", "adenocarcinoma")
 
 
 # --------------------------------------------------------------------------- sections
@@ -90,6 +92,14 @@ class AugmentationConfig:
     scale_min: float = 0.9
     scale_max: float = 1.1
     noise_sd: float = 0.01
+    # nnU-Net's intensity and shape augmentations, each applied with this probability per slice (0 = off,
+    # the paper's; the plan switches them on). Their ranges are nnU-Net's (segmentation/augment.py).
+    elastic_p: float = 0.0  # elastic deformation (same displacement field for image and mask)
+    gamma_p: float = 0.0  # gamma in [0.7, 1.5] on the image rescaled to [0, 1]
+    brightness_p: float = 0.0  # multiplicative brightness in [0.75, 1.25]
+    contrast_p: float = 0.0  # contrast in [0.75, 1.25] about the mean
+    lowres_p: float = 0.0  # low-resolution simulation: downsampled by [0.5, 1], back up (cubic)
+    blur_p: float = 0.0  # Gaussian blur, sigma [0.5, 1.0] px
 
 
 @dataclass(frozen=True)
@@ -106,10 +116,30 @@ class SegmentationConfig:
     # sequences stacked as input channels (1 = T2W; 3 = T2W + DWI + ADC)
     input_sequences: tuple[str, ...] = ("t2w",)
     lstm_hidden: int = 256
+    # CRFE's bidirectional LSTM scans the pooled bottleneck along its rows only, or along its rows and
+    # then the columns of the result (ReNet: every position sees the whole slice; higher validation Dice
+    # on the demo and the 18 STS volumes at equal budget, issue 16); stored in model.pt
+    recurrence: Literal["rows", "rows+cols"] = "rows+cols"
     epochs: int = 100
     batch_size: int = 4
     lr: float = 1e-3
-    scheduler: Literal["cosine", "none"] = "cosine"
+    # adam (the paper's) or sgd (nnU-Net's: Nesterov momentum 0.99, weight decay 3e-5, gradient norm <= 12)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    # cosine annealing to 0 (the paper's), poly decay lr·(1 - e/epochs)^0.9 (nnU-Net's), or constant
+    scheduler: Literal["cosine", "poly", "none"] = "cosine"
+    # derive the training recipe from the cohort fingerprint (plan.yaml: spacing, patch, batch, epochs,
+    # optimiser, sampling, augmentation, folds; segmentation/plan.py); a key set in the config to other than
+    # its default wins over the plan. false = the fixed recipe of the config (paper.yaml)
+    plan: bool = True
+    # settings the plan leaves as configured even where they hold their default, e.g.
+    # [segmentation.folds, segmentation.optimizer] (dotted keys the plan decides; see plan.yaml)
+    plan_keep: tuple[str, ...] = ()
+    # wall-clock minutes for one training: the plan turns them into epochs (measured time per iteration)
+    # and training stops after the epoch that spends them (null = no limit, epochs as configured)
+    budget_minutes: Optional[float] = None
+    # share of every training batch forced to contain lesion (nnU-Net's oversampling: the rest are random
+    # slices, randomly cropped); null = the paper's sampler (every lesion slice + lesion_free_fraction)
+    foreground_oversampling: Optional[float] = None
     early_stopping_patience: int = 10
     early_stopping_min_delta: float = 0.001
     dice_weight: float = 1.0
@@ -135,6 +165,19 @@ class SegmentationConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: Optional[int] = None
     also_train_unet: bool = False
+    # U-Net baseline width multiplier on CRFE's 32/64/128 channels (1.0 = 0.57 M parameters); null =
+    # the width whose parameter count is closest to CRFE's with the same settings (issue 13 item 13)
+    unet_width: Optional[float] = None
+    # test-time mirroring: probabilities averaged over the slice as it is and flipped horizontally,
+    # vertically and both ways (each flipped back first); stored in model.pt (segmentation/tta.py)
+    tta_mirror: bool = True
+    # Gaussian-weighted sliding window (nnU-Net: sigma = patch/8, step = patch/2) over slices larger than
+    # the training patch: auto = only then, never = whole slices always (the paper's)
+    sliding_window: Literal["auto", "never"] = "auto"
+    # k-fold ensemble: 1 = one model on the train/val split; K >= 2 = K models on the train+val patients split
+    # into K folds (each fold's held-out part for early stopping), probabilities averaged at inference;
+    # the test patients are in no fold (segmentation/folds.py)
+    folds: int = 1
     bootstrap: int = 1000
     n_overlays: int = 4
 
@@ -154,6 +197,23 @@ class ClinicalColumnsConfig:
 
 
 @dataclass(frozen=True)
+class RobustnessConfig:
+    """Feature robustness by image/mask perturbation (Zwanenburg et al., Sci Rep 2019): each training
+    patient is extracted ``perturbations`` more times from a seeded chain, and every feature gets its
+    ICC across them (features/robustness.csv; features/robustness.py)."""
+
+    perturbations: int = 0  # perturbed extractions per training patient; 0 = off, else >= 2
+    volume: bool = True  # mask dilation/erosion by one voxel (each perturbation draws -1, 0 or +1)
+    contour: bool = True  # random smooth boundary jitter of the mask
+    contour_amplitude: float = 1.0  # its standard deviation, in in-plane voxels
+    rotation: bool = True  # in-plane rotation of image and mask about the lesion centre
+    rotation_deg: float = 10.0  # the angle is uniform in [-rotation_deg, +rotation_deg]
+    translation: bool = True  # sub-voxel shift of image and mask, uniform in [-0.5, 0.5] voxel per axis
+    noise: bool = True  # additive Gaussian noise
+    noise_fraction: float = 1.0  # its sd as a fraction of the image's noise sd (wavelet MAD estimate)
+
+
+@dataclass(frozen=True)
 class FeaturesConfig:
     # native PyRadiomics parameter file (relative paths: to the working directory, else to the repo)
     radiomics_params: str = "configs/radiomics/paper.yaml"
@@ -168,6 +228,8 @@ class FeaturesConfig:
     clinical_missing_indicators: bool = False
     # reuse per-case results in <run>/cache/features/ when image, mask and settings are unchanged
     cache: bool = True
+    # perturbation robustness of every feature (off unless robustness.perturbations >= 2)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
 
 
 @dataclass(frozen=True)
@@ -199,7 +261,23 @@ class ClassificationConfig:
     smote_k_neighbors: int = 5  # upper bound; lowered per fold to (smallest class - 1)
     smote_singleton: Literal["random", "none"] = "random"  # one-member class: duplicate it, or leave it
     top_features: int = 30  # bars in the feature-importance figures
+    # drop features whose perturbation ICC(1,1) (features/robustness.csv, training patients) is below this,
+    # inside every fold before selection; null = off. Needs features.robustness.perturbations >= 2
+    min_icc: Optional[float] = None
     permutation_repeats: int = 10
+    # probabilities after SMOTE (classification/calibration.py): none | prior (undo SMOTE's class-prior
+    # shift) | sigmoid | isotonic (CalibratedClassifierCV around the whole pipeline, on the training rows);
+    # default prior: Brier better than none on radMLBench, AUC kept (sigmoid lost 0.06 AUC on small imbalanced
+    # tables); numbers in README ("Calibration, Table 1, sub-tasks and sources"), scripts/bench/calibration.py
+    calibration: Literal["none", "prior", "sigmoid", "isotonic"] = "prior"
+    calibration_folds: int = 3  # stratified folds of the sigmoid / isotonic calibration
+    # what to classify: pathologic_typing (the 0..7 category: classification/) and/or the binary
+    # sub-tasks large_cell, non_keratinizing, adenocarcinoma (each on the same split and features:
+    # classification/targets/<name>/); the main target always runs
+    targets: tuple[str, ...] = ("pathologic_typing",)
+    # source ablation of the final model (clinical only / radiomics only / histogram only / all):
+    # classification/ablation.json
+    ablation: bool = False
 
 
 @dataclass(frozen=True)
@@ -477,6 +555,8 @@ VALUE_RANGES: dict[str, Range] = {
     "segmentation.epochs": COUNT,
     "segmentation.batch_size": COUNT,
     "segmentation.lr": POSITIVE,
+    "segmentation.budget_minutes": between(0, lo_open=True, null=True),
+    "segmentation.foreground_oversampling": between(0, 1, null=True),
     "segmentation.early_stopping_patience": COUNT,
     "segmentation.early_stopping_min_delta": NONNEG,
     "segmentation.dice_weight": NONNEG,
@@ -489,11 +569,15 @@ VALUE_RANGES: dict[str, Range] = {
     "segmentation.augmentation.scale_min": POSITIVE,
     "segmentation.augmentation.scale_max": POSITIVE,
     "segmentation.augmentation.noise_sd": NONNEG,
+    **{f"segmentation.augmentation.{k}_p": between(0, 1)
+       for k in ("elastic", "gamma", "brightness", "contrast", "lowres", "blur")},
     "segmentation.lesion_free_fraction": between(0, 1, hi_open=True),
     "segmentation.max_train_slices_per_epoch": between(1, integer=True, null=True),
     "segmentation.train_crop": between(STRIDE, integer=True, null=True, multiple=STRIDE),
     "segmentation.max_val_slices": between(1, integer=True, null=True),
     "segmentation.infer_batch_size": COUNT,
+    "segmentation.unet_width": between(0, lo_open=True, null=True),
+    "segmentation.folds": COUNT,
     "segmentation.threshold": PROB,
     "segmentation.num_threads": between(1, integer=True, null=True),
     "segmentation.bootstrap": between(0, integer=True),
@@ -503,6 +587,11 @@ VALUE_RANGES: dict[str, Range] = {
                                           lambda v: isinstance(v, str) and v.upper() in WAVELET_SUBBANDS),
     "features.sequences[]": NONEMPTY,
     "features.histogram_bins": between(2, integer=True),
+    "features.robustness.perturbations": Range("0 (off) or an integer >= 2 (an ICC needs two perturbations)",
+                                               lambda v: _is_num(v, True) and (v == 0 or v >= 2)),
+    "features.robustness.contour_amplitude": between(0, 5, lo_open=True),
+    "features.robustness.rotation_deg": between(0, 45),
+    "features.robustness.noise_fraction": between(0, 5, lo_open=True),
     **{f"features.clinical_columns.{f.name}": NONEMPTY for f in dataclasses.fields(ClinicalColumnsConfig)},
     "classification.models[]": one_of(*MODELS),
     "classification.selectors[]": one_of(*SELECTORS),
@@ -517,6 +606,9 @@ VALUE_RANGES: dict[str, Range] = {
     "classification.smote_k_neighbors": COUNT,
     "classification.top_features": COUNT,
     "classification.permutation_repeats": COUNT,
+    "classification.min_icc": between(0, 1, null=True),
+    "classification.calibration_folds": between(2, integer=True),
+    "classification.targets[]": one_of(*TARGETS),
     "execution.n_jobs": Range("-1 or 0 (every CPU) or an integer >= 1", lambda v: _is_num(v, True) and v >= -1),
     "execution.scheduler_address": Range("null or a non-empty address such as tcp://host:8786",
                                          lambda v: v is None or NONEMPTY.ok(v)),
@@ -715,6 +807,10 @@ def _check_values(cfg: Config) -> None:
     if sp.max_diameter_mm < sp.min_diameter_mm:
         problems.append(f"Config key 'segmentation.size_prior': max_diameter_mm ({show(sp.max_diameter_mm)}) is "
                         f"below min_diameter_mm ({show(sp.min_diameter_mm)}); swap them.")
+    if cfg.classification.min_icc is not None and cfg.features.robustness.perturbations == 0:
+        problems.append(f"Config key 'classification.min_icc' is {show(cfg.classification.min_icc)} but "
+                        "features.robustness.perturbations is 0: there is no ICC to filter by; set "
+                        "features.robustness.perturbations (e.g. 5) or classification.min_icc: null.")
     if cfg.segmentation.dice_weight == 0 and cfg.segmentation.bce_weight == 0:
         problems.append("Config keys 'segmentation.dice_weight' and 'segmentation.bce_weight' are both 0: the network "
                         "would learn nothing; set at least one > 0 (defaults 1.0).")

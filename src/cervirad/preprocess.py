@@ -217,9 +217,19 @@ def split_for_cohort(cohort: Cohort, cfg: Config, lesion_ml: dict[str, float] | 
 
 
 def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
-    """The preprocess stage: every patient of ``cohort`` into ``preprocess/``, and ``splits.json``."""
+    """The preprocess stage: every patient of ``cohort`` into ``preprocess/``, and ``splits.json``.
+    With ``segmentation.plan`` the spacing is the plan's target spacing (:mod:`cervirad.spacing_plan`)."""
+    import dataclasses
+
     from joblib import Parallel, delayed
 
+    from .spacing_plan import planned_spacing
+
+    fp = json.loads(run.fingerprint.read_text(encoding="utf-8")) if run.fingerprint.is_file() else None
+    spacing, why = planned_spacing(cfg, fp)
+    if tuple(spacing) != tuple(cfg.preprocess.spacing):
+        cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, spacing=tuple(spacing)))
+        st.info["planned_spacing"] = {"spacing": list(spacing), "why": why}
     sequences = tuple(cfg.segmentation.input_sequences)
     out = Layout(st.staging)
     results = Parallel(n_jobs=cfg.execution.workers)(

@@ -8,6 +8,7 @@ exposes them as named paths)::
                         wall time, error and the hashes of the files it wrote
       config.yaml       the resolved configuration
       fingerprint.json  cohort fingerprint (validate)
+      plan.yaml         the training recipe derived from the fingerprint (plan)
       splits.json       the ONE patient-level split every stage uses (preprocess)
       preprocess/ segmentation/ masks/ features/ classification/ report.html
 
@@ -131,6 +132,7 @@ CONFIG_YAML = "config.yaml"
 LOCK_FILE = ".lock"
 PARTIAL = ".partial"
 FINGERPRINT = "fingerprint.json"
+PLAN = "plan.yaml"
 SPLITS = "splits.json"
 PREPROCESS = "preprocess"
 SEGMENTATION = "segmentation"
@@ -153,6 +155,8 @@ CURVES = "curves.png"
 OVERLAYS = "overlays"
 MODEL_PT = "model.pt"
 LAST_PT = "last.pt"
+FOLD_DIR = "fold_{}"
+FOLD_CURVES = "fold_curves.png"
 FEATURES_TABLE = "features.parquet"
 FEATURES_CSV = "features.csv"
 DIAGNOSTICS = "diagnostics.csv"
@@ -166,7 +170,20 @@ PREDICTIONS = "predictions.csv"
 PREDICTIONS_PREDICTED = "predictions_predicted.csv"
 CONFUSION = "confusion_matrices.json"
 FIGURES = "figures"
+# issue 13's paper results in classification/: Table 1 (baseline characteristics per split and class),
+# the binary sub-tasks (targets/<target>/ each a full set of the files above, targets.json side by side),
+# the source ablation and importance share (ablation.json)
+TABLE1 = "table1.csv"
+TARGETS = "targets"
+TARGETS_SUMMARY = "targets.json"
+ABLATION = "ablation.json"
 FEATURE_FILES = (FEATURES_TABLE, FEATURES_CSV, DIAGNOSTICS, ERRORS, COLUMN_COUNTS, COLUMNS)
+# feature robustness (features.robustness, classification.min_icc): features/robustness.csv (perturbation ICC
+# on the training patients), classification/agreement.csv (manual- vs predicted-mask ICC on the test patients),
+# classification/robust_filter.json (the filter's threshold, kept features, test metrics with and without it)
+ROBUSTNESS = "robustness.csv"
+AGREEMENT = "agreement.csv"
+ROBUST_FILTER = "robust_filter.json"
 
 
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -203,6 +220,10 @@ class Layout:
     @property
     def fingerprint(self) -> Path:
         return self.root / FINGERPRINT
+
+    @property
+    def plan(self) -> Path:
+        return self.root / PLAN
 
     @property
     def splits(self) -> Path:
@@ -245,6 +266,11 @@ class Layout:
     def seg_metrics(self, arch: str = "crfe") -> Path:
         return self.segmentation_dir(arch) / METRICS
 
+    def fold_dir(self, fold: int, arch: str = "crfe") -> Path:
+        """One fold of a k-fold ensemble: 'segmentation[/<arch>]/fold_<k>' (checkpoints, log, curves, and
+        for fold 0 its own test scores and masks)."""
+        return self.segmentation_dir(arch) / FOLD_DIR.format(fold)
+
     def features_dir(self, masks: str = "manual") -> Path:
         return self.root / FEATURES if masks == "manual" else self.root / FEATURES / "predicted"
 
@@ -253,6 +279,11 @@ class Layout:
 
     def features_files(self, masks: str = "manual") -> list[Path]:
         return [self.features_dir(masks) / f for f in FEATURE_FILES]
+
+    @property
+    def robustness(self) -> Path:
+        """Perturbation ICC per feature on the training patients (features.robustness on)."""
+        return self.features_dir("manual") / ROBUSTNESS
 
     @property
     def classification_dir(self) -> Path:

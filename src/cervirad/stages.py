@@ -68,6 +68,11 @@ def _resolve(ref: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+def _manual_features(cfg: Config, options: dict) -> tuple[Path, ...]:
+    """features/ files, and features/robustness.csv when features.robustness is on."""
+    return (*R.features_files("manual"), *((R.robustness,) if cfg.features.robustness.perturbations else ()))
+
+
 # the feature stages read the radiomics parameter file: by content, and checked before anything runs
 _RADIOMICS = {"files": _radiomics_params, "path_keys": ("features.radiomics_params",),
               "check": "cervirad.features.stage:check_settings"}
@@ -76,12 +81,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("validate", "cervirad.validate:run_stage", config=("data",), reads_cohort=True,
           path_keys=("data.manifest", "data.clinical"), outputs=_fixed(R.fingerprint)),
     Stage("preprocess", "cervirad.preprocess:run", needs=("validate",),
-          config=("preprocess", "segmentation.input_sequences"), reads_cohort=True,
+          config=("preprocess", "segmentation.input_sequences", "segmentation.plan"), reads_cohort=True,
           outputs=_fixed(R.preprocess_dir, R.splits)),
-    Stage("train-seg", "cervirad.segmentation:train_stage", needs=("preprocess",), config=("segmentation",),
+    Stage("plan", "cervirad.segmentation.plan:plan_stage", needs=("validate",), config=("preprocess", "segmentation"),
+          outputs=_fixed(R.plan), check="cervirad.segmentation.plan:check_settings"),
+    Stage("train-seg", "cervirad.segmentation:train_stage", needs=("preprocess", "plan"), config=("segmentation",),
           reads_cohort=True, outputs=_fixed(R.segmentation_dir(), R.masks_dir()), resumable=True),
     Stage("features", "cervirad.features.stage:run_manual", needs=("preprocess",), config=("features",),
-          reads_cohort=True, outputs=_fixed(*R.features_files("manual")), **_RADIOMICS),
+          reads_cohort=True, outputs=_manual_features, **_RADIOMICS),
     Stage("features-predicted", "cervirad.features.stage:run_predicted", needs=("preprocess", "train-seg"),
           config=("features",), reads_cohort=True, outputs=_fixed(*R.features_files("predicted")), **_RADIOMICS),
     Stage("classify", "cervirad.classification.stage:run", needs=("features",), uses=("features-predicted",),

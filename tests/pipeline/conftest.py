@@ -16,6 +16,9 @@ E2E_OVERRIDES = [
     "preprocess.spacing=[1.4,1.4,4.0]",
     "preprocess.slice_size=128",
     "segmentation.epochs=2",
+    "segmentation.plan_keep=[segmentation.folds]",  # 25 development patients: the plan would train 5 folds
+    "segmentation.budget_minutes=null",  # epochs as set, not from a timing probe (machine-dependent)
+    "segmentation.tta_mirror=false",  # 4x inference; mirroring has its own tests (tests/segmentation/test_tta.py)
     "segmentation.max_train_slices_per_epoch=24",
     "segmentation.bootstrap=100",
     "segmentation.n_overlays=2",
@@ -27,6 +30,8 @@ E2E_OVERRIDES = [
     "xgboost: {n_estimators: [50], max_depth: [3], learning_rate: [0.1]}, svm: {C: [1.0], gamma: [scale]}, "
     "lr: {C: [1.0]}}",
     "execution.n_jobs=2",
+    "classification.targets=[pathologic_typing,large_cell]",  # one binary sub-task: its report section
+    "classification.ablation=true",
 ]
 
 

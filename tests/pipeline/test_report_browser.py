@@ -25,7 +25,9 @@ def test_report_in_headless_chromium(e2e_run):
     assert result["n_images"] >= 8
     for title in ("Run summary and provenance", "Cohort fingerprint and split", "Lesion segmentation (CRFE)",
                   "Pathological-type classification", "Test metrics: manual vs predicted masks",
-                  "Decision-curve analysis", "TRIPOD+AI / CLEAR checklist"):
+                  "Decision-curve analysis", "TRIPOD+AI / CLEAR checklist", "Table 1: baseline characteristics",
+                  "Calibration after SMOTE", "Binary sub-tasks of the pathological type",
+                  "Clinical vs radiomics vs histogram features"):
         assert title in result["sections"]
     assert shot.stat().st_size > 50_000
     out = REPO / "runs" / "test-artifacts"

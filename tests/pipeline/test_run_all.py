@@ -34,7 +34,7 @@ def test_run_all_writes_every_artifact(e2e_run):
     assert masks == test_ids  # predicted masks for exactly the test patients
     info = read_json(e2e_run / "run.json")
     assert "pipeline" not in info  # one record of what ran: stages[...]
-    assert set(info["stages"]) == {"validate", "preprocess", "train-seg", "features", "features-predicted",
+    assert set(info["stages"]) == {"validate", "preprocess", "plan", "train-seg", "features", "features-predicted",
                                    "classify", "report"}
     for name, rec in info["stages"].items():
         assert rec["status"] == "done" and rec["key"] and rec["outputs"], name
@@ -44,6 +44,12 @@ def test_run_all_writes_every_artifact(e2e_run):
     m = read_json(e2e_run / "classification" / "metrics.json")
     acc = m["rf.accuracy"]
     assert 0.0 <= acc["ci_low"] <= acc["value"] <= acc["ci_high"] <= 1.0
+    # issue 13's paper results: calibration, Table 1, a binary sub-task, the source ablation and share
+    assert m["calibration_method"] == "prior" and "rf.calibration_slope" in m and m["table1_file"] == "table1.csv"
+    assert "target.large_cell.auc_macro" in m and "ablation.clinical.auc_macro" in m
+    assert "importance_share.radiomics.n_selected" in m
+    for rel in ("table1.csv", "targets.json", "targets/large_cell/metrics.json", "ablation.json"):
+        assert (e2e_run / "classification" / rel).is_file(), rel
     assert not (e2e_run / ".partial").exists()
     import pandas as pd
 

@@ -179,7 +179,8 @@ def test_another_runs_artifacts_are_refused_unless_forced(tmp_path):
 
 def test_the_real_table_is_consistent():
     names = [s.name for s in STAGES]
-    assert names == ["validate", "preprocess", "train-seg", "features", "features-predicted", "classify", "report"]
+    assert names == ["validate", "preprocess", "plan", "train-seg", "features", "features-predicted", "classify",
+                     "report"]
     for i, s in enumerate(STAGES):
         assert all(names.index(u) < i for u in (*s.needs, *s.uses)), s.name
         assert callable(s.load()) and (s.check is None or callable(s.checker()))

@@ -28,3 +28,17 @@ def test_checklist_marks_unknowns_for_the_user():
     assert status["TRIPOD+AI 27"] == "user"
     assert status["TRIPOD+AI 10 / CLEAR 12"] == "filled"
     assert status["TRIPOD+AI 23a / CLEAR 52"] == "missing"
+
+
+def test_net_benefit_band_is_stratified_by_the_category():
+    from cervirad.report.dca import net_benefit_band
+
+    y = np.array([1] * 6 + [0] * 14)
+    th = np.linspace(0.05, 0.8, 8)
+    # a perfect model: every stratified resample keeps the prevalence, so the band is the prevalence itself
+    lo, hi = net_benefit_band(y, y.astype(float), th, n_boot=200, seed=0)
+    assert np.allclose(lo, 0.3) and np.allclose(hi, 0.3)
+    p = np.random.default_rng(1).uniform(0, 1, y.size) * 0.5 + 0.4 * y
+    lo, hi = net_benefit_band(y, p, th, n_boot=200, seed=0)
+    nb = net_benefit(y, p, th)
+    assert (lo <= hi).all() and (hi - lo).max() > 0.05 and ((lo <= nb + 1e-12) & (nb <= hi + 1e-12)).mean() >= 0.75

@@ -13,12 +13,12 @@ from cervirad.segmentation.model import build_model
 from cervirad.segmentation.train import checkpoint_header, save_checkpoint
 
 
-def _checkpoint(path, arch="crfe", channels=1, header_arch=None, header_channels=None):
+def _checkpoint(path, arch="crfe", channels=1, header_arch=None, header_channels=None, recurrence="rows+cols"):
     seqs = ["t2w", "dwi", "adc"][:channels]
     cfg = load_config(None, [f"segmentation.input_sequences={seqs}", "segmentation.lstm_hidden=8",
-                             "segmentation.component_selection=never"])
+                             "segmentation.component_selection=never", f"segmentation.recurrence={recurrence}"])
     torch.manual_seed(0)
-    net = build_model(arch, channels, lstm_hidden=8)
+    net = build_model(arch, channels, lstm_hidden=8, recurrence=cfg.segmentation.recurrence)
     head = checkpoint_header(cfg, header_arch or arch, header_channels or channels)
     save_checkpoint({**head, "epoch": 1, "val_dice": 0.0, "state_dict": net.state_dict()}, path)
     return path
@@ -114,3 +114,23 @@ def test_component_selection_picks_the_lesion_over_a_larger_fainter_blob():
     from cervirad.segmentation.infer import postprocess
 
     assert np.array_equal(postprocess(p, 0.5, False), p)
+
+def test_checkpoint_records_recurrence_and_older_checkpoints_load_as_rows(tmp_path):
+    cfg = load_config(None, ["segmentation.lstm_hidden=8", "segmentation.recurrence=rows+cols"])
+    torch.manual_seed(0)
+    net = build_model("crfe", 1, lstm_hidden=8, recurrence="rows+cols")
+    head = checkpoint_header(cfg, "crfe", 1)
+    assert head["recurrence"] == "rows+cols"
+    save_checkpoint({**head, "epoch": 1, "val_dice": 0.0, "state_dict": net.state_dict()}, tmp_path / "rc.pt")
+    loaded = load_model(tmp_path / "rc.pt", "cpu")
+    assert loaded.net.bottleneck[0].recurrence == "rows+cols"
+    x = torch.randn(1, 1, 48, 48)
+    assert torch.allclose(torch.sigmoid(net.eval()(x)), torch.sigmoid(loaded.net(x)), atol=1e-4)
+    old = torch.load(_checkpoint(tmp_path / "old.pt", recurrence="rows"), weights_only=True)
+    del old["recurrence"]  # written before the key existed
+    torch.save(old, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt", "cpu").net.bottleneck[0].recurrence == "rows"
+    old["recurrence"] = "diagonal"
+    torch.save(old, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="names recurrence 'diagonal'"):
+        load_model(tmp_path / "bad.pt", "cpu")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..jsonutil import py_dict
+from .calibration import calibrate_search
 from .data import Table
 from .estimators import make_cv
 from .search import rows, search_model
@@ -116,21 +117,25 @@ def proba_full(pipe, X: np.ndarray, n_classes: int) -> np.ndarray:
     return P
 
 
-def fit_models(train: Table, ccfg, seed: int, n_jobs: int, cache_dir: str | None) -> tuple[dict, dict]:
-    """One tuned, refitted GridSearchCV per configured model, and the seconds each took."""
+def fit_models(train: Table, ccfg, seed: int, n_jobs: int, cache_dir: str | None, icc=None) -> tuple[dict, dict]:
+    """One tuned, refitted GridSearchCV per configured model, and the seconds each took; with
+    ``classification.calibration`` its final pipeline is calibrated on the same rows (:mod:`.calibration`)."""
     searches, seconds = {}, {}
     groups = train.ids if train.has_groups else None
     for name in ccfg.models:
         t0 = time.perf_counter()
-        searches[name] = search_model(name, train.X, train.y, groups, ccfg, seed, n_jobs, cache_dir)
+        searches[name] = search_model(name, train.X, train.y, groups, ccfg, seed, n_jobs, cache_dir, icc)
+        calibrate_search(searches[name], train.X, train.y, groups, ccfg, seed)  # same rows; none: unchanged
         seconds[name] = round(time.perf_counter() - t0, 2)
         log.info("classify: %s tuned in %.1f s, inner-CV %s %.3f, %s", name, seconds[name], ccfg.scoring,
                  searches[name].best_score_, _short(searches[name].best_params_))
     return searches, seconds
 
 
-def evaluate_holdout(train: Table, test: Table, ccfg, seed: int, n_jobs: int, cache_dir: str | None) -> Result:
-    searches, seconds = fit_models(train, ccfg, seed, n_jobs, cache_dir)
+def evaluate_holdout(train: Table, test: Table, ccfg, seed: int, n_jobs: int, cache_dir: str | None,
+                     icc=None) -> Result:
+    """``icc``: the perturbation ICC of every feature column, for ``classification.min_icc``'s filter step."""
+    searches, seconds = fit_models(train, ccfg, seed, n_jobs, cache_dir, icc)
     C = len(train.classes)
     probs = {m: [proba_full(gs.best_estimator_, test.X, C)] for m, gs in searches.items()}
     res = Result("test_split", test.y, test.ids, probs, searches, seconds=seconds)

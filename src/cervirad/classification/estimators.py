@@ -238,12 +238,13 @@ def make_classifier(name: str, seed: int):
 
 # --------------------------------------------------------------------------- the pipeline
 def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, memory: bool = False,
-                   frame: bool = False):
+                   frame: bool = False, icc=None):
     """impute (median) -> DropConstant -> StandardScaler -> RankSelector -> AdaptiveSMOTE -> classifier.
 
     ``cache_dir``: folder for the ranking cache (and, with ``memory=True``, the Pipeline's
     step cache, useful when the pipeline goes through plain GridSearchCV). ``frame=True``
-    keeps pandas DataFrames (and their row index) between steps.
+    keeps pandas DataFrames (and their row index) between steps. With ``classification.min_icc``, a
+    :class:`~.robust_filter.RobustnessFilter` (``icc``: one perturbation ICC per input column) comes first.
     """
     from imblearn.pipeline import Pipeline
     from sklearn.impute import SimpleImputer
@@ -262,6 +263,12 @@ def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, me
          if ccfg.smote else "passthrough"),
         ("clf", make_classifier(model, seed)),
     ]
+    if ccfg.min_icc is not None:
+        from .robust_filter import RobustnessFilter
+
+        if icc is None:
+            raise ValueError("classification.min_icc is set but no ICC values were given (features/robustness.csv)")
+        steps.insert(0, ("robust", RobustnessFilter(icc, ccfg.min_icc)))
     pipe = Pipeline(steps, memory=cache_dir if memory else None)
     return pipe.set_output(transform="pandas") if frame else pipe
 
@@ -311,6 +318,10 @@ def scorer(name: str):
 
 def strip_cache(pipe):
     """Drop cache folders from a fitted pipeline before it is saved (they are temporary)."""
+    if hasattr(pipe, "pipeline_"):  # a calibration wrapper (calibration.py): its template and fitted pipeline
+        strip_cache(pipe.pipeline)
+        strip_cache(pipe.pipeline_)
+        return pipe
     pipe.memory = None
     sel = pipe.named_steps["select"]
     sel.cache_dir = None
@@ -320,6 +331,8 @@ def strip_cache(pipe):
 def selected_features(pipe, feature_names: list[str]) -> list[str]:
     """Input column names that reach the classifier, in the classifier's column order."""
     names = np.asarray(feature_names)
+    if "robust" in pipe.named_steps:  # classification.min_icc
+        names = names[pipe.named_steps["robust"].support_]
     imputer = pipe.named_steps["impute"]
     if not getattr(imputer, "keep_empty_features", False):  # models saved before: the imputer dropped them
         names = names[~np.isnan(imputer.statistics_)]
@@ -330,8 +343,9 @@ def selected_features(pipe, feature_names: list[str]) -> list[str]:
 def transform_to_selected(pipe, X) -> np.ndarray:
     """Rows as the classifier sees them at predict time (every step but SMOTE and the classifier)."""
     Xt = X
-    for name in ("impute", "drop_constant", "scale", "select"):
-        Xt = pipe.named_steps[name].transform(Xt)
+    for name in ("robust", "impute", "drop_constant", "scale", "select"):
+        if name in pipe.named_steps:  # "robust": only with classification.min_icc
+            Xt = pipe.named_steps[name].transform(Xt)
     return np.asarray(Xt)
 
 

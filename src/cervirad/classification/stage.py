@@ -18,7 +18,11 @@ fold, class bookkeeping, notes), ``confusion_matrices.json``, ``predictions.csv`
 ``model.joblib`` (best whole pipeline) + ``models/<name>.joblib``, each signed with this
 installation's key (:mod:`cervirad.signing`; the HMACs sit in the card), ``model_card.json``
 (also the raw training range of the selected features, for ``predict``'s row checks),
-``figures/*.png``.
+``figures/*.png``. A run's split also gets ``table1.csv`` (baseline characteristics per split and
+class, :mod:`.table1`), ``targets.json`` + ``targets/<target>/`` (the binary sub-tasks of
+``classification.targets``, :mod:`.targets`) and ``ablation.json`` (``classification.ablation``,
+:mod:`.ablation`); every model's probabilities are calibrated per ``classification.calibration``
+(:mod:`.calibration`; Brier, calibration intercept and slope in metrics.json).
 """
 from __future__ import annotations
 
@@ -43,7 +47,10 @@ from ..parallel import parallel_backend
 from ..rundir import (CLASSIFICATION, COLUMNS, CONFUSION, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD,
                       MODEL_JOBLIB, MODELS, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, RunDir, StageContext,
                       file_hash, package_versions, write_json)
+from ..rundir import ABLATION, TABLE1, TARGETS, TARGETS_SUMMARY
 from ..signing import ALGORITHM as SIGNATURE_ALGORITHM, key_id, load_key, sign_file
+from .ablation import importance_share
+from .calibration import CALIBRATION_DEFINITION, flat_calibration
 from .core import Result, evaluate_holdout, nested_cv, proba_full
 from .data import Table, feature_matrix, load_table, normalise_labels, table_hash
 from .evaluate import AUC_MACRO_DEFINITION, HEADLINE, bootstrap_metrics, ci_method, confusion, flatten
@@ -70,10 +77,16 @@ def run(cfg: Config, run: RunDir, cohort, st: StageContext) -> dict:
         raise InputError(f"Feature table '{path}' has {len(fit.y)} train/val and {len(test.y)} test patients of "
                          "splits.json; re-run `cervirad extract-features` for this run.")
     predicted = _predicted_test(pred_path, fit, splits) if pred_path else None
+    from . import robustness  # features.robustness / classification.min_icc
+
+    icc = robustness.icc_for(run, fit.features) if cfg.classification.min_icc is not None else None
     with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
-        res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
+        res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, cfg.execution.workers, cache, icc=icc)
     summary = write_outputs(st.classification_dir, res, fit, test, cfg, table_hash(df), {"split": "test"},
                             predicted=predicted)
+    _paper_results(st, cfg, df, splits, res, fit, test, predicted, table_hash(df), icc)
+    if cfg.features.robustness.perturbations and run.robustness.is_file():
+        st.info.update(robustness.write(st.classification_dir, run, cfg, res, fit, test, predicted, icc))
     st.info.update(best_model=summary["best_model"], evaluation="test_split")
     return summary
 
@@ -82,6 +95,12 @@ def run_table(cfg: Config, run: RunDir, cohort, st: StageContext, table: str | P
               label_column: str) -> dict:
     """Stage ``classify`` of a table run: any table by repeated nested CV -> ``classification/``."""
     table_path = Path(table)
+    if cfg.classification.min_icc is not None:
+        raise InputError(f"classification.min_icc is set but a table run ('{table_path}') has no perturbation ICCs "
+                         "(features/robustness.csv); set classification.min_icc: null for `classify --features`.")
+    if len(cfg.classification.targets) > 1 or cfg.classification.ablation:
+        log.warning("classify: classification.targets and .ablation apply to a run's test split; a table run "
+                    "('%s') evaluates its label column only", table_path)
     df = read_table(table_path, "feature table", id_columns=(id_column,))
     tab = load_table(df, id_column, label_column, where=str(table_path))
     tab, dropped = _drop_tiny_classes(tab)
@@ -245,6 +264,10 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
                          correlation, cc.top_features)
     summary["figures"] = [str(p.relative_to(out)) for p in figs]
     summary["selected_features"] = selected_features(best_pipe, fit.features)
+    summary["importance_share"] = importance_share(importance["names"], importance["perm_mean"], importance["model"],
+                                                   tuple(cfg.features.sequences))
+    _add_metrics(out, {f"importance_share.{src}.{k}": v for src, d in summary["importance_share"].items()
+                       for k, v in d.items()})
     write_json(out / SUMMARY, summary)
     _write_card(out, best, res, fit, cfg, train_hash, id_column, label_column, absent, signatures, key_id(key))
     log.info("classify: best model %s (by inner CV): accuracy %.3f, macro AUC %s; outputs written in %.1f s",
@@ -272,6 +295,7 @@ def _metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
     for i, (m, P) in enumerate(probs.items()):
         boot = bootstrap_metrics(y, P, groups, cc.bootstrap, 1000 + i)
         metrics.update(flatten(m, boot, classes, support))
+        metrics.update(flat_calibration(m, y, np.mean(P, axis=0), classes, known))
         if m in res.searches:
             metrics[f"{m}.inner_cv_score"] = round(float(res.searches[m].best_score_), 6)
     best = res.best_model
@@ -282,6 +306,8 @@ def _metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
         metrics[f"best.{k}"] = metrics[f"{best}.{k}"]
     metrics["auc_macro_definition"] = AUC_MACRO_DEFINITION
     metrics["ci_method"] = ci_method(cc.bootstrap)
+    metrics["calibration_method"] = getattr(cc, "calibration", "none")
+    metrics["calibration_definition"] = CALIBRATION_DEFINITION
     # scored like any other class (zero probability), but the model cannot recognise them: flagged
     metrics["classes_absent_from_training"] = [py_value(classes[c]) for c in range(len(classes)) if not known[c]]
     return metrics
@@ -318,7 +344,9 @@ def _importance(pipe, fit: Table, ev: Table, cc, seed: int):
 
     names = selected_features(pipe, fit.features)
     Xe = transform_to_selected(pipe, ev.X)
-    perm = permutation_importance(pipe.named_steps["clf"], Xe, ev.y, scoring=scorer(cc.scoring),
+    # a calibration wrapper: the classifier step with its calibration (the reported labels)
+    clf = pipe.final_estimator() if hasattr(pipe, "final_estimator") else pipe.named_steps["clf"]
+    perm = permutation_importance(clf, Xe, ev.y, scoring=scorer(cc.scoring),
                                   n_repeats=cc.permutation_repeats, random_state=seed, n_jobs=1)
     importance = {"names": names, "model": model_importance(pipe), "perm_mean": perm.importances_mean,
                   "perm_sd": perm.importances_std}
@@ -369,6 +397,75 @@ def _write_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, trai
         "config": cfg.to_dict()["classification"], "seed": cfg.run.seed, "packages": package_versions(),
     }
     write_json(out / MODEL_CARD, card)
+
+
+# --------------------------------------------------------------------------- the paper's further results
+def _add_metrics(out: Path, keys: dict) -> None:
+    """Add keys to an already written ``metrics.json``."""
+    m = json.loads((out / METRICS).read_text(encoding="utf-8"))
+    write_json(out / METRICS, {**m, **keys})
+
+
+def _paper_results(st: StageContext, cfg: Config, df: pd.DataFrame, splits: dict, res: Result, fit: Table,
+                   test: Table, predicted: Table | None, train_hash: str, icc=None) -> None:
+    """Table 1, the binary sub-tasks (``classification.targets``) and the source ablation
+    (``classification.ablation``) of a run's test split; each also summarised in metrics.json."""
+    from .targets import sub_targets
+
+    _write_table1(st.classification_dir, cfg, df, splits)
+    subs = sub_targets(cfg.classification.targets)
+    if subs:
+        _run_targets(st, cfg, subs, fit, test, predicted, train_hash, icc)
+    if cfg.classification.ablation:
+        _run_ablation(st, cfg, res, fit, test, icc)
+
+
+def _write_table1(out: Path, cfg: Config, df: pd.DataFrame, splits: dict) -> None:
+    from .table1 import table1
+
+    part_of = split_of(splits)
+    rows = df[df[ID].astype(str).isin(part_of)]
+    t1 = table1(rows, LABEL, rows[ID].astype(str).map(part_of), cfg.classification.bootstrap, cfg.run.seed)
+    if not t1.empty:
+        write_table(t1, out / TABLE1)
+        groups = t1.groupby("group", sort=False)["n_group"].first().to_dict()
+        _add_metrics(out, {"table1_file": TABLE1, "table1_groups": groups})
+
+
+def _run_targets(st: StageContext, cfg: Config, subs: list[str], fit: Table, test: Table, predicted: Table | None,
+                 train_hash: str, icc) -> None:
+    """Each binary sub-task: a classify run on the same patients and columns -> ``targets/<target>/``."""
+    from .targets import SHOWN, binary_table, check_both_classes, definition, side_by_side
+
+    out = st.classification_dir
+    metrics = {"pathologic_typing": json.loads((out / METRICS).read_text(encoding="utf-8"))}
+    n_test, positives = {"pathologic_typing": len(test.y)}, {}
+    for t in subs:
+        f, e = binary_table(fit, t), binary_table(test, t)
+        check_both_classes(f, t)
+        p = binary_table(predicted, t) if predicted is not None else None
+        with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
+            r = evaluate_holdout(f, e, cfg.classification, cfg.run.seed, cfg.execution.workers, cache, icc=icc)
+        write_outputs(out / TARGETS / t, r, f, e, cfg, train_hash,
+                      {"split": "test", "target": t, "target_definition": definition(t)}, predicted=p)
+        metrics[t] = json.loads((out / TARGETS / t / METRICS).read_text(encoding="utf-8"))
+        n_test[t], positives[t] = len(e.y), int(e.y.sum())
+    table = side_by_side(metrics, n_test, positives)
+    write_json(out / TARGETS_SUMMARY, {"rows": table, "folders": {t: f"{TARGETS}/{t}" for t in subs}})
+    _add_metrics(out, {f"target.{r['target']}.{k}": r[k] for r in table if r["target"] in subs for k in SHOWN})
+
+
+def _run_ablation(st: StageContext, cfg: Config, res: Result, fit: Table, test: Table, icc) -> None:
+    from .ablation import DEFINITION, ablation
+
+    best = res.best_model
+    with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
+        rows = ablation(fit, test, best, np.mean(res.probs[best], axis=0), cfg.classification, cfg.run.seed,
+                        cfg.execution.workers, cache, tuple(cfg.features.sequences),
+                        boot_seed=1000 + list(res.probs).index(best), icc=icc)
+    write_json(st.classification_dir / ABLATION, {"definition": DEFINITION, "model": best, "rows": rows})
+    _add_metrics(st.classification_dir, {f"ablation.{r['source']}.{k}": r[k] for r in rows
+                                         for k in ("auc_macro", "accuracy") if k in r})
 
 
 # --------------------------------------------------------------------------- for the report

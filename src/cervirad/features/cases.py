@@ -10,15 +10,25 @@ histogram bins, tolerance) and the PyRadiomics version. It lives outside the sta
 output so it survives reruns; entries are written atomically as results arrive, so a crash
 keeps every finished case.
 
-Parallelism: cases run largest mask first (the longest jobs start first, so the last
-worker does not finish alone) on a joblib ``loky`` process pool, or, with
-``execution.backend: dask``, on a dask.distributed cluster (``scheduler_address``; a local
-cluster of ``n_jobs`` processes when it is empty).
+Parallelism (:func:`extract_jobs`): with several workers a case is cut into PARTS, one per
+feature computation of PyRadiomics' order — part 0 = shape + histogram + diagnostics, then one
+per image type (LoG: one per sigma; the wavelet: one for all kept sub-bands, which share one
+transform) — so one very large lesion no longer holds a worker alone at the end. Parts run
+largest case first (part 0, the superlinear shape features, first within a case) on a joblib
+``loky`` process pool, or, with ``execution.backend: dask``, on a dask.distributed cluster
+(``scheduler_address``; a local cluster of ``n_jobs`` processes when it is empty). A worker keeps
+the last two cases' PyRadiomics-preprocessed images, so the parts of one case it runs load and
+resample it once. The parts of a case are merged in PyRadiomics' order into the one result dict
+:func:`extract_case` gives (same keys, same order, the same values to the last bit: each part
+runs the same computation on the same preprocessed image); ``seconds`` is then the work summed
+over the parts. One worker runs whole cases.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -125,14 +135,130 @@ def extract_case(job: CaseJob) -> dict:
         hist = lesion_histogram_features(sitk.GetArrayViewFromImage(image), roi, job.histogram_bins)
         feats, diag = extract_radiomics(image, mask, job.params, job.subbands)
     except Exception as e:  # one failing case must not stop the others
-        msg = " ".join(str(e).split()) or type(e).__name__
-        if f"'{job.patient_id}'" not in msg:
-            msg = f"Feature extraction failed for case '{job.patient_id}' ({job.sequence}): {msg[:300]}"
-        out["error"] = msg
+        out["error"] = _error_message(job, e)
         return out
     out.update(features={**feats, **hist}, diagnostics=diag, mask_voxels=int(roi.sum()),
                seconds=round(time.perf_counter() - t0, 3))
     return out
+
+
+def _error_message(job: CaseJob, e: Exception) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if f"'{job.patient_id}'" not in msg:
+        msg = f"Feature extraction failed for case '{job.patient_id}' ({job.sequence}): {msg[:300]}"
+    return msg
+
+
+# --------------------------------------------------------------------------- parts of a case
+@dataclass(frozen=True)
+class CasePart:
+    """One piece of a case's extraction: ``unit`` None = shape + histogram + diagnostics (part 0),
+    else ``(image type, custom arguments)`` of :func:`~.radiomics_ext.image_units`."""
+
+    job: CaseJob
+    case: int  # position of the job in the submitted list (the merge key)
+    index: int
+    n_parts: int
+    unit: Optional[tuple[str, dict]] = None
+
+
+def case_parts(job: CaseJob, case: int) -> list[CasePart]:
+    """Part 0 (shape, histogram, diagnostics) and one part per image unit, in PyRadiomics' order."""
+    from .radiomics_ext import image_units
+
+    units = image_units(job.params)
+    return [CasePart(job, case, i, len(units) + 1, u) for i, u in enumerate([None, *units])]
+
+
+_PREPARED: "OrderedDict[tuple, Any]" = OrderedDict()  # this worker's last preprocessed cases
+_PREPARED_KEEP = 2
+
+
+def _prepared(job: CaseJob, loaded: tuple[Any, Any] | None = None):
+    """The case's PyRadiomics-preprocessed image and masks (:func:`~.radiomics_ext.prepare`), kept
+    per worker process for the case's next parts; the key includes the files' size and mtime.
+    ``loaded``: the case's (image, mask) from :func:`_load_case` when the caller has read them."""
+    from .radiomics_ext import prepare
+
+    stamp = tuple((os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in (job.image, job.mask))
+    key = (job.image, job.mask, stamp, job.key, json.dumps(job.params, sort_keys=True, default=str),
+           job.tolerance, job.same_grid_required)
+    if key in _PREPARED:
+        _PREPARED.move_to_end(key)
+        return _PREPARED[key]
+    image, mask = loaded if loaded is not None else _load_case(job)
+    prep = prepare(image, mask, job.params)
+    _PREPARED[key] = prep
+    while len(_PREPARED) > _PREPARED_KEEP:
+        _PREPARED.popitem(last=False)
+    return prep
+
+
+def extract_part(part: CasePart) -> dict:
+    """Features of one part; ``{"error": ...}`` instead of raising (as :func:`extract_case`)."""
+    import SimpleITK as sitk
+
+    from .histogram import lesion_histogram_features
+    from .radiomics_ext import compute_shape, compute_unit
+
+    t0 = time.perf_counter()
+    job = part.job
+    out: dict[str, Any] = {"patient_id": job.patient_id, "sequence": job.sequence, "key": job.key,
+                           "case": part.case, "part": part.index, "n_parts": part.n_parts}
+    if job.threads:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(job.threads)
+    try:
+        if part.unit is None:
+            image, mask = _load_case(job)
+            label = int(job.params.get("setting", {}).get("label", 1))
+            roi = _check_mask(job, sitk.GetArrayViewFromImage(mask), label)
+            hist = lesion_histogram_features(sitk.GetArrayViewFromImage(image), roi, job.histogram_bins)
+            prep = _prepared(job, (image, mask))
+            out.update(features=compute_shape(prep), histogram=hist, diagnostics=prep.diagnostics,
+                       mask_voxels=int(roi.sum()))
+        else:
+            out["features"] = compute_unit(_prepared(job), *part.unit, job.subbands)
+    except Exception as e:  # one failing case must not stop the others
+        out["error"] = _error_message(job, e)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def merge_parts(parts: list[dict]) -> dict:
+    """The parts of one case -> the result dict of :func:`extract_case` (features in PyRadiomics'
+    order, histogram last); the first failing part's error when any failed."""
+    parts = sorted(parts, key=lambda r: r["part"])
+    head = parts[0]
+    out: dict[str, Any] = {k: head[k] for k in ("patient_id", "sequence", "key")}
+    failed = next((r for r in parts if "error" in r), None)
+    if failed is not None:
+        out["error"] = failed["error"]
+        return out
+    features: dict[str, float] = {}
+    for r in parts:
+        features.update(r["features"])
+    out.update(features={**features, **head["histogram"]}, diagnostics=head["diagnostics"],
+               mask_voxels=head["mask_voxels"], seconds=round(sum(r["seconds"] for r in parts), 3))
+    if any("timing" in r for r in parts):  # a benchmark's worker timings, passed through
+        out["timings"] = [r["timing"] for r in parts if "timing" in r]
+    return out
+
+
+def extract_jobs(jobs: list[CaseJob], n_jobs: int, backend: str = "loky", scheduler_address: str | None = None,
+                 part_fn: Callable[[CasePart], dict] = extract_part) -> Iterator[dict]:
+    """:func:`extract_case` of every job, yielded as each case completes; with several workers (or
+    Dask) computed as parts (:func:`case_parts`) submitted case by case in the given order (largest
+    lesion first) and merged per case. ``part_fn`` is for benchmarks wrapping :func:`extract_part`."""
+    if n_jobs <= 1 and backend != "dask":
+        yield from run_jobs(jobs, n_jobs, backend, scheduler_address)
+        return
+    parts = [p for i, job in enumerate(jobs) for p in case_parts(job, i)]
+    done: dict[int, list[dict]] = {}
+    for res in run_jobs(parts, n_jobs, backend, scheduler_address, fn=part_fn):
+        got = done.setdefault(res["case"], [])
+        got.append(res)
+        if len(got) == res["n_parts"]:
+            yield merge_parts(done.pop(res["case"]))
 
 
 # --------------------------------------------------------------------------- cache

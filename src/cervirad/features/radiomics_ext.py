@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -106,13 +107,22 @@ def _keep(image_type_name: str, subbands: tuple[str, ...] | None) -> bool:
     return image_type_name.split("-", 1)[-1] in subbands
 
 
-def extract_radiomics(image: Any, mask: Any, params: dict,
-                      subbands: tuple[str, ...] | None = None) -> tuple[dict[str, float], dict[str, str]]:
-    """Features and diagnostics for one case (``image``/``mask``: SimpleITK images on one grid).
+@dataclass
+class Prepared:
+    """One case after PyRadiomics' preprocessing: what every feature computation of the case reads."""
 
-    Follows ``RadiomicsFeatureExtractor.execute`` (segment-based); PyRadiomics errors (e.g. a mask
-    too small for ``minimumROIDimensions``) propagate as ``ValueError``.
-    """
+    extractor: Any
+    settings: dict
+    image: Any  # normalised, resampled (cropped to the lesion box + padDistance)
+    shape_mask: Any  # the mask shape features see (resegmented only with resegmentShape)
+    mask: Any  # the mask every other class sees (resegmented when resegmentRange is set)
+    bbox: Any
+    diagnostics: dict[str, str]
+
+
+def prepare(image: Any, mask: Any, params: dict) -> Prepared:
+    """Load, normalise, resample and check one case exactly as ``RadiomicsFeatureExtractor.execute``
+    does (``image``/``mask``: SimpleITK images on one grid); PyRadiomics errors propagate as ``ValueError``."""
     from radiomics import generalinfo, imageoperations
 
     ex = make_extractor(params)
@@ -135,20 +145,58 @@ def extract_radiomics(image: Any, mask: Any, params: dict,
         if info is not None:
             info.addMaskElements(image, reseg, settings.get("label", 1), "resegmented")
     diagnostics = {k: _as_text(v) for k, v in (info.getGeneralInfo() if info is not None else {}).items()}
-    if settings.get("resegmentShape", False) and reseg is not None:
-        mask = reseg
+    shape_mask = reseg if settings.get("resegmentShape", False) and reseg is not None else mask
+    return Prepared(ex, settings, image, shape_mask, reseg if reseg is not None else mask, bbox, diagnostics)
+
+
+def image_units(params: dict) -> list[tuple[str, dict]]:
+    """The case's feature computations after shape, in PyRadiomics' order: one ``(image type, custom
+    arguments)`` per enabled image type, LoG split into one unit per sigma (each sigma is its own
+    filter). Computing the units one by one gives exactly the values of one full extraction."""
+    units = []
+    for image_type, custom in make_extractor(params).enabledImagetypes.items():
+        custom = dict(custom or {})
+        if image_type == "LoG" and len(custom.get("sigma", [])) > 1:
+            units += [(image_type, {**custom, "sigma": [s]}) for s in custom["sigma"]]
+        else:
+            units.append((image_type, custom))
+    return units
+
+
+def compute_shape(prep: Prepared) -> dict[str, float]:
+    """Shape features (empty unless the shape classes are enabled)."""
+    return {k: float(v) for k, v in prep.extractor.computeShape(prep.image, prep.shape_mask, prep.bbox,
+                                                                 **prep.settings).items()}
+
+
+def compute_unit(prep: Prepared, image_type: str, custom: dict,
+                 subbands: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Every enabled feature class on the image(s) of one unit (see :func:`image_units`)."""
+    from radiomics import imageoperations
+
+    args = {**prep.settings, **custom}
     features: dict[str, float] = {}
-    features.update(ex.computeShape(image, mask, bbox, **settings))
-    if reseg is not None:
-        mask = reseg
-    for image_type, custom in ex.enabledImagetypes.items():
-        args = {**settings, **custom}
-        for filtered, name, kwargs in getattr(imageoperations, f"get{image_type}Image")(image, mask, **args):
-            if not _keep(name, subbands):
-                continue
-            cropped, cmask = imageoperations.cropToTumorMask(filtered, mask, bbox)
-            features.update(ex.computeFeatures(cropped, cmask, name, **kwargs))
-    return {k: float(v) for k, v in features.items()}, diagnostics
+    for filtered, name, kwargs in getattr(imageoperations, f"get{image_type}Image")(prep.image, prep.mask, **args):
+        if not _keep(name, subbands):
+            continue
+        cropped, cmask = imageoperations.cropToTumorMask(filtered, prep.mask, prep.bbox)
+        features.update(prep.extractor.computeFeatures(cropped, cmask, name, **kwargs))
+    return {k: float(v) for k, v in features.items()}
+
+
+def extract_radiomics(image: Any, mask: Any, params: dict,
+                      subbands: tuple[str, ...] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """Features and diagnostics for one case (``image``/``mask``: SimpleITK images on one grid).
+
+    Follows ``RadiomicsFeatureExtractor.execute`` (segment-based): :func:`prepare`, shape, then every
+    enabled image type; PyRadiomics errors (e.g. a mask too small for ``minimumROIDimensions``)
+    propagate as ``ValueError``.
+    """
+    prep = prepare(image, mask, params)
+    features = compute_shape(prep)
+    for image_type, custom in image_units(params):
+        features.update(compute_unit(prep, image_type, custom, subbands))
+    return features, prep.diagnostics
 
 
 def _as_text(v: Any) -> str:

@@ -12,6 +12,8 @@ Outputs (``features/`` for manual masks, ``features/predicted/`` for the segment
 - ``diagnostics.csv``: PyRadiomics' diagnostics per case (versions, settings, image/mask facts),
   seconds, lesion voxels and whether the case came from the cache.
 - ``errors.csv``: one row per failed case or patient (patient_id, sequence, step, message).
+- ``robustness.csv`` (manual masks, ``features.robustness.perturbations`` >= 2): every image feature's ICC
+  across perturbed extractions of the training patients (:mod:`.robustness`).
 """
 from __future__ import annotations
 
@@ -27,10 +29,10 @@ from ..cohort import LABEL, load_splits, pathologic_typing, split_of
 from ..config import Config
 from ..errors import InputError
 from ..io import Cohort, write_table
-from ..rundir import (COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, RunDir,
+from ..rundir import (COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, ROBUSTNESS, RunDir,
                       StageContext, case_file, write_json)
 from . import clinical as clin
-from .cases import CaseCache, CaseJob, case_key, label_voxels, run_jobs
+from .cases import CaseCache, CaseJob, case_key, extract_jobs, label_voxels
 from .radiomics_ext import check_subbands, load_params
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,7 @@ def extract_all(jobs: list[CaseJob], cache: CaseCache, n_jobs: int, backend: str
                  len(todo), n_hits, min(n_jobs, len(todo)), backend)
     from ..progress import progress  # a bar on a terminal, else one log line per 10 % of the cases
 
-    for res in progress(run_jobs(todo, n_jobs, backend, scheduler_address), len(todo), "extract-features",
+    for res in progress(extract_jobs(todo, n_jobs, backend, scheduler_address), len(todo), "extract-features",
                         "case", log):
         cache.put(res["key"], res)
         results.append({**res, "cached": False})
@@ -242,6 +244,12 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
         "masks": masks, "radiomics_params": str(fc.radiomics_params)})
     st.info.update(n_patients=len(ids), n_feature_columns=len(feature_cols), n_errors=len(errors),
                    n_cached=n_hits, extract_seconds=round(seconds, 2), masks=masks)
+    if masks == "manual" and fc.robustness.perturbations and splits:  # perturbation ICC, training patients only
+        from . import robustness
+
+        seqs = fc.sequences if len(fc.sequences) > 1 else ()
+        st.info.update(robustness.run(cfg, jobs, cache, {p for p, part in splits.items() if part != "test"},
+                                      list(image_feats.columns), lambda c: category(c, seqs), out / ROBUSTNESS))
     log.info("extract-features: %d patients x %d feature columns, %d error(s), %d cached -> %s",
              len(ids), len(feature_cols), len(errors), n_hits, run.features_dir(masks))
     return out

@@ -19,9 +19,12 @@ import yaml
 from ..classification.evaluate import HEADLINE
 from ..cohort import CATEGORY_NAMES, LABEL
 from ..config import MODELS
-from ..rundir import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD, OVERLAYS,
-                      PREDICTIONS, SUMMARY, Layout, RunDir, StageContext, save_figure, write_text)
+from ..rundir import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, FOLD_CURVES, METRICS, METRICS_PREDICTED,
+                      MODEL_CARD, OVERLAYS, PREDICTIONS, SUMMARY, Layout, RunDir, StageContext, save_figure, write_text)
 from .checklist import build_checklist
+from .paper_results import results_sections, table1_sections
+from .robustness import robustness_sections
+from .segmentation_recipe import recipe_sections
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -213,7 +216,8 @@ def _segmentation_section(run: RunDir) -> str:
                      "(the only reading compatible with the paper's IoU 0.94 at Dice 0.60).</p>")
         parts.append(_detection_summary(m))
         parts.append(_lesion_size_strata(m))
-    pngs = sorted(d.glob("*.png")) + sorted((d / OVERLAYS).glob("*.png"))[:8]
+    # the fold curves belong to the recipe section
+    pngs = [p for p in sorted(d.glob("*.png")) if p.name != FOLD_CURVES] + sorted((d / OVERLAYS).glob("*.png"))[:8]
     parts.append(_figs(pngs))
     unet = run.segmentation_dir("unet")
     if unet.is_dir():
@@ -402,10 +406,14 @@ def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None =
         *([("external", "External validation", _external_section(run, external))] if external else []),
         ("summary", "Run summary and provenance", _summary_section(run, info)),
         ("cohort", "Cohort fingerprint and split", _cohort_section(run, fp, splits)),
+        *table1_sections(run),  # classification/table1.csv: report/paper_results.py
         ("segmentation", "Lesion segmentation (CRFE)", _segmentation_section(run)),
+        *recipe_sections(run),  # plan, test-time augmentation, fold ensemble: report/segmentation_recipe.py
         ("features", "Radiomics, histogram and clinical features", _features_section(run)),
         ("classification", "Pathological-type classification", _classification_section(run, models)),
+        *results_sections(run),  # calibration, binary sub-tasks, sources: report/paper_results.py
         ("masks", "Test metrics: manual vs predicted masks", _manual_vs_predicted(run, models)),
+        *robustness_sections(run, out),  # features.robustness on: report/robustness.py
         ("dca", "Decision-curve analysis", dca_html),
         ("checklist", "TRIPOD+AI / CLEAR checklist", _checklist_section(build_checklist(facts))),
         ("config", "Resolved configuration", f"<pre>{html.escape(config_text)}</pre>"),

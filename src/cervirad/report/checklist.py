@@ -53,7 +53,9 @@ def build_checklist(facts: dict[str, Any]) -> list[dict[str, str]]:
         ("TRIPOD+AI 14 / CLEAR 19", "Segmentation method and its performance", bool(seg),
          "CRFE network; Dice, IoU, HD95 on test patients with CIs." if seg else "No segmentation metrics in this run."),
         ("TRIPOD+AI 18 / CLEAR 37", "Class imbalance handling", True, "SMOTE inside training folds only (k adapted to the smallest class)."),
-        ("TRIPOD+AI 20a", "Participant flow and characteristics", None, "Provide a flow diagram and Table 1 of your cohort."),
+        ("TRIPOD+AI 20a", "Participant flow and characteristics", True if _has(cls, "table1_file") else None,
+         "Table 1 per split and class (classification/table1.csv, in this report); add the flow diagram."
+         if _has(cls, "table1_file") else "Provide a flow diagram and Table 1 of your cohort."),
         ("TRIPOD+AI 23a / CLEAR 52", "Clinical utility", _has(facts, "dca"), "Decision-curve analysis for one category."),
         ("TRIPOD+AI 25 / CLEAR 54", "Code and software availability", True,
          f"cervirad {run.get('cervirad_version')}, git {run.get('git_commit')}; package versions in run.json."),

@@ -7,6 +7,11 @@ Net benefit at threshold probability ``pt``::
 where a patient is "treated" (called positive) when its predicted probability of the
 category is >= ``pt``. Reference strategies: treat all, ``NB = prev - (1 - prev) * pt / (1 - pt)``;
 treat none, ``NB = 0``.
+
+The curve uses the probabilities the classify stage reports (``predictions.csv``: the final model's
+probabilities after ``classification.calibration``), and carries a 95 % band: the 2.5 and 97.5
+percentiles of the model's net benefit over bootstrap resamples of the test patients, stratified
+by the category (positives and negatives each resampled with replacement, seeded).
 """
 from __future__ import annotations
 
@@ -32,8 +37,23 @@ def treat_all(y: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return prev - (1 - prev) * thresholds / (1 - thresholds)
 
 
-def decision_curve_figure(y: np.ndarray, prob: np.ndarray, label: str):
-    """A matplotlib figure with the model, treat-all and treat-none curves."""
+def net_benefit_band(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray, n_boot: int = 500,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """2.5 / 97.5 percentiles of the net benefit over stratified bootstrap resamples of the patients."""
+    y = np.asarray(y).astype(bool)
+    prob = np.asarray(prob, dtype=float)
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(y), np.flatnonzero(~y)]
+    curves = np.empty((n_boot, len(thresholds)))
+    for b in range(n_boot):
+        idx = np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata if len(s)])
+        curves[b] = net_benefit(y[idx], prob[idx], thresholds)
+    lo, hi = np.percentile(curves, [2.5, 97.5], axis=0)
+    return lo, hi
+
+
+def decision_curve_figure(y: np.ndarray, prob: np.ndarray, label: str, n_boot: int = 500, seed: int = 0):
+    """A matplotlib figure with the model (and its bootstrap 95 % band), treat-all and treat-none curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,6 +62,9 @@ def decision_curve_figure(y: np.ndarray, prob: np.ndarray, label: str):
     th = np.linspace(0.01, 0.8, 80)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(th, net_benefit(y, prob, th), label="model", lw=2)
+    if n_boot > 0:
+        lo, hi = net_benefit_band(y, prob, th, n_boot, seed)
+        ax.fill_between(th, lo, hi, alpha=0.2, label=f"model, bootstrap 95 % band ({n_boot})")
     ax.plot(th, treat_all(y, th), label="treat all", ls="--")
     ax.axhline(0, color="k", lw=1, label="treat none")
     prev = float(np.mean(np.asarray(y).astype(bool)))

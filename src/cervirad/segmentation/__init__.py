@@ -7,15 +7,19 @@ Entry points:
   ``segmentation/`` (``model.pt``, ``last.pt``, ``train_log.csv``, ``curves.png``,
   ``metrics.json``, ``per_patient.csv``, ``overlays/``) and ``masks/<pid>.nii.gz`` for CRFE; a
   U-Net gets ``segmentation/unet/`` (its masks in ``segmentation/unet/masks/``) and
-  ``segmentation/comparison.csv``.
+  ``segmentation/comparison.csv``. With ``segmentation.folds`` = K >= 2 (``train-seg --folds K``)
+  it trains K models on the train+val patients (:mod:`.folds`) in ``segmentation/fold_<k>/``,
+  writes the ensemble as ``model.pt`` and ``fold_curves.png``, and scores fold 0 alone on the
+  test patients too (``fold_0/metrics.json``; ``single_fold_test`` beside the ensemble's).
 - :func:`evaluate_run` (``cervirad segment --run-dir ...``): re-evaluate a trained model on the
   run's test patients (same outputs as the evaluation part of train-seg).
 - :func:`segment_paths` (``cervirad segment --model PATH --input FILE_OR_DIR --out DIR``):
   any new volume(s), masks back on each input's own grid.
 
 Module map: ``model`` (networks), ``data`` (slices, sampling, augmentation), ``losses``,
-``train`` (loop, early stopping, checkpoints), ``infer`` (checkpoint loading, prediction,
-volumes), ``metrics``, ``evaluate`` (test split).
+``train`` (loop, early stopping, checkpoints), ``folds`` (k-fold ensembles), ``infer``
+(checkpoint loading, prediction, volumes), ``tta`` (test-time mirroring, Gaussian sliding
+window), ``metrics``, ``evaluate`` (test split).
 """
 from __future__ import annotations
 
@@ -23,9 +27,11 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from ..cohort import load_splits
 from ..errors import InputError
-from ..rundir import COMPARISON, CURVES, OVERLAYS, Layout
+from ..rundir import COMPARISON, CURVES, MASKS, OVERLAYS, Layout
 from .infer import segment_paths
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,11 @@ def _check_channels(cfg, run) -> None:
 def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
     """The train-seg stage: train ``segmentation.model`` (plus a U-Net baseline when
     ``also_train_unet``) on the run's train/val patients and score each on its test patients.
-    A killed training resumes from ``last.pt`` when the stage key is unchanged. Returns {arch: metrics}."""
+    A killed training resumes from ``last.pt`` when the stage key is unchanged. Returns {arch: metrics}.
+    With ``segmentation.plan`` the run's ``plan.yaml`` sets the recipe (:func:`.plan.planned_config`)."""
+    from .plan import planned_config
+
+    cfg = planned_config(cfg, run)
     arch = cfg.segmentation.model
     archs = [arch] + (["unet"] if cfg.segmentation.also_train_unet and arch != "unet" else [])
     _check_channels(cfg, run)
@@ -56,6 +66,8 @@ def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
 
 
 def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dict:
+    if cfg.segmentation.folds >= 2:
+        return _train_ensemble(cfg, run, cohort, st, arch, key, progress, cfg.segmentation.folds)
     from .data import load_slice_set
     from .infer import load_model
     from .model import count_parameters
@@ -71,19 +83,22 @@ def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dic
     resumed = trainer.resume()
     result = trainer.fit()
     plot_curves(result.log, st.segmentation_dir(arch) / CURVES, f"{arch.upper()} training")
-    post = _choose_postprocessing(cfg, run, st.seg_model(arch), val.patients)
+    post = _choose_postprocessing(cfg, run, st.seg_model(arch), [(st.seg_model(arch), val.patients)])
     model = load_model(st.seg_model(arch), cfg.segmentation.device)
     extra = {"model": arch, "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
              "postprocessing": post,
              "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "resumed": resumed,
              "train_seconds": round(result.seconds, 1), "train_slices_per_s": result.train_slices_per_s,
-             "parameters": count_parameters(model.net), "device": str(model.device)}
+             "parameters": count_parameters(model.net), "unet_width": model.info.get("unet_width"),
+             "device": str(model.device)}
     return _evaluate(cfg, run, cohort, st, model, arch, extra)
 
 
-def _choose_postprocessing(cfg, run, model_path: Path, val_ids: list[str]) -> dict:
+def _choose_postprocessing(cfg, run, model_path: Path, parts: list[tuple[Path, list[str]]]) -> dict:
     """Component selection, decided once per training as nnU-Net does: with ``auto``, kept only if it
-    raises the mean 3D Dice of the validation patients. The choice is written into ``model.pt``."""
+    raises the mean 3D Dice of the validation patients, each predicted by the model of ``parts``
+    listing it (one model and its validation patients, or every fold's model and its held-out
+    patients: the pooled out-of-fold predictions). The choice is written into ``model_path``."""
     import numpy as np
 
     from ..preprocess import load_patient_slices
@@ -94,15 +109,17 @@ def _choose_postprocessing(cfg, run, model_path: Path, val_ids: list[str]) -> di
     s = cfg.segmentation
     out: dict = {"component_selection": s.component_selection == "always", "rule": s.component_selection}
     if s.component_selection == "auto":
-        model = load_model(model_path, s.device)
         without, with_sel = [], []
-        for pid in val_ids:
-            images, truth = load_patient_slices(run.path, pid)
-            probs, _ = predict_slices(model, images, s.infer_batch_size)
-            without.append(overlap_metrics(probs > s.threshold, truth > 0)["dice"])
-            with_sel.append(overlap_metrics(select_component(probs, s.threshold) > s.threshold, truth > 0)["dice"])
+        for part_model, val_ids in parts:
+            model = load_model(part_model, s.device, tta_mirror=s.tta_mirror, sliding_window=s.sliding_window)
+            for pid in val_ids:
+                images, truth = load_patient_slices(run.path, pid)
+                probs, _ = predict_slices(model, images, s.infer_batch_size)
+                without.append(overlap_metrics(probs > s.threshold, truth > 0)["dice"])
+                with_sel.append(overlap_metrics(select_component(probs, s.threshold) > s.threshold,
+                                                truth > 0)["dice"])
         out.update(val_dice_without=float(np.mean(without)), val_dice_with=float(np.mean(with_sel)),
-                   n_val_patients=len(val_ids))
+                   n_val_patients=len(without))
         out["component_selection"] = out["val_dice_with"] > out["val_dice_without"]
     ck = read_checkpoint(model_path)
     ck["component_selection"] = bool(out["component_selection"])
@@ -110,6 +127,66 @@ def _choose_postprocessing(cfg, run, model_path: Path, val_ids: list[str]) -> di
     log.info("train-seg: component selection %s (%s)", "on" if out["component_selection"] else "off",
              ", ".join(f"{k} {v:.4f}" for k, v in out.items() if k.startswith("val_dice")) or f"rule {out['rule']}")
     return out
+
+
+def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k: int) -> dict:
+    """``k`` models on the train+val patients split into ``k`` folds (:mod:`.folds`), each in its own
+    folder; post-processing chosen on the pooled out-of-fold predictions; fold 0 alone and the
+    ensemble both scored on the test patients (``single_fold_test`` in the ensemble's metrics)."""
+    import time
+
+    from .data import load_slice_set
+    from .evaluate import evaluate_patients, write_evaluation
+    from .folds import (ensemble_checkpoint, fold_curves_path, fold_model, merge, plot_fold_curves, run_fold_parts,
+                        subset)
+    from .infer import load_model, read_checkpoint
+    from .model import count_parameters
+    from .train import Trainer, plot_curves, save_checkpoint
+
+    t0 = time.perf_counter()
+    pool = merge(load_slice_set(run.path, "train"), load_slice_set(run.path, "val"))
+    patients, parts = run_fold_parts(run.path, k, cfg.run.seed)
+    log.info("train-seg %s: %d-fold ensemble over %d training+validation patients (held out per fold: %s)", arch, k,
+             len(patients), ", ".join(str(len(p)) for p in parts))
+    results, resumed = [], []
+    for i, held in enumerate(parts):
+        work = st.fold_dir(i, arch)
+        work.mkdir(parents=True, exist_ok=True)
+        fold_cfg = cfg.with_overrides([f"run.seed={cfg.run.seed + i}"])  # fold 0 = the run's seed
+        trainer = Trainer(fold_cfg, arch, subset(pool, [p for p in patients if p not in held]), subset(pool, held),
+                          work, key, progress)
+        resumed.append(trainer.resume())
+        results.append(trainer.fit())
+        plot_curves(results[-1].log, work / CURVES, f"{arch.upper()} fold {i} training")
+        log.info("train-seg %s fold %d/%d: best val Dice %.4f at epoch %d", arch, i + 1, k, results[-1].best_val_dice,
+                 results[-1].best_epoch)
+    plot_fold_curves([r.log for r in results], fold_curves_path(st.segmentation_dir(arch)),
+                     f"{arch.upper()}: {k}-fold validation curves")
+    models = [fold_model(st.fold_dir(i, arch)) for i in range(k)]
+    save_checkpoint(ensemble_checkpoint(models, parts, read_checkpoint), st.seg_model(arch))
+    post = _choose_postprocessing(cfg, run, st.seg_model(arch), list(zip(models, parts)))
+    s = cfg.segmentation
+    single = load_model(models[0], s.device)
+    single.info["component_selection"] = post["component_selection"]  # the ensemble's post-processing
+    test_ids = load_splits(run.path)["test"]
+    per_patient, _ = evaluate_patients(single, run.path, cohort, test_ids, st.fold_dir(0, arch) / MASKS,
+                                       s.infer_batch_size, 0, cfg.data.mask_label)
+    fold0 = write_evaluation(per_patient, st.fold_dir(0, arch), s.bootstrap, cfg.run.seed,
+                             {"model": arch, "fold": 0, "n_folds": k})
+    model = load_model(st.seg_model(arch), s.device)
+    per_fold = [{"fold": i, "n_train_patients": len(patients) - len(held), "val_patients": held,
+                 "best_epoch": r.best_epoch, "best_val_dice": r.best_val_dice, "epochs_run": r.epochs_run,
+                 "stopped_early": r.stopped_early, "train_seconds": round(r.seconds, 1), "resumed": res}
+                for i, (held, r, res) in enumerate(zip(parts, results, resumed))]
+    extra = {"model": arch, "n_folds": k, "per_fold": per_fold, "best_epoch": [r.best_epoch for r in results],
+             "best_val_dice": float(np.mean([r.best_val_dice for r in results])), "postprocessing": post,
+             "epochs_run": sum(r.epochs_run for r in results), "stopped_early": all(r.stopped_early for r in results),
+             "resumed": any(resumed), "train_seconds": round(time.perf_counter() - t0, 1),
+             "train_slices_per_s": float(np.mean([r.train_slices_per_s for r in results])),
+             "parameters": count_parameters(model.net), "unet_width": model.info.get("unet_width"),
+             "device": str(model.device),
+             "single_fold_test": {m: fold0.get(m) for m in ("dice", "hd95_mm", "detection_rate", "n_patients")}}
+    return _evaluate(cfg, run, cohort, st, model, arch, extra)
 
 
 def _evaluate(cfg, run, cohort, out: Layout, model, arch: str, extra: dict) -> dict:
@@ -124,7 +201,10 @@ def _evaluate(cfg, run, cohort, out: Layout, model, arch: str, extra: dict) -> d
                                               cfg.data.mask_label)
     work = out.segmentation_dir(arch)
     save_overlays(overlays, work / OVERLAYS, arch.upper())
-    return write_evaluation(per_patient, work, cfg.segmentation.bootstrap, cfg.run.seed, extra)
+    inference = {"tta_mirror": model.tta_mirror, "sliding_window": model.sliding_window,
+                 "train_patch": model.train_patch, "n_models": len(model.nets)}  # what produced these numbers
+    return write_evaluation(per_patient, work, cfg.segmentation.bootstrap, cfg.run.seed,
+                            {**extra, "inference": inference})
 
 
 def evaluate_run(cfg, run, cohort, model_path: Path, out: Layout) -> dict:
@@ -132,7 +212,9 @@ def evaluate_run(cfg, run, cohort, model_path: Path, out: Layout) -> dict:
     from .infer import load_model
 
     _check_channels(cfg, run)
-    model = load_model(model_path, cfg.segmentation.device, expect_channels=len(cfg.segmentation.input_sequences))
+    s = cfg.segmentation
+    model = load_model(model_path, s.device, expect_channels=len(s.input_sequences), tta_mirror=s.tta_mirror,
+                       sliding_window=s.sliding_window)
     arch = model.info["arch"]
     old = run.seg_metrics(arch)
     keep = {k: v for k, v in json.loads(old.read_text(encoding="utf-8")).items()
@@ -160,7 +242,8 @@ def write_comparison(out: Layout, sources: list[Layout]) -> Path | None:
             continue
         m = json.loads(p.read_text(encoding="utf-8"))
         row = {"model": arch, "n_patients": m.get("n_patients"), "parameters": m.get("parameters"),
-               "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds")}
+               "unet_width": m.get("unet_width"), "n_folds": m.get("n_folds", 1), "best_epoch": m.get("best_epoch"),
+               "train_seconds": m.get("train_seconds")}
         for k in COMPARISON_METRICS:
             v = m.get(k) or {}
             row[k], row[f"{k}_ci_low"], row[f"{k}_ci_high"] = v.get("value"), v.get("ci_low"), v.get("ci_high")

@@ -9,6 +9,13 @@ slices so that they make up ``lesion_free_fraction`` of the epoch, i.e.
 ``n_free = round(f / (1 - f) · n_lesion)``; then, if ``max_train_slices_per_epoch`` is set, a
 random subset of that size keeping the same share. Seeded by (run seed, epoch).
 
+nnU-Net's foreground oversampling (:func:`oversampled_epoch`, when
+``segmentation.foreground_oversampling`` = p is set): an epoch is ``max_train_slices_per_epoch``
+samples (else as many as there are training slices) in batches of ``batch_size``; in every batch
+the last ``B - round(B · (1 - p))`` samples are FORCED: a random lesion slice whose patch is
+placed around a random lesion pixel (so it contains lesion); the others are random slices of the
+training set cut at a random place (lesion or not). p = 0.33 and B = 8 force 3 of 8.
+
 Augmentation (:func:`augment`, SPEC §2): one affine transform per slice, rotation uniform in
 ±``rotation_deg`` about the slice centre, isotropic scale uniform in [scale_min, scale_max],
 horizontal / vertical flips each with probability 1/2; applied with OpenCV to every image
@@ -37,6 +44,7 @@ from ..config import AugmentationConfig, SegmentationConfig
 from ..errors import InputError
 from ..preprocess import load_patient_slices
 from ..rundir import Layout
+from .augment import EXTRA, extra_augment
 
 
 @dataclass
@@ -95,6 +103,23 @@ def epoch_slices(rows: pd.DataFrame, cfg: SegmentationConfig, rng: np.random.Gen
     return rng.permutation(_mix(rows, cfg.lesion_free_fraction, cfg.max_train_slices_per_epoch, rng))
 
 
+def oversampled_epoch(rows: pd.DataFrame, cfg: SegmentationConfig,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices, forced) of one epoch with foreground oversampling (module docstring); the
+    order is kept as drawn because a sample's place in its batch decides whether it is forced."""
+    lesion = np.flatnonzero(rows.has_lesion.to_numpy())
+    if len(lesion) == 0:
+        raise InputError("The training split has no slice with a lesion (every training mask is empty); check the "
+                         "masks or the split: segmentation cannot learn without lesion slices.")
+    n = cfg.max_train_slices_per_epoch or len(rows)
+    bs = cfg.batch_size
+    forced = (np.arange(n) % bs) >= round(bs * (1.0 - cfg.foreground_oversampling))
+    idx = np.empty(n, dtype=int)
+    idx[forced] = rng.choice(lesion, int(forced.sum()), replace=True)
+    idx[~forced] = rng.integers(0, len(rows), int((~forced).sum()))
+    return idx, forced
+
+
 def val_slices(rows: pd.DataFrame, cfg: SegmentationConfig, seed: int) -> np.ndarray:
     """Row indices scored for early stopping: all, or a fixed seeded subset of ``max_val_slices``
     (lesion slices and lesion-free slices in the training share)."""
@@ -127,7 +152,9 @@ def affine_matrix(size: tuple[int, int], angle_deg: float, scale: float, flip_h:
 
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
             cfg: AugmentationConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips/rotation/scale (same matrix for image and mask) and Gaussian noise on the image."""
+    """Random flips/rotation/scale (same matrix for image and mask), Gaussian noise on the image, then
+    nnU-Net's elastic/blur/brightness/contrast/low-resolution/gamma transforms (:mod:`.augment`), each
+    with its configured probability."""
     h, w = mask.shape
     m = affine_matrix((h, w), rng.uniform(-cfg.rotation_deg, cfg.rotation_deg),
                       rng.uniform(cfg.scale_min, cfg.scale_max),
@@ -139,16 +166,17 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     m_out = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if cfg.noise_sd > 0:
         out += rng.normal(0.0, cfg.noise_sd, out.shape).astype(out.dtype)
-    return out, m_out
+    return extra_augment(out, m_out, rng, {name: getattr(cfg, f"{name}_p") for name in EXTRA})
 
 
-def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
+                around_lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A ``size`` square window (the slice must be at least that large); on lesion slices it contains
-    a random lesion pixel."""
+    a random lesion pixel unless ``around_lesion`` is False (then it is placed anywhere)."""
     h, w = mask.shape
     if size >= h and size >= w:
         return image, mask
-    ys, xs = np.nonzero(mask)
+    ys, xs = np.nonzero(mask) if around_lesion else ((), ())
     if len(ys):
         k = rng.integers(len(ys))
         margin = size // 4
@@ -174,16 +202,17 @@ def pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, 
 
 
 def training_batches(data: SliceSet, order: np.ndarray, cfg: SegmentationConfig, rng: np.random.Generator,
-                     patch: int):
+                     patch: int, forced: np.ndarray | None = None):
     """Yield (images (B, C, patch, patch) float32, masks (B, patch, patch) float32) batches in ``order``:
     every slice (stored whole) padded to at least ``patch`` and cut to a ``patch`` square window that,
-    on lesion slices, contains a lesion pixel."""
+    on lesion slices, contains a lesion pixel. With ``forced`` (foreground oversampling) only the
+    forced samples are cut around lesion; the others anywhere."""
     bs = cfg.batch_size
     for start in range(0, len(order), bs):
         imgs, msks = [], []
-        for i in order[start:start + bs]:
+        for j, i in enumerate(order[start:start + bs], start):
             img, m = pad_to(*data.get(int(i)), patch)
-            img, m = random_crop(img, m, patch, rng)
+            img, m = random_crop(img, m, patch, rng, around_lesion=True if forced is None else bool(forced[j]))
             img, m = augment(np.ascontiguousarray(img), np.ascontiguousarray(m), rng, cfg.augmentation)
             imgs.append(img)
             msks.append(m)

@@ -1,10 +1,16 @@
 """Inference: checkpoints, batched slice prediction, and whole volumes back on their own grid.
 
 A checkpoint (``model.pt``) is a plain dict loadable with ``torch.load(weights_only=True)``:
-``format``, ``arch``, ``in_channels``, ``lstm_hidden``, ``deep_supervision``,
+``format``, ``arch``, ``in_channels``, ``lstm_hidden``, ``recurrence`` (absent in checkpoints
+written before it existed: they are 'rows'), ``deep_supervision``,
 ``input_sequences``, ``preprocess`` (spacing, normalize, slice_axis, slice_size), ``threshold``,
 ``component_selection`` (chosen on the validation patients), ``state_dict`` and training
-provenance (``epoch``, ``val_dice``, ``config``).
+provenance (``epoch``, ``val_dice``, ``config``); ``unet_width`` (U-Net; absent = 1.0) and
+``train_patch`` (the training patch side, for ``sliding_window: auto``; absent = read from
+``config``). A k-fold ensemble (``segmentation.folds`` >= 2) adds ``folds``: one dict per fold
+(``fold``, ``state_dict``, ``val_patients``, ``best_epoch``, ``best_val_dice``); ``state_dict``
+is then fold 0's. :class:`LoadedModel` averages the members' probabilities and applies the
+test-time mirroring and sliding window of :mod:`.tta` (settings from ``config`` unless given).
 
 A new volume goes: read -> :func:`cervirad.preprocess.prepare_volume` (canonical orientation,
 the training spacing, z-score, whole slices) -> batched prediction -> component selection when
@@ -14,7 +20,7 @@ original grid, thresholded there: same size, spacing, origin and direction) -> N
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +33,50 @@ from ..errors import InputError
 from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
 from ..preprocess import prepare_volume, restore_mask
 from ..rundir import case_file
-from .model import ARCHITECTURES, build_model, optimise_for_inference, predict_proba
+from .model import ARCHITECTURES, RECURRENCES, build_model, optimise_for_inference, predict_proba
+from .tta import predict as tta_predict
 
 FORMAT = "cervirad-seg-v1"
 
 
 @dataclass
 class LoadedModel:
-    """A network ready for inference and the settings it was trained with."""
+    """A network (or a k-fold ensemble) ready for inference, the settings it was trained with and
+    the test-time augmentation it runs with (:meth:`proba`)."""
 
-    net: torch.nn.Module
+    net: torch.nn.Module  # the first (or only) member
     info: dict
     device: torch.device
+    members: list = field(default_factory=list)  # every fold's network; empty = [net]
+    tta_mirror: bool = False  # average over the flips (segmentation.tta_mirror)
+    sliding_window: str = "never"  # 'auto': Gaussian windows of the training patch on larger slices
+
+    @property
+    def nets(self) -> list[torch.nn.Module]:
+        return list(self.members) or [self.net]
+
+    @property
+    def train_patch(self) -> int | None:
+        """Side of the square patches the network was trained on (recorded in model.pt)."""
+        if self.info.get("train_patch"):
+            return int(self.info["train_patch"])
+        cfg = self.info.get("config") or {}  # checkpoints written before train_patch was recorded
+        side = (cfg.get("segmentation") or {}).get("train_crop") or (cfg.get("preprocess") or {}).get("slice_size")
+        return int(side) if side else None
+
+    def proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities (B, H, W) of a batch (B, C, H, W): the mean over the ensemble's members,
+        mirrored and windowed as configured (:mod:`.tta`)."""
+        nets = self.nets
+
+        def mean_proba(t: torch.Tensor) -> torch.Tensor:
+            p = predict_proba(nets[0], t)
+            for n in nets[1:]:
+                p = p + predict_proba(n, t)
+            return p / len(nets)
+
+        patch = self.train_patch if self.sliding_window == "auto" else None
+        return tta_predict(mean_proba, x, self.tta_mirror, patch)
 
     @property
     def in_channels(self) -> int:
@@ -84,13 +122,17 @@ def read_checkpoint(path: str | Path) -> dict:
                          "model.pt written by `cervirad train-seg`.")
     if ck.get("arch") not in ARCHITECTURES:
         raise InputError(f"Checkpoint '{p}' names architecture {ck.get('arch')!r}; expected one of {ARCHITECTURES}.")
+    if ck.get("recurrence", "rows") not in RECURRENCES:
+        raise InputError(f"Checkpoint '{p}' names recurrence {ck.get('recurrence')!r}; expected one of {RECURRENCES} "
+                         "(it was written by a newer cervirad: upgrade, or retrain with this one).")
     return ck
 
 
 def model_from_checkpoint(ck: dict, source: str = "checkpoint") -> torch.nn.Module:
     """Rebuild the network described by ``ck`` and load its weights (strictly)."""
     net = build_model(ck["arch"], int(ck["in_channels"]), int(ck.get("lstm_hidden", 256)),
-                      bool(ck.get("deep_supervision", False)))
+                      bool(ck.get("deep_supervision", False)), ck.get("recurrence", "rows"),  # older: rows
+                      float(ck.get("unet_width") or 1.0))  # older U-Nets: width 1.0
     try:
         net.load_state_dict(ck["state_dict"], strict=True)
     except RuntimeError as e:
@@ -102,8 +144,11 @@ def model_from_checkpoint(ck: dict, source: str = "checkpoint") -> torch.nn.Modu
 
 
 def load_model(path: str | Path, device: str = "auto", expect_channels: int | None = None,
-               expect_arch: str | None = None) -> LoadedModel:
-    """Load ``model.pt`` for inference (conv+BN folded, channels-last) on ``device``."""
+               expect_arch: str | None = None, tta_mirror: bool | None = None,
+               sliding_window: str | None = None) -> LoadedModel:
+    """Load ``model.pt`` for inference (conv+BN folded, channels-last) on ``device``: one network, or
+    every fold of an ensemble (``folds``). ``tta_mirror``/``sliding_window`` None = the settings
+    recorded at training (off for checkpoints written before they existed)."""
     ck = read_checkpoint(path)
     if expect_arch is not None and ck["arch"] != expect_arch:
         raise InputError(f"Checkpoint '{path}' is a '{ck['arch']}' model but '{expect_arch}' was requested; pass the "
@@ -113,9 +158,17 @@ def load_model(path: str | Path, device: str = "auto", expect_channels: int | No
                          f"({', '.join(ck['input_sequences'])}) but the data has {expect_channels}; set "
                          "segmentation.input_sequences to match or retrain.")
     dev = resolve_device(device)
-    net = optimise_for_inference(model_from_checkpoint(ck, f"'{path}'")).to(dev)
-    info = {k: v for k, v in ck.items() if k not in ("state_dict", "optimizer", "scheduler")}
-    return LoadedModel(net, info, dev)
+    folds = ck.get("folds") or []
+    nets = [optimise_for_inference(model_from_checkpoint({**ck, "state_dict": f["state_dict"]},
+                                                         f"'{path}' fold {f.get('fold', i)}")).to(dev)
+            for i, f in enumerate(folds)] or [optimise_for_inference(model_from_checkpoint(ck, f"'{path}'")).to(dev)]
+    info = {k: v for k, v in ck.items() if k not in ("state_dict", "optimizer", "scheduler", "folds")}
+    if folds:
+        info["folds"] = [{k: v for k, v in f.items() if k != "state_dict"} for f in folds]
+    seg = (ck.get("config") or {}).get("segmentation") or {}
+    mirror = bool(seg.get("tta_mirror", False)) if tta_mirror is None else bool(tta_mirror)
+    window = str(seg.get("sliding_window", "never")) if sliding_window is None else str(sliding_window)
+    return LoadedModel(nets[0], info, dev, nets if len(nets) > 1 else [], mirror, window)
 
 
 def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, float]:
@@ -131,7 +184,7 @@ def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8) 
         x = x.contiguous(memory_format=torch.channels_last)
         t0 = time.perf_counter()
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            p = predict_proba(model.net, x)
+            p = model.proba(x)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0

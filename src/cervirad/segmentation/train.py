@@ -1,5 +1,9 @@
 """Training loop (SPEC §4): Adam, cosine annealing, early stopping on validation Dice, resume.
 
+Optimiser and schedule are settings: ``optimizer: sgd`` is nnU-Net's SGD (Nesterov momentum
+0.99, weight decay 3e-5, gradient norm clipped at 12) and ``scheduler: poly`` its decay
+lr·(1 - e/epochs)^0.9; ``budget_minutes`` stops training after the epoch that spends the budget.
+
 One epoch = the slices chosen by :func:`data.epoch_slices`, augmented on the fly, in batches of
 ``batch_size``; Adam (lr ``lr``); the learning rate follows cosine annealing from ``lr`` to 0
 over ``epochs`` epochs (``CosineAnnealingLR``, stepped once per epoch). After every epoch the
@@ -29,10 +33,11 @@ import torch
 from ..config import Config
 from ..io import write_table
 from ..rundir import LAST_PT, MODEL_PT, TRAIN_LOG, atomic_path
-from .data import SliceSet, epoch_slices, n_batches, same_shape_batches, training_batches, val_slices
+from .data import (SliceSet, epoch_slices, n_batches, oversampled_epoch, same_shape_batches, training_batches,
+                   val_slices)
 from .infer import FORMAT, read_checkpoint, resolve_device
 from .losses import SegLoss, segmentation_loss
-from .model import build_model
+from .model import build_model, matched_unet_width
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_dice", "best_val_dice", "seconds", "improved"]
@@ -78,10 +83,41 @@ def checkpoint_header(cfg: Config, arch: str, in_channels: int) -> dict:
     """Everything needed to rebuild the network and preprocess new volumes like the training data."""
     s = cfg.segmentation
     return {"format": FORMAT, "arch": arch, "in_channels": int(in_channels), "lstm_hidden": s.lstm_hidden,
-            "deep_supervision": s.deep_supervision, "input_sequences": list(s.input_sequences),
+            "recurrence": s.recurrence, "deep_supervision": s.deep_supervision, "input_sequences": list(s.input_sequences),
             "preprocess": {"spacing": list(cfg.preprocess.spacing), "normalize": cfg.preprocess.normalize,
                            "slice_axis": cfg.preprocess.slice_axis, "slice_size": cfg.preprocess.slice_size},
-            "threshold": s.threshold, "component_selection": s.component_selection == "always", "config": cfg.to_dict()}
+            "threshold": s.threshold, "component_selection": s.component_selection == "always", "config": cfg.to_dict(),
+            "unet_width": unet_width(cfg, in_channels) if arch == "unet" else None,
+            "train_patch": s.train_crop or cfg.preprocess.slice_size}  # sliding_window=auto compares slices with it
+
+
+def unet_width(cfg: Config, in_channels: int) -> float:
+    """``segmentation.unet_width``, or (null) the width matching CRFE's parameter count."""
+    s = cfg.segmentation
+    return s.unet_width or matched_unet_width(in_channels, s.lstm_hidden, s.recurrence, s.deep_supervision)
+
+
+# nnU-Net's SGD (nnUNetTrainer): Nesterov momentum 0.99, weight decay 3e-5, gradient norm clipped at 12;
+# its poly schedule lr·(1 - epoch/epochs)^0.9
+SGD_MOMENTUM, SGD_WEIGHT_DECAY, GRAD_CLIP, POLY_EXPONENT = 0.99, 3e-5, 12.0, 0.9
+
+
+def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
+    """``adam`` (the paper's) or ``sgd`` (nnU-Net's, constants above)."""
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=SGD_MOMENTUM, nesterov=True,
+                               weight_decay=SGD_WEIGHT_DECAY)
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int):
+    """Stepped once per epoch: ``cosine`` (to 0 over ``epochs``), ``poly`` (nnU-Net), or None (``none``)."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if name == "poly":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: max(0.0, 1.0 - e / max(1, epochs)) ** POLY_EXPONENT)
+    return None
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
@@ -112,10 +148,10 @@ class Trainer:
         if self.s.num_threads:
             torch.set_num_threads(self.s.num_threads)
         torch.manual_seed(cfg.run.seed)
-        self.model = build_model(arch, train.n_channels, self.s.lstm_hidden, self.s.deep_supervision).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.s.lr)
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, self.s.epochs))
-                          if self.s.scheduler == "cosine" else None)
+        self.model = build_model(arch, train.n_channels, self.s.lstm_hidden, self.s.deep_supervision,
+                                 self.s.recurrence, unet_width(cfg, train.n_channels)).to(self.device)
+        self.optimizer = make_optimizer(self.model, self.s.optimizer, self.s.lr)
+        self.scheduler = make_scheduler(self.optimizer, self.s.scheduler, self.s.epochs)
         self.stopper = EarlyStopping(self.s.early_stopping_patience, self.s.early_stopping_min_delta)
         sx, sy = cfg.preprocess.spacing[0], cfg.preprocess.spacing[1]
         self.loss_fn = SegLoss(self.s, pixel_area_mm2=sx * sy)
@@ -172,9 +208,16 @@ class Trainer:
         t_start = time.perf_counter()
         n_seen, t_train = 0, 0.0
         stopped = bool(self.rows) and self.stopper.bad_epochs >= self.stopper.patience
+        budget_s = self.s.budget_minutes * 60.0 if self.s.budget_minutes else math.inf
+        spent = sum(r["seconds"] for r in self.rows)  # a resumed training counts its earlier epochs
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, self.s.epochs + 1):
             if stopped:
+                break
+            if spent >= budget_s:
+                log.info("train-seg %s: time budget of %.1f min spent after epoch %d; stopping", self.arch,
+                         self.s.budget_minutes, epoch - 1)
+                stopped = True
                 break
             t0 = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -193,6 +236,7 @@ class Trainer:
             self.rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
                               "val_dice": val_dice, "best_val_dice": self.best,
                               "seconds": round(time.perf_counter() - t0, 2), "improved": improved})
+            spent += self.rows[-1]["seconds"]
             self.save_last(epoch)
             write_table(pd.DataFrame(self.rows, columns=LOG_COLUMNS), self.work_dir / TRAIN_LOG)
             log.info("train-seg %s epoch %d: loss %.4f, val Dice %.4f%s", self.arch, epoch, train_loss, val_dice,
@@ -211,11 +255,15 @@ class Trainer:
         from ..progress import bar_enabled  # no bar (carriage returns) in a log file: one log line per epoch
 
         rng = np.random.default_rng([self.cfg.run.seed, epoch])
-        order = epoch_slices(self.train_set.rows, self.s, rng)
+        forced = None
+        if self.s.foreground_oversampling is None:
+            order = epoch_slices(self.train_set.rows, self.s, rng)
+        else:
+            order, forced = oversampled_epoch(self.train_set.rows, self.s, rng)
         self.model.train()
         total, count = 0.0, 0
         patch = self.s.train_crop or self.cfg.preprocess.slice_size
-        bar = tqdm(training_batches(self.train_set, order, self.s, rng, patch),
+        bar = tqdm(training_batches(self.train_set, order, self.s, rng, patch, forced),
                    total=n_batches(len(order), self.s.batch_size),
                    desc=f"{self.arch} epoch {epoch}/{self.s.epochs}", unit="batch", leave=False,
                    disable=not (self.progress and bar_enabled()))
@@ -228,6 +276,8 @@ class Trainer:
             loss = self.loss_fn(out, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.s.optimizer == "sgd":
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
             self.optimizer.step()
             total += float(loss.detach()) * len(x)
             count += len(x)

@@ -1,0 +1,129 @@
+"""The report's sections for issue 13's paper results: Table 1, calibration after SMOTE, the binary
+sub-tasks side by side, and clinical vs radiomics vs histogram (importance share and ablation).
+
+Reads only what the classify stage wrote in ``classification/`` (``table1.csv``, ``metrics.json``,
+``summary.json``, ``targets.json`` with ``targets/<target>/``, ``ablation.json``). No file, no section.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..rundir import ABLATION, FIGURES, METRICS, SUMMARY, TABLE1, TARGETS_SUMMARY, RunDir
+
+Section = tuple[str, str, str]
+
+
+def _read(p: Path) -> Any:
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, dict) and "value" in v:
+        val, lo, hi = v.get("value"), v.get("ci_low"), v.get("ci_high")
+        if val is None:
+            return "n/a"
+        out = f"{val:.3f}" + ("" if lo is None or hi is None else f" <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>")
+        return out + (f" <span class='warn'>n={v['n']}</span>" if lo is not None and lo == hi and "n" in v else "")
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    cap = html.escape(caption)
+    return f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>'
+
+
+# --------------------------------------------------------------------------- sections
+def table1_sections(run: RunDir) -> list[Section]:
+    """Table 1 (baseline characteristics per split and class), when the classify stage wrote it."""
+    from ..classification.table1 import display
+
+    p = run.classification_dir / TABLE1
+    if not p.is_file():
+        return []
+    wide = display(pd.read_csv(p))
+    note = ("<p class='muted'>Categorical: count (% of the group) [Wilson 95 % CI, %]; continuous: median [IQR] "
+            "(bootstrap 95 % CI of the median); missing values counted as their own row. FIGO stage grouped I-IV; "
+            "train+val = the patients the classifier is fitted on.</p>")
+    return [("table1", "Table 1: baseline characteristics",
+             note + _table(wide.values.tolist(), list(wide.columns)))]
+
+
+def _calibration(d: Path) -> str:
+    m = _read(d / METRICS) or {}
+    models = [k[: -len(".brier")] for k in m if k.endswith(".brier") and k.count(".") == 1]
+    if not models:
+        return ""
+    rows = [[mod, m.get(f"{mod}.brier"), m.get(f"{mod}.calibration_intercept"), m.get(f"{mod}.calibration_slope")]
+            for mod in models]
+    return (f"<p>Calibration: <b>{html.escape(str(m.get('calibration_method', 'none')))}</b> "
+            "(classification.calibration). Probabilities, metrics and the decision curve are the calibrated ones.</p>"
+            + _table(rows, ["model", "Brier [95 % CI]", "calibration intercept (0 ideal)",
+                            "calibration slope (1 ideal)"])
+            + f"<p class='muted'>{html.escape(str(m.get('calibration_definition', '')))}</p>")
+
+
+def _targets(d: Path) -> str:
+    t = _read(d / TARGETS_SUMMARY)
+    if not t:
+        return ""
+    rows = [[r["target"], r["definition"], r["best_model"], r["n_test"], r.get("n_test_positive"),
+             r.get("auc_macro"), r.get("accuracy"), r.get("balanced_accuracy"), r.get("f1_macro")] for r in t["rows"]]
+    figs = []
+    for r in t["rows"]:
+        folder = t.get("folders", {}).get(r["target"])
+        roc = d / folder / FIGURES / f"roc_{r['best_model']}.png" if folder else None
+        if roc is not None and roc.is_file():
+            figs.append(_img(roc, f"ROC, {r['target']} ({r['best_model']})"))
+    return ("<p>Each task is a classify run of its own (every model tuned, final model by the same rule) on the same "
+            "fitting and test patients and the same features; binary tasks: AUC of the positive class.</p>"
+            + _table(rows, ["target", "definition", "final model", "test patients", "positives", "AUC [95 % CI]",
+                            "accuracy", "balanced accuracy", "F1 macro"])
+            + (f"<div class='figs'>{''.join(figs)}</div>" if figs else ""))
+
+
+def _sources(d: Path) -> str:
+    s = (_read(d / SUMMARY) or {}).get("importance_share")
+    a = _read(d / ABLATION)
+    parts = []
+    if s:
+        parts.append("<h3>Importance share among the final model's selected features</h3>" + _table(
+            [[src, v.get("n_selected"), v.get("permutation_share"), v.get("model_share")] for src, v in s.items()],
+            ["source", "selected features", "share of permutation importance", "share of model importance"]))
+    if a:
+        parts.append(f"<h3>Ablation ({html.escape(str(a.get('model')))}, test patients)</h3>" + _table(
+            [[r["source"], r.get("n_columns"), r.get("auc_macro", r.get("note")), r.get("accuracy"),
+              r.get("balanced_accuracy")] for r in a["rows"]],
+            ["columns used", "columns", "macro AUC [95 % CI]", "accuracy", "balanced accuracy"])
+            + f"<p class='muted'>{html.escape(str(a.get('definition', '')))}</p>")
+    return "".join(parts)
+
+
+def results_sections(run: RunDir) -> list[Section]:
+    """Calibration, binary sub-tasks and sources, each when its artifact exists."""
+    d = run.classification_dir
+    if not (d / METRICS).is_file():
+        return []
+    out = []
+    for anchor, title, body in (("calibration", "Calibration after SMOTE", _calibration(d)),
+                                ("targets", "Binary sub-tasks of the pathological type", _targets(d)),
+                                ("sources", "Clinical vs radiomics vs histogram features", _sources(d))):
+        if body:
+            out.append((anchor, title, body))
+    return out

@@ -1,0 +1,121 @@
+"""The report's section on issue 12's segmentation recipe: the training plan (``plan.yaml``), the
+k-fold ensemble (per-fold validation curves and results) and the ensemble against fold 0 alone on
+the test patients, with the test-time augmentation used.
+
+Reads only the run's ``plan.yaml``, ``config.yaml`` and what train-seg wrote in ``segmentation/``
+(``metrics.json`` with ``per_fold`` / ``single_fold_test``, ``fold_curves.png``). No file, no section.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from typing import Any
+
+import yaml
+
+from ..rundir import FOLD_CURVES, METRICS, RunDir
+
+Section = tuple[str, str, str]
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, dict) and "value" in v:
+        val, lo, hi = v.get("value"), v.get("ci_low"), v.get("ci_high")
+        if val is None:
+            return "n/a"
+        return f"{val:.3f}" + ("" if lo is None or hi is None else f" <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>")
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, (list, tuple)):
+        return html.escape(", ".join(str(x) for x in v))
+    return html.escape(str(v))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    cap = html.escape(caption)
+    return f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>'
+
+
+def _yaml(path) -> dict:
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def plan_html(run: RunDir) -> str:
+    """The plan's decisions (value, source, why) and its fold rule; empty without plan.yaml."""
+    plan = _yaml(run.plan)
+    if not plan:
+        return ""
+    rows = [[k, d.get("value"), d.get("source"), d.get("why")] for k, d in (plan.get("decisions") or {}).items()]
+    out = ["<h3>Training plan (plan.yaml)</h3>"]
+    if not plan.get("enabled", True):
+        out.append(f"<p>{html.escape(str(plan.get('why', 'the plan is off')))}</p>")
+    if rows:
+        out.append(_table(rows, ["setting", "value", "source", "why"]))
+    out.append(f"<p>Folds: {_cell(plan.get('folds', 1))} ({_cell(plan.get('folds_reason', ''))}).</p>")
+    return "".join(out)
+
+
+def inference_html(run: RunDir, m: dict) -> str:
+    """The test-time augmentation behind the test metrics (``inference`` in metrics.json; the resolved
+    config's settings for metrics written before it was recorded)."""
+    s = m.get("inference") or (_yaml(run.config_yaml).get("segmentation") or {})
+    if not s:
+        return ""
+    n_models = s.get("n_models", m.get("n_folds", 1))
+    mirror = "on (identity, horizontal, vertical and both flips averaged)" if s.get("tta_mirror") else "off"
+    window = {"auto": "auto (Gaussian-weighted windows of the training patch, sigma = patch/8, step = patch/2, on "
+                      "slices larger than the patch)", "never": "never (whole slices)"}.get(s.get("sliding_window"),
+                                                                                           str(s.get("sliding_window")))
+    return (f"<h3>Inference</h3><p>Test-time mirroring: {html.escape(mirror)}. Sliding window: {html.escape(window)}."
+            f" Models averaged: {_cell(n_models)}.</p>")
+
+
+def folds_html(run: RunDir, m: dict) -> str:
+    """Per-fold table and curves, and the ensemble against fold 0 alone on the test patients."""
+    per_fold = m.get("per_fold") or []
+    if not per_fold:
+        return ""
+    rows = [[f["fold"], f.get("n_train_patients"), len(f.get("val_patients") or []), f.get("best_epoch"),
+             f.get("best_val_dice"), f.get("epochs_run"), f.get("train_seconds")] for f in per_fold]
+    out = [f"<h3>{len(per_fold)}-fold ensemble: each fold validated on its held-out patients</h3>",
+           _table(rows, ["fold", "training patients", "held-out patients", "best epoch", "best validation Dice",
+                         "epochs run", "training s"])]
+    curves = run.segmentation_dir() / FOLD_CURVES
+    if curves.is_file():
+        out.append('<div class="figs">' + _img(curves, "per-fold validation curves") + "</div>")
+    single = m.get("single_fold_test") or {}
+    if single:
+        cmp_rows = [[f"ensemble of {len(per_fold)} folds", m.get("dice"), m.get("hd95_mm"), m.get("detection_rate")],
+                    ["fold 0 alone", single.get("dice"), single.get("hd95_mm"), single.get("detection_rate")]]
+        out.append(f"<h3>Ensemble vs single fold (test patients, n = {_cell(m.get('n_patients'))}, bootstrap "
+                   "95 % CI)</h3>" + _table(cmp_rows, ["model", "Dice", "HD95 (mm)", "detection rate"]))
+    post = m.get("postprocessing") or {}
+    if "val_dice_with" in post:
+        out.append(f"<p class='muted'>Component selection {'on' if post.get('component_selection') else 'off'}: "
+                   f"chosen on the pooled out-of-fold predictions of {_cell(post.get('n_val_patients'))} patients "
+                   f"(Dice {_cell(post.get('val_dice_without'))} without, {_cell(post.get('val_dice_with'))} "
+                   "with).</p>")
+    return "".join(out)
+
+
+def recipe_sections(run: RunDir) -> list[Section]:
+    """The segmentation-recipe section (plan, inference, folds), or none when train-seg has not run."""
+    path = run.segmentation_dir() / METRICS
+    m = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    body = plan_html(run) + (inference_html(run, m) if m else "") + folds_html(run, m)
+    return [("seg-recipe", "Segmentation recipe: plan, test-time augmentation, fold ensemble", body)] if body else []
+
+
+__all__ = ["recipe_sections", "plan_html", "inference_html", "folds_html"]

@@ -1,0 +1,410 @@
+"""The training plan: nnU-Net's self-configuration, from the cohort fingerprint to ``plan.yaml``.
+
+Stage ``plan`` (:func:`plan_stage`, ``cervirad plan``) reads ``fingerprint.json`` (validate) and
+writes ``plan.yaml``; ``train-seg`` reads it (:func:`planned_config`) and the preprocess stage
+takes its target spacing from the same rule (:func:`with_planned_spacing`). Each decision is
+recorded with its value, its source and why. The rules (Isensee et al., Nature Methods 2021,
+"nnU-Net", supplementary note 2, and nnU-Net v2's ``ExperimentPlanner``):
+
+- **Target spacing** (``preprocess.spacing``, in-plane column, in-plane row, thickness): the
+  median spacing of the cohort, per axis. Anisotropic data (nnU-Net's rule): when the coarsest
+  axis's median spacing is more than 3 times the finest other one AND it has more than 3 times
+  fewer voxels, that axis takes the 10th percentile of its spacings instead (never finer than the
+  other axes), so that thin-slice scans are not blurred to the thick ones.
+- **Patch** (``segmentation.train_crop``): the median in-plane extent of the cohort at the
+  target spacing (the larger of rows and columns), rounded up to a multiple of the network
+  stride (``config.STRIDE``) and kept in [``MIN_PATCH``, ``MAX_PATCH``] (256 is the paper's slice
+  side: CRFE's position attention grows with the fourth power of the side).
+- **Batch size** (``segmentation.batch_size``): what fits in ``MEMORY_FRACTION`` of the available
+  memory (CUDA: free GPU memory, ``torch.cuda.mem_get_info``; CPU: available RAM, psutil if
+  installed, else ``os.sysconf``) at ``bytes_per_sample(patch)``: ``BYTES_PER_PIXEL`` (the
+  network's activations, 210 floats per input pixel for CRFE and the U-Net at any side,
+  measured with forward hooks, times 2 for their gradients, 4 bytes each) plus the position
+  attention's N x N matrix (N = (side/8)², 3 copies kept for backward). Then nnU-Net's cap: a
+  batch covers at most 5 % of the cohort's pixels; at least 2, at most ``MAX_BATCH`` (GPU) or
+  ``MAX_BATCH_CPU`` (a CPU's throughput does not grow with the batch, so under a time budget
+  smaller batches give more optimiser steps).
+- **Epochs** (``segmentation.epochs``, with ``segmentation.budget_minutes``): a probe times one
+  training step of the planned network at the planned patch (the fastest of three after a warm-up
+  step; batch 2, scaled linearly to the batch) plus the loader (augmentation) per sample; validation of a whole
+  slice is estimated as 1/3 of a training step per pixel. An epoch holds every training slice,
+  but at most 1/``MIN_EPOCHS`` of the budget (``max_train_slices_per_epoch``), and validation at
+  most ``VAL_SHARE`` of an epoch's time (``max_val_slices``); epochs = what fits the budget,
+  at most the config's ``epochs``. Training also stops when the budget is spent. Without a budget
+  nothing is probed and the config's epochs stand.
+- **Recipe**: nnU-Net's optimisation (SGD, Nesterov momentum 0.99, lr 1e-2, poly decay) —
+  except when a budget affords fewer than ``SGD_MIN_STEPS`` optimiser steps: then Adam (lr 1e-3)
+  with cosine annealing, which moves in a few hundred steps where SGD with momentum 0.99 does not
+  (measured on the real STS cohort, ``scripts/bench/sts_cv.py``); deep supervision on, foreground oversampling 0.33 and its augmentations (elastic 0.2, blur 0.2,
+  brightness 0.15, contrast 0.15, low resolution 0.25, gamma 0.3).
+- **Normalisation**: z-score per image for every MRI sequence (nnU-Net's rule for non-CT data);
+  cervirad's preprocess does exactly that (``preprocess.normalize``).
+- **Small cohorts**: with fewer than ``SMALL_COHORT`` training patients (train + validation of the
+  split) the plan asks for ``FOLDS``-fold cross-validation for model selection instead of a tiny
+  validation set (``segmentation.folds``, which train-seg's fold loop reads; logged with the reason).
+
+A setting that the config sets to anything but its default, or lists in
+``segmentation.plan_keep``, wins over the plan (recorded as ``source: config``); ``segmentation.plan: false`` (paper.yaml) keeps the whole fixed recipe.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..config import STRIDE, Config, from_dict
+from ..spacing_plan import cohort_geometry, default_of, target_spacing
+
+log = logging.getLogger(__name__)
+
+PLAN_VERSION = 1
+MIN_PATCH, MAX_PATCH = 64, 256
+BYTES_PER_PIXEL = 210 * 4 * 2
+MEMORY_FRACTION = {"cpu": 0.25, "cuda": 0.8}
+MAX_BATCH, MAX_BATCH_CPU, MIN_BATCH = 32, 8, 2
+DATASET_SHARE = 0.05  # nnU-Net: a batch covers at most 5 % of the cohort's voxels
+MIN_EPOCHS = 10  # an epoch takes at most 1/MIN_EPOCHS of the budget
+VAL_SHARE = 0.25  # validation takes at most this share of an epoch's time
+VAL_COST = 1 / 3  # forward-only cost of a pixel relative to a training step
+SMALL_COHORT, FOLDS = 40, 5
+SGD_MIN_STEPS = 1000  # fewer planned optimiser steps than this: Adam instead of SGD (nnU-Net runs 250 000)
+NNUNET_RECIPE: dict[str, Any] = {
+    "segmentation.optimizer": "sgd", "segmentation.lr": 1e-2, "segmentation.scheduler": "poly",
+    "segmentation.deep_supervision": True, "segmentation.foreground_oversampling": 0.33,
+    "segmentation.augmentation.elastic_p": 0.2, "segmentation.augmentation.blur_p": 0.2,
+    "segmentation.augmentation.brightness_p": 0.15, "segmentation.augmentation.contrast_p": 0.15,
+    "segmentation.augmentation.lowres_p": 0.25, "segmentation.augmentation.gamma_p": 0.3,
+}
+
+
+def patch_side(spacings: np.ndarray, sizes: np.ndarray, target: list[float]) -> tuple[int, str]:
+    """Square training patch from the median in-plane extent at ``target`` (module docstring); and why."""
+    extent_px = np.median(spacings[:, :2] * sizes[:, :2], axis=0) / np.asarray(target[:2])
+    side = int(math.ceil(float(max(extent_px)) / STRIDE) * STRIDE)
+    side = int(min(MAX_PATCH, max(MIN_PATCH, side)))
+    return side, (f"median in-plane shape {int(round(extent_px[1]))} x {int(round(extent_px[0]))} px at the target "
+                  f"spacing, rounded up to a multiple of {STRIDE}, within [{MIN_PATCH}, {MAX_PATCH}]")
+
+
+# --------------------------------------------------------------------------- resources
+def bytes_per_sample(patch: int) -> int:
+    """Training memory of one patch (module docstring)."""
+    n = (patch // 8) ** 2
+    return int(patch * patch * BYTES_PER_PIXEL + 3 * n * n * 4)
+
+
+def available_memory(device: str) -> tuple[int, str]:
+    """(bytes available, where the number comes from) on ``device`` ('cpu' or 'cuda')."""
+    if device == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return int(free), "torch.cuda.mem_get_info (free GPU memory)"
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available), "psutil.virtual_memory().available"
+    except ImportError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "os.sysconf (available pages)"
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30, "unknown (assumed 4 GiB)"
+
+
+def plan_batch(patch: int, device: str, memory: int, cohort_pixels: float) -> tuple[int, str]:
+    """Batch size from memory and nnU-Net's 5 % rule (module docstring); and why."""
+    fits = int(MEMORY_FRACTION[device] * memory // bytes_per_sample(patch))
+    share = int(round(DATASET_SHARE * cohort_pixels / (patch * patch)))
+    top = MAX_BATCH if device == "cuda" else MAX_BATCH_CPU
+    b = max(MIN_BATCH, min(fits, share, top))
+    return b, (f"{fits} patches fit {MEMORY_FRACTION[device]:.0%} of {memory / 2**30:.1f} GiB ({device}, "
+               f"{bytes_per_sample(patch) / 2**20:.1f} MiB each), 5 % of the cohort is {share}, at most {top}")
+
+
+def plan_schedule(budget_minutes: float, s_per_sample: float, n_train_slices: int, n_val_slices: int,
+                  val_pixels_ratio: float, batch: int, max_epochs: int) -> dict[str, tuple[int, str]]:
+    """Epochs, training samples per epoch and validation slices for a time budget (module docstring)."""
+    budget = budget_minutes * 60.0
+    per_epoch = max(2 * batch, min(n_train_slices, int(budget / MIN_EPOCHS / s_per_sample)))
+    train_s = per_epoch * s_per_sample
+    val_slice_s = s_per_sample * VAL_COST * val_pixels_ratio
+    n_val = max(1, min(n_val_slices, int(VAL_SHARE * train_s / max(val_slice_s, 1e-9))))
+    epoch_s = train_s + n_val * val_slice_s
+    epochs = int(max(1, min(max_epochs, budget // epoch_s)))
+    why = (f"{budget_minutes:g} min budget / {epoch_s:.1f} s per epoch ({per_epoch} samples at {s_per_sample:.3f} s, "
+           f"{n_val} validation slices), at most segmentation.epochs {max_epochs}")
+    return {"segmentation.epochs": (epochs, why),
+            "segmentation.max_train_slices_per_epoch": (per_epoch, f"all {n_train_slices} training slices, at most "
+                                                        f"1/{MIN_EPOCHS} of the budget"),
+            "segmentation.max_val_slices": (n_val, f"all {n_val_slices} validation slices, at most {VAL_SHARE:.0%} "
+                                            "of an epoch's time")}
+
+
+def probe_seconds_per_sample(cfg: Config, arch: str, in_channels: int, patch: int, device: str) -> float:
+    """Measured seconds of one training sample at ``patch``: the fastest of three optimiser steps of the
+    planned network (batch 2, after a warm-up step; deep supervision, loss and optimiser as planned;
+    the fastest, because other work on a shared machine only ever slows a step) divided by 2, plus the
+    augmentation of one patch."""
+    import torch
+
+    from .data import augment
+    from .losses import SegLoss
+    from .model import build_model
+    from .train import make_optimizer, unet_width
+
+    s = cfg.segmentation
+    if s.num_threads:
+        torch.set_num_threads(s.num_threads)
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    width = unet_width(cfg, in_channels) if arch == "unet" else 1.0
+    net = build_model(arch, in_channels, s.lstm_hidden, s.deep_supervision, s.recurrence, width).to(device)
+    opt = make_optimizer(net, s.optimizer, s.lr)
+    loss_fn = SegLoss(s, pixel_area_mm2=1.0)
+    x = torch.randn(2, in_channels, patch, patch, generator=gen).to(device)
+    y = (torch.rand(2, patch, patch, generator=gen) > 0.9).float().to(device)
+    times = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        loss = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    rng = np.random.default_rng(cfg.run.seed)
+    img = rng.standard_normal((in_channels, patch, patch)).astype(np.float32)
+    m = (rng.random((patch, patch)) > 0.9).astype(np.uint8)
+    t0 = time.perf_counter()
+    for _ in range(4):
+        augment(img, m, rng, s.augmentation)
+    return min(times[1:]) / 2 + (time.perf_counter() - t0) / 4
+
+
+# --------------------------------------------------------------------------- the plan
+def _current(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+PLANNED_KEYS = ("preprocess.spacing", "segmentation.train_crop", *NNUNET_RECIPE, "segmentation.batch_size",
+                "segmentation.epochs", "segmentation.max_train_slices_per_epoch", "segmentation.max_val_slices",
+                "segmentation.folds")
+
+
+def check_settings(cfg: Config) -> None:
+    """Before any stage runs: every key of ``segmentation.plan_keep`` is one the plan decides."""
+    from ..errors import ConfigError
+
+    bad = [k for k in cfg.segmentation.plan_keep if k not in PLANNED_KEYS]
+    if bad:
+        raise ConfigError(f"Config key 'segmentation.plan_keep': {bad[0]!r} is not a setting the plan decides; use "
+                          f"some of {', '.join(PLANNED_KEYS)}.")
+
+
+class _Decisions:
+    """Planned values in order; a key the config set to other than its default, or listed in
+    ``segmentation.plan_keep``, keeps the config's."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.items = cfg, {}
+
+    def set(self, key: str, value: Any, why: str) -> Any:
+        cur = _current(self.cfg, key)
+        if key in self.cfg.segmentation.plan_keep:
+            self.items[key] = {"value": _plain(cur), "source": "config", "why": f"in segmentation.plan_keep (plan: "
+                                                                                f"{why}; {_plain(value)})"}
+            return cur
+        if _plain(cur) != _plain(default_of(key)):
+            self.items[key] = {"value": _plain(cur), "source": "config", "why": f"set in the config (plan: {why}; "
+                                                                                f"{_plain(value)})"}
+            return cur
+        self.items[key] = {"value": _plain(value), "source": "plan", "why": why}
+        return value
+
+    def config(self) -> Config:
+        return apply_decisions(self.cfg, self.items)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def make_plan(fp: dict, cfg: Config, device: str = "cpu", memory: int | None = None,
+              s_per_sample: float | None = None, arch: str | None = None) -> dict:
+    """The plan (a plain dict, written as plan.yaml) of ``cfg`` for the cohort of fingerprint ``fp``.
+    ``memory`` (bytes) and ``s_per_sample`` (seconds per training sample at the planned patch, the
+    probe) are the machine's; :func:`plan_stage` measures them."""
+    s = cfg.segmentation
+    seq = s.input_sequences[0]
+    spacings, sizes = cohort_geometry(fp, seq, cfg.preprocess.slice_axis)
+    d = _Decisions(cfg)
+    target = d.set("preprocess.spacing", *target_spacing(spacings, sizes))
+    patch = d.set("segmentation.train_crop", *patch_side(spacings, sizes, list(target)))
+    patch = patch or cfg.preprocess.slice_size
+    for key, value in NNUNET_RECIPE.items():
+        if key == "segmentation.lr" and d.items["segmentation.optimizer"]["value"] != "sgd":
+            d.items[key] = {"value": s.lr, "source": "config", "why": "the config's optimizer keeps its lr"}
+            continue
+        d.set(key, value, "nnU-Net's recipe")
+    # slices and pixels of the cohort at the target spacing
+    extent = spacings * sizes
+    px = extent / np.asarray(target)
+    n_slices = np.maximum(1, np.round(px[:, 2])).astype(int)
+    cohort_pixels = float(np.sum(px[:, 0] * px[:, 1] * n_slices))
+    mem = memory if memory is not None else available_memory(device)[0]
+    batch = d.set("segmentation.batch_size", *plan_batch(patch, device, mem, cohort_pixels))
+    n = int(fp.get("n_with_mask") or fp.get("n_patients") or len(spacings))
+    split = cfg.preprocess.split
+    n_dev = int(round(n * (split.train + split.val)))
+    slices_per_patient = float(np.median(n_slices))
+    if s.budget_minutes and s_per_sample:
+        ratio = float(np.median(px[:, 0] * px[:, 1])) / (patch * patch)
+        sched = plan_schedule(s.budget_minutes, s_per_sample, int(n * split.train * slices_per_patient),
+                              int(max(1, n * split.val) * slices_per_patient), ratio, batch, s.epochs)
+        for key, (value, why) in sched.items():
+            if key == "segmentation.epochs" and key not in s.plan_keep:  # the config's epochs is the ceiling
+                d.items[key] = {"value": value, "source": "plan", "why": why}
+            else:
+                d.set(key, value, why)
+    _few_steps_optimizer(d, s)
+    folds, folds_why = plan_folds(n_dev)
+    folds = d.set("segmentation.folds", folds, folds_why)
+    return {
+        "version": PLAN_VERSION,
+        "cohort": {"patients": n, "development_patients": n_dev, "sequence": seq,
+                   "slice_axis": cfg.preprocess.slice_axis, "median_slices": slices_per_patient},
+        "decisions": d.items,
+        "normalization": {q: "zscore" for q in s.input_sequences},
+        "folds": folds,
+        "folds_reason": folds_why,
+        "resources": {"device": device, "memory_gib": round(mem / 2**30, 2),
+                      "seconds_per_sample": None if s_per_sample is None else round(s_per_sample, 4),
+                      "arch": arch or s.model},
+    }
+
+
+def _few_steps_optimizer(d: _Decisions, s) -> None:
+    """When the schedule (the budget's, else the config's epochs and slices per epoch) affords fewer than
+    ``SGD_MIN_STEPS`` optimiser steps, Adam (lr 1e-3) with cosine annealing replaces nnU-Net's SGD + poly
+    (which the plan chose, not the config)."""
+    v = {"segmentation.epochs": s.epochs, "segmentation.max_train_slices_per_epoch": s.max_train_slices_per_epoch,
+         **{k: x["value"] for k, x in d.items.items()}}
+    per_epoch = v.get("segmentation.max_train_slices_per_epoch")
+    if d.items["segmentation.optimizer"]["source"] != "plan" or not per_epoch:
+        return
+    steps = v["segmentation.epochs"] * math.ceil(per_epoch / v["segmentation.batch_size"])
+    if steps >= SGD_MIN_STEPS:
+        return
+    why = (f"{steps} optimiser steps fit the budget (< {SGD_MIN_STEPS}): SGD with momentum 0.99 barely moves in so "
+           "few steps (scripts/bench/sts_cv.py), Adam does")
+    for key, value in (("segmentation.optimizer", "adam"), ("segmentation.lr", 1e-3),
+                       ("segmentation.scheduler", "cosine")):
+        if d.items[key]["source"] == "plan":
+            d.items[key] = {"value": value, "source": "plan", "why": why}
+
+
+def plan_folds(n_development: int) -> tuple[int, str]:
+    """Cross-validation folds for model selection: ``FOLDS`` below ``SMALL_COHORT`` development patients."""
+    if n_development < SMALL_COHORT:
+        return FOLDS, (f"{n_development} training + validation patients (< {SMALL_COHORT}): {FOLDS}-fold "
+                       "cross-validation for model selection instead of a small validation set")
+    return 1, f"{n_development} training + validation patients (>= {SMALL_COHORT}): one validation split"
+
+
+def apply_decisions(cfg: Config, decisions: dict) -> Config:
+    """``cfg`` with every decision's value (dotted keys)."""
+    data = cfg.to_dict()
+    for key, dec in decisions.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = dec["value"]
+    return from_dict(data)
+
+
+# --------------------------------------------------------------------------- reading it back
+def read_plan(path: Path) -> dict | None:
+    if not Path(path).is_file():
+        return None
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def planned_config(cfg: Config, run) -> Config:
+    """The config train-seg runs with: ``cfg`` with the run's ``plan.yaml`` applied (when
+    ``segmentation.plan``). Without a plan.yaml, the fixed recipe of ``cfg`` at the spacing preprocess
+    used (its summary)."""
+    if not cfg.segmentation.plan:
+        return cfg
+    plan = read_plan(run.plan)
+    if plan is None:
+        import json
+
+        summary = json.loads(run.preprocess_summary.read_text(encoding="utf-8"))
+        log.warning("train-seg: segmentation.plan is on but the run has no %s; training with the config's recipe "
+                    "(run `cervirad plan` to derive one)", run.plan.name)
+        return apply_decisions(cfg, {"preprocess.spacing": {"value": summary["spacing"]}})
+    out = apply_decisions(cfg, plan["decisions"])
+    planned = [k for k, d in plan["decisions"].items() if d["source"] == "plan"]
+    log.info("train-seg: the run's %s sets %s", run.plan.name, ", ".join(planned) or "nothing (the config sets all)")
+    if plan.get("folds", 1) > 1:
+        log.info("train-seg: %d-fold cross-validation: %s", plan["folds"], plan.get("folds_reason", ""))
+    return out
+
+
+# --------------------------------------------------------------------------- the stage
+def plan_stage(cfg: Config, run, cohort, st) -> dict:
+    """The plan stage: ``plan.yaml`` from ``fingerprint.json`` and this machine (memory, a timing probe
+    when ``segmentation.budget_minutes`` is set). With ``segmentation.plan: false`` the plan records the
+    config's fixed recipe."""
+    import json
+
+    from .infer import resolve_device
+
+    fp = json.loads(run.require(run.fingerprint.relative_to(run.path), "run `cervirad validate` first")
+                    .read_text(encoding="utf-8"))
+    if not cfg.segmentation.plan:
+        plan = {"version": PLAN_VERSION, "enabled": False, "decisions": {},
+                "why": "segmentation.plan is false: the config's fixed recipe (paper.yaml)", "folds": 1,
+                "folds_reason": "segmentation.plan is false"}
+    else:
+        device = resolve_device(cfg.segmentation.device).type
+        memory, source = available_memory(device)
+        first = make_plan(fp, cfg, device, memory)
+        s_per = None
+        if cfg.segmentation.budget_minutes:
+            planned = apply_decisions(cfg, first["decisions"])
+            patch = planned.segmentation.train_crop or planned.preprocess.slice_size
+            s_per = probe_seconds_per_sample(planned, cfg.segmentation.model, len(cfg.segmentation.input_sequences),
+                                             patch, device)
+        plan = {"enabled": True, **make_plan(fp, cfg, device, memory, s_per)}
+        plan["resources"]["memory_source"] = source
+    for key, d in plan["decisions"].items():
+        log.info("plan: %s = %s (%s: %s)", key, d["value"], d["source"], d["why"])
+    log.info("plan: folds = %s (%s)", plan["folds"], plan["folds_reason"])
+    text = yaml.safe_dump(plan, sort_keys=False, default_flow_style=None, width=110)
+    from ..rundir import write_text
+
+    write_text(st.plan, "# cervirad training plan (segmentation/plan.py); written by `cervirad plan`\n" + text)
+    st.info["plan"] = {k: d["value"] for k, d in plan["decisions"].items() if d["source"] == "plan"}
+    st.info["folds"] = plan["folds"]
+    return plan
+
+
+__all__ = ["make_plan", "plan_stage", "planned_config", "target_spacing",
+           "patch_side", "plan_batch", "plan_schedule", "plan_folds", "bytes_per_sample", "available_memory",
+           "cohort_geometry", "apply_decisions", "read_plan"]
