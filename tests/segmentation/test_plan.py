@@ -154,8 +154,14 @@ def test_plan_stage_round_trip(tmp_path):
     assert doc["enabled"] and doc["folds"] == 5  # 17 development patients
     got = P.planned_config(cfg.with_overrides(["segmentation.budget_minutes=null"]), run)
     assert got.segmentation.train_crop == cfg.segmentation.train_crop == 96  # demo.yaml sets it: kept
-    assert got.segmentation.optimizer == "sgd" and got.segmentation.folds == 5
-    assert got.segmentation.augmentation.elastic_p == 0.2
+    # demo.yaml's 6 epochs x 200 slices are < 1000 optimiser steps: Adam + cosine, not nnU-Net's SGD
+    assert got.segmentation.optimizer == "adam" and got.segmentation.scheduler == "cosine"
+    assert got.segmentation.folds == 5 and got.segmentation.augmentation.elastic_p == 0.2
+    long = cfg.with_overrides(["segmentation.budget_minutes=null", "segmentation.epochs=100"])
+    with run.stage("plan", replace=(run.plan.relative_to(run.path),)) as st:
+        P.plan_stage(long, run, None, st)
+    got = P.planned_config(long, run)
+    assert got.segmentation.optimizer == "sgd" and got.segmentation.scheduler == "poly"  # 100 x 200 slices: enough
 
 
 def test_sgd_and_poly_are_nnunets():
