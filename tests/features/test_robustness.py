@@ -6,25 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-import yaml
 
 from cervirad.config import RobustnessConfig, load_config
 from cervirad.errors import ConfigError
 from cervirad.features import robustness as R
 from cervirad.features.cases import CaseCache, CaseJob
-from tests.features.test_stage import extract, make_run
+from tests.features.test_stage import extract, fast_params, make_run  # noqa: F401 (fast_params: a fixture)
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; their Table 4 gives ICC(1,1) = .17, ICC(3,1) = .71
 SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], float)
-
-
-@pytest.fixture
-def fast_params(tmp_path):
-    """A small preset (Original image; shape + first order)."""
-    p = tmp_path / "fast.yaml"
-    p.write_text(yaml.safe_dump({"imageType": {"Original": {}}, "featureClass": {"shape": None, "firstorder": None},
-                                 "setting": {"normalize": True, "binCount": 16, "label": 1}}))
-    return p
 
 
 # --------------------------------------------------------------------------- ICC
