@@ -449,7 +449,18 @@ def report(
 
 
 def main() -> None:
-    """Console entry point: one line and exit 2 for user errors, exit 1 for internal errors."""
+    """Console entry point: one line and exit 2 for user errors, exit 1 for internal errors. Under
+    torchrun (``WORLD_SIZE`` > 1) rank 0 runs the command and the other ranks train alongside it
+    (:mod:`cervirad.segmentation.distributed`)."""
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        from .segmentation.distributed import run_ranks
+
+        _setup_logging()
+        sys.exit(run_ranks(_main_one))
+    _main_one()
+
+
+def _main_one() -> None:
     try:
         app()
     except CerviradError as e:

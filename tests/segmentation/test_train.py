@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
@@ -37,10 +36,10 @@ def test_early_stopping_state_round_trip():
 
 
 def test_pooled_dice():
-    p = np.array([[0.9, 0.9, 0.1, 0.1]])
-    t = np.array([[1, 0, 1, 0]])
-    assert pooled_dice(p, t, 0.5) == pytest.approx(0.5)
-    assert pooled_dice(np.zeros((2, 2)), np.zeros((2, 2)), 0.5) == 1.0
+    # prediction [1, 1, 0, 0] vs truth [1, 0, 1, 0]: one true positive, two predicted, two true
+    assert pooled_dice(1, 2, 2) == pytest.approx(0.5)
+    assert pooled_dice(0, 0, 0) == 1.0
+    assert pooled_dice(0, 3, 0) == 0.0
 
 
 def test_train_seg_resumes_after_a_crash_and_writes_every_artifact(seg_run, monkeypatch):

@@ -68,22 +68,23 @@ def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
 def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dict:
     if cfg.segmentation.folds >= 2:
         return _train_ensemble(cfg, run, cohort, st, arch, key, progress, cfg.segmentation.folds)
-    from .data import load_slice_set
+    from .distributed import TrainJob, announce
     from .infer import load_model
     from .model import count_parameters
-    from .train import Trainer, plot_curves
+    from .train import plot_curves
 
-    train, val = load_slice_set(run.path, "train"), load_slice_set(run.path, "val")
-    if len(val.rows) == 0:
+    if not load_splits(run.path)["val"]:
         raise InputError("The split has no validation patients, which early stopping needs; set "
                          "preprocess.split.val > 0 and rerun preprocess.")
     work = st.segmentation_dir(arch)
     work.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, arch, train, val, work, key, progress)
+    job = TrainJob(cfg, arch, run.path, work, key)
+    announce(job)  # under torchrun the other ranks train it alongside (.distributed)
+    trainer = job.trainer(progress)
     resumed = trainer.resume()
     result = trainer.fit()
     plot_curves(result.log, st.segmentation_dir(arch) / CURVES, f"{arch.upper()} training")
-    post = _choose_postprocessing(cfg, run, st.seg_model(arch), [(st.seg_model(arch), val.patients)])
+    post = _choose_postprocessing(cfg, run, st.seg_model(arch), [(st.seg_model(arch), trainer.val_set.patients)])
     model = load_model(st.seg_model(arch), cfg.segmentation.device)
     extra = {"model": arch, "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
              "postprocessing": post,
@@ -135,16 +136,14 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
     ensemble both scored on the test patients (``single_fold_test`` in the ensemble's metrics)."""
     import time
 
-    from .data import load_slice_set
+    from .distributed import TrainJob, announce
     from .evaluate import evaluate_patients, write_evaluation
-    from .folds import (ensemble_checkpoint, fold_curves_path, fold_model, merge, plot_fold_curves, run_fold_parts,
-                        subset)
+    from .folds import ensemble_checkpoint, fold_curves_path, fold_model, plot_fold_curves, run_fold_parts
     from .infer import load_model, read_checkpoint
     from .model import count_parameters
-    from .train import Trainer, plot_curves, save_checkpoint
+    from .train import plot_curves, save_checkpoint
 
     t0 = time.perf_counter()
-    pool = merge(load_slice_set(run.path, "train"), load_slice_set(run.path, "val"))
     patients, parts = run_fold_parts(run.path, k, cfg.run.seed)
     log.info("train-seg %s: %d-fold ensemble over %d training+validation patients (held out per fold: %s)", arch, k,
              len(patients), ", ".join(str(len(p)) for p in parts))
@@ -153,8 +152,9 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
         work = st.fold_dir(i, arch)
         work.mkdir(parents=True, exist_ok=True)
         fold_cfg = cfg.with_overrides([f"run.seed={cfg.run.seed + i}"])  # fold 0 = the run's seed
-        trainer = Trainer(fold_cfg, arch, subset(pool, [p for p in patients if p not in held]), subset(pool, held),
-                          work, key, progress)
+        job = TrainJob(fold_cfg, arch, run.path, work, key, tuple(p for p in patients if p not in held), tuple(held))
+        announce(job)
+        trainer = job.trainer(progress)
         resumed.append(trainer.resume())
         results.append(trainer.fit())
         plot_curves(results[-1].log, work / CURVES, f"{arch.upper()} fold {i} training")

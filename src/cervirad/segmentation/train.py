@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch
 from ..config import Config
 from ..io import write_table
 from ..rundir import LAST_PT, MODEL_PT, TRAIN_LOG, atomic_path
+from . import distributed as ddp
 from .data import (SliceSet, epoch_slices, n_batches, oversampled_epoch, same_shape_batches, training_batches,
                    val_slices)
 from .infer import FORMAT, read_checkpoint, resolve_device
@@ -71,11 +72,9 @@ class EarlyStopping:
         self.history = list(state["history"])
 
 
-def pooled_dice(probs: np.ndarray, truth: np.ndarray, threshold: float) -> float:
-    """2·ΣTP / (2·ΣTP + ΣFP + ΣFN) over all pixels (1.0 when both are empty)."""
-    p, t = probs > threshold, truth.astype(bool)
-    tp = np.count_nonzero(p & t)
-    den = np.count_nonzero(p) + np.count_nonzero(t)
+def pooled_dice(tp: float, n_pred: float, n_true: float) -> float:
+    """2·ΣTP / (2·ΣTP + ΣFP + ΣFN) = 2·ΣTP / (Σpred + Σtrue) from pixel counts (1.0 when both are empty)."""
+    den = n_pred + n_true
     return 1.0 if den == 0 else float(2 * tp / den)
 
 
@@ -147,10 +146,14 @@ class Trainer:
         self.device = resolve_device(self.s.device)
         if self.s.num_threads:
             torch.set_num_threads(self.s.num_threads)
+        self.world = ddp.current()  # torchrun: this rank (module docstring of .distributed)
         torch.manual_seed(cfg.run.seed)
-        self.model = build_model(arch, train.n_channels, self.s.lstm_hidden, self.s.deep_supervision,
-                                 self.s.recurrence, unet_width(cfg, train.n_channels)).to(self.device)
-        self.optimizer = make_optimizer(self.model, self.s.optimizer, self.s.lr)
+        self.net = build_model(arch, train.n_channels, self.s.lstm_hidden, self.s.deep_supervision,
+                               self.s.recurrence, unet_width(cfg, train.n_channels)).to(self.device)
+        self.model = ddp.wrap(self.net, self.device, self.world)  # the net itself for a single process
+        if self.world.distributed:
+            torch.manual_seed(cfg.run.seed + self.world.rank)
+        self.optimizer = make_optimizer(self.net, self.s.optimizer, self.s.lr)
         self.scheduler = make_scheduler(self.optimizer, self.s.scheduler, self.s.epochs)
         self.stopper = EarlyStopping(self.s.early_stopping_patience, self.s.early_stopping_min_delta)
         sx, sy = cfg.preprocess.spacing[0], cfg.preprocess.spacing[1]
@@ -173,8 +176,10 @@ class Trainer:
         return checkpoint_header(self.cfg, self.arch, self.train_set.n_channels)
 
     def save_last(self, epoch: int) -> None:
+        if not self.world.main:
+            return
         save_checkpoint({**self.header(), "key": self.key, "epoch": epoch, "best_val_dice": self.best,
-                         "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "state_dict": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict() if self.scheduler else {},
                          "early_stopping": self.stopper.state_dict(), "log": list(self.rows),
                          "torch_rng": torch.get_rng_state()}, self.last_path)
@@ -188,10 +193,11 @@ class Trainer:
         if ck.get("key") != self.key or ck["arch"] != self.arch:
             log.warning("train-seg %s: the interrupted checkpoint %s was trained with other settings or data; "
                         "starting over", self.arch, self.last_path)
-            for f in (LAST_PT, MODEL_PT, TRAIN_LOG):
-                (self.work_dir / f).unlink(missing_ok=True)
+            if self.world.main:
+                for f in (LAST_PT, MODEL_PT, TRAIN_LOG):
+                    (self.work_dir / f).unlink(missing_ok=True)
             return False
-        self.model.load_state_dict(ck["state_dict"])
+        self.net.load_state_dict(ck["state_dict"])
         self.optimizer.load_state_dict(ck["optimizer"])
         if self.scheduler and ck["scheduler"]:
             self.scheduler.load_state_dict(ck["scheduler"])
@@ -230,14 +236,18 @@ class Trainer:
             improved = val_dice > self.best
             if improved:
                 self.best = val_dice
-                save_checkpoint({**self.header(), "epoch": epoch, "val_dice": val_dice,
-                                 "state_dict": self.model.state_dict()}, self.best_path)
+                if self.world.main:
+                    save_checkpoint({**self.header(), "epoch": epoch, "val_dice": val_dice,
+                                     "state_dict": self.net.state_dict()}, self.best_path)
             stopped = self.stopper.step(val_dice)
+            seconds = ddp.all_max(time.perf_counter() - t0, self.world)  # every rank decides the budget alike
             self.rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
                               "val_dice": val_dice, "best_val_dice": self.best,
-                              "seconds": round(time.perf_counter() - t0, 2), "improved": improved})
+                              "seconds": round(seconds, 2), "improved": improved})
             spent += self.rows[-1]["seconds"]
             self.save_last(epoch)
+            if not self.world.main:
+                continue
             write_table(pd.DataFrame(self.rows, columns=LOG_COLUMNS), self.work_dir / TRAIN_LOG)
             log.info("train-seg %s epoch %d: loss %.4f, val Dice %.4f%s", self.arch, epoch, train_loss, val_dice,
                      " (best)" if improved else "")
@@ -249,17 +259,28 @@ class Trainer:
                            seconds=time.perf_counter() - t_start,
                            train_slices_per_s=n_seen / t_train if t_train else float("nan"))
 
+    def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None, np.random.Generator]:
+        """(row indices, forced, augmentation generator) of this rank in ``epoch``. Under torchrun every
+        rank draws the same order for the global batch (``batch_size`` x ranks) and takes its shard."""
+        rng = np.random.default_rng([self.cfg.run.seed, epoch])
+        w = self.world
+        forced = None
+        if self.s.foreground_oversampling is None:
+            order = epoch_slices(self.train_set.rows, self.s, rng)
+        else:
+            global_batch = replace(self.s, batch_size=self.s.batch_size * w.size)
+            order, forced = oversampled_epoch(self.train_set.rows, global_batch, rng)
+        if w.distributed:
+            order, forced = ddp.shard(order, w, forced)
+            rng = np.random.default_rng([self.cfg.run.seed, epoch, w.rank])
+        return order, forced, rng
+
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
         from tqdm.auto import tqdm
 
         from ..progress import bar_enabled  # no bar (carriage returns) in a log file: one log line per epoch
 
-        rng = np.random.default_rng([self.cfg.run.seed, epoch])
-        forced = None
-        if self.s.foreground_oversampling is None:
-            order = epoch_slices(self.train_set.rows, self.s, rng)
-        else:
-            order, forced = oversampled_epoch(self.train_set.rows, self.s, rng)
+        order, forced, rng = self._epoch_order(epoch)
         self.model.train()
         total, count = 0.0, 0
         patch = self.s.train_crop or self.cfg.preprocess.slice_size
@@ -283,28 +304,31 @@ class Trainer:
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()
-        return total / max(1, count), count
+        total, count = ddp.all_sum([total, count], self.world)  # the global batch's loss, all ranks' slices
+        return total / max(1, count), int(count)
 
     @torch.no_grad()
     def _validate(self) -> tuple[float, float]:
         """(mean loss, pooled Dice) over the validation slices."""
-        self.model.eval()
-        probs, truths, losses = [], [], []
+        self.net.eval()
         bs = self.s.infer_batch_size
         use_bf16 = self.device.type == "cuda"
-        for batch in same_shape_batches(self.val_set, self.val_idx, bs):
+        idx = self.val_idx[self.world.rank::self.world.size]  # under torchrun each rank scores a share
+        loss_sum, tp, n_pred, n_true = 0.0, 0, 0, 0
+        for batch in same_shape_batches(self.val_set, idx, bs):
             pairs = [self.val_set.get(int(i)) for i in batch]
             x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device)
             y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.float32)).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = self.model(x)
-            losses.append(float(segmentation_loss(logits, y, self.s.dice_weight, self.s.bce_weight)) * len(x))
-            probs.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy().ravel())  # whole slices differ in size
-            truths.append(y.cpu().numpy().ravel())
-        if not probs:
+                logits = self.net(x)
+            loss_sum += float(segmentation_loss(logits, y, self.s.dice_weight, self.s.bce_weight)) * len(x)
+            p, t = (torch.sigmoid(logits.float())[:, 0] > self.s.threshold), y > 0.5
+            tp += int((p & t).sum())
+            n_pred, n_true = n_pred + int(p.sum()), n_true + int(t.sum())
+        loss_sum, tp, n_pred, n_true = ddp.all_sum([loss_sum, tp, n_pred, n_true], self.world)
+        if not len(self.val_idx):
             return float("nan"), float("nan")
-        return (sum(losses) / len(self.val_idx),
-                pooled_dice(np.concatenate(probs), np.concatenate(truths), self.s.threshold))
+        return loss_sum / len(self.val_idx), pooled_dice(tp, n_pred, n_true)
 
 
 def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
