@@ -145,3 +145,10 @@ def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
     (run.path / "segmentation" / "metrics.json").write_text(json.dumps(crfe))
     table = pd.read_csv(segmentation.write_comparison(run, [run]))
     assert list(table.model) == ["crfe", "unet"] and {"dice", "dice_ci_low", "iou_mean_fg_bg"} <= set(table.columns)
+    # the report shows it as metric rows x model columns, each metric with its interval
+    from cervirad.report import _comparison_table
+
+    shown = _comparison_table(table)
+    assert "<th>CRFE</th><th>UNET</th>" in shown
+    d = table.set_index("model").loc["unet"]
+    assert f"<td>dice</td><td>{d.dice:.3f} <span class='muted'>[{d.dice_ci_low:.3f}, {d.dice_ci_high:.3f}]" in shown

@@ -199,6 +199,19 @@ def _lesion_size_strata(m: dict) -> str:
             + _table(rows, ["diameter band", "n patients", "Dice", "foreground IoU", "detection rate"]))
 
 
+def _comparison_table(df: pd.DataFrame) -> str:
+    """comparison.csv as metric rows x model columns, each metric 'value [95 % CI]'."""
+    facts = [c for c in ("n_patients", "parameters", "unet_width", "n_folds", "best_epoch", "train_seconds")
+             if c in df.columns]
+    rows = [[c] + ["—" if pd.isna(v) else v for v in df[c]] for c in facts]
+    for m in (c for c in df.columns if f"{c}_ci_low" in df.columns):  # the metrics, in comparison.csv's order
+        rows.append([m] + [{"value": None if pd.isna(r[m]) else float(r[m]),
+                            "ci_low": None if pd.isna(r.get(f"{m}_ci_low")) else float(r[f"{m}_ci_low"]),
+                            "ci_high": None if pd.isna(r.get(f"{m}_ci_high")) else float(r[f"{m}_ci_high"])}
+                           for _, r in df.iterrows()])
+    return _table(rows, ["", *[str(x).upper() for x in df["model"]]])
+
+
 def _segmentation_section(run: RunDir) -> str:
     d = run.segmentation_dir()
     if not d.is_dir():
@@ -206,7 +219,7 @@ def _segmentation_section(run: RunDir) -> str:
     parts = []
     comp = d / COMPARISON
     if comp.is_file():
-        parts.append("<h3>CRFE vs U-Net (same split, test patients)</h3>" + _df_table(pd.read_csv(comp)))
+        parts.append("<h3>CRFE vs U-Net (same split, test patients)</h3>" + _comparison_table(pd.read_csv(comp)))
     m = _read_json(d / METRICS)
     if m:
         flat = _scalar_metrics(m)

@@ -68,10 +68,10 @@ def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
 def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dict:
     if cfg.segmentation.folds >= 2:
         return _train_ensemble(cfg, run, cohort, st, arch, key, progress, cfg.segmentation.folds)
-    from .distributed import TrainJob, announce
+    from .distributed import announce
     from .infer import load_model
     from .model import count_parameters
-    from .train import plot_curves
+    from .train import TrainJob, plot_curves
 
     if not load_splits(run.path)["val"]:
         raise InputError("The split has no validation patients, which early stopping needs; set "
@@ -136,12 +136,12 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
     ensemble both scored on the test patients (``single_fold_test`` in the ensemble's metrics)."""
     import time
 
-    from .distributed import TrainJob, announce
+    from .distributed import announce
     from .evaluate import evaluate_patients, write_evaluation
     from .folds import ensemble_checkpoint, fold_curves_path, fold_model, plot_fold_curves, run_fold_parts
     from .infer import load_model, read_checkpoint
     from .model import count_parameters
-    from .train import plot_curves, save_checkpoint
+    from .train import TrainJob, plot_curves, save_checkpoint
 
     t0 = time.perf_counter()
     patients, parts = run_fold_parts(run.path, k, cfg.run.seed)

@@ -5,7 +5,7 @@ its environment. cervirad gives them different jobs:
 
 - **rank 0** runs the command as a single process would: the stages ``train-seg`` needs
   (validate, preprocess, plan), then every training of the stage. Before each training it
-  broadcasts a :class:`TrainJob` (config, architecture, patients, folder, stage key); after the
+  broadcasts a :class:`~.train.TrainJob` (config, architecture, patients, folder, stage key); after the
   stage it broadcasts ``None``. Only rank 0 writes: checkpoints, logs, metrics, masks, the report.
 - **ranks 1..N-1** (:func:`follow`) receive the jobs and train alongside rank 0, writing nothing,
   and return when ``None`` arrives.
@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -90,33 +89,8 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-@dataclass(frozen=True)
-class TrainJob:
-    """One training of the stage, as every rank builds it. ``train_ids``/``val_ids`` None: the run's
-    train and val splits; else those patients of train+val (a fold)."""
-
-    cfg: object
-    arch: str
-    run_path: Path
-    work: Path
-    key: str
-    train_ids: tuple | None = None
-    val_ids: tuple | None = None
-
-    def trainer(self, progress: bool):
-        from .data import load_slice_set
-        from .folds import merge, subset
-        from .train import Trainer
-
-        train, val = load_slice_set(self.run_path, "train"), load_slice_set(self.run_path, "val")
-        if self.train_ids is not None:
-            pool = merge(train, val)
-            train, val = subset(pool, list(self.train_ids)), subset(pool, list(self.val_ids))
-        return Trainer(self.cfg, self.arch, train, val, self.work, self.key, progress)
-
-
-def announce(job: TrainJob | None) -> None:
-    """Rank 0: send the next job (None: no more) to the other ranks."""
+def announce(job) -> None:
+    """Rank 0: send the next job (a :class:`~.train.TrainJob`; None: no more) to the other ranks."""
     if current().distributed:
         dist.broadcast_object_list([job], src=0)
 
@@ -199,5 +173,5 @@ def wrap(model: torch.nn.Module, device: torch.device, w: World) -> torch.nn.Mod
     return DistributedDataParallel(model, device_ids=ids)
 
 
-__all__ = ["World", "world", "current", "init", "shutdown", "TrainJob", "announce", "follow", "run_ranks", "shard",
+__all__ = ["World", "world", "current", "init", "shutdown", "announce", "follow", "run_ranks", "shard",
            "all_sum", "all_max", "wrap"]

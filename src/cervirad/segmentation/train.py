@@ -331,6 +331,30 @@ class Trainer:
         return loss_sum / len(self.val_idx), pooled_dice(tp, n_pred, n_true)
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """One training of the stage, as every rank builds it. ``train_ids``/``val_ids`` None: the run's
+    train and val splits; else those patients of train+val (a fold)."""
+
+    cfg: Config
+    arch: str
+    run_path: Path
+    work: Path
+    key: str
+    train_ids: tuple | None = None
+    val_ids: tuple | None = None
+
+    def trainer(self, progress: bool) -> "Trainer":
+        from .data import load_slice_set
+        from .folds import merge, subset
+
+        train, val = load_slice_set(self.run_path, "train"), load_slice_set(self.run_path, "val")
+        if self.train_ids is not None:
+            pool = merge(train, val)
+            train, val = subset(pool, list(self.train_ids)), subset(pool, list(self.val_ids))
+        return Trainer(self.cfg, self.arch, train, val, self.work, self.key, progress)
+
+
 def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
     """Loss (train, val) and validation Dice per epoch."""
     import matplotlib
@@ -351,4 +375,4 @@ def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-__all__ = ["EarlyStopping", "Trainer", "TrainResult", "pooled_dice", "plot_curves", "checkpoint_header"]
+__all__ = ["EarlyStopping", "Trainer", "TrainJob", "TrainResult", "pooled_dice", "plot_curves", "checkpoint_header"]
