@@ -23,7 +23,7 @@ demo: venv
 
 # every test but those marked gpu, the slow ones included (-m replaces pyproject's -m "not slow"); CI runs this
 test: venv
-	$(BIN)/python -m pytest -m "not gpu" -q
+	$(BIN)/python -m pytest -m "not gpu" -q --durations=15
 
 # plain pytest: skips the tests marked slow (pyproject addopts)
 test-fast: venv
