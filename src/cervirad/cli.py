@@ -456,7 +456,11 @@ def main() -> None:
         from .segmentation.distributed import run_ranks
 
         _setup_logging()
-        sys.exit(run_ranks(_main_one))
+        try:
+            sys.exit(run_ranks(_main_one))
+        except CerviradError as e:  # torchrun's environment incomplete or not understood
+            typer.echo(f"cervirad: error: {e}", err=True)
+            sys.exit(e.exit_code)
     _main_one()
 
 

@@ -42,6 +42,16 @@ def test_shard_pads_by_wrapping_and_interleaves_like_distributed_sampler():
     assert single.tolist() == order.tolist()
 
 
+def test_world_size_without_torchrun_is_one_line_error():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    res = subprocess.run([sys.executable, "-m", "cervirad", "validate", "--help"], capture_output=True, text=True,
+                         env={**env, "WORLD_SIZE": "2"}, timeout=120)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("cervirad: error")]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert "WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not" in lines[0]
+    assert "torchrun" in lines[0]
+
+
 def _command(run, n_procs: int, batch_size: int, epochs: int) -> list[str]:
     sets = [f"--set={o}" for o in [*FAST, *SAME_BATCHES, f"segmentation.batch_size={batch_size}",
                                    f"segmentation.epochs={epochs}"]]

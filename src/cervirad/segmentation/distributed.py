@@ -53,13 +53,27 @@ class World:
         return self.size > 1
 
 
+LAUNCH_VARS = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets beside WORLD_SIZE
+
+
 def world() -> World:
-    """This process's place, from torchrun's environment (a single process without it)."""
+    """This process's place, from torchrun's environment (a single process without it). A
+    ``WORLD_SIZE`` above 1 without the rest of torchrun's variables is a ConfigError (one line)."""
+    from ..errors import ConfigError
+
+    env = os.environ
     try:
-        return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                     int(os.environ.get("LOCAL_RANK", 0)))
-    except ValueError:
-        return World()
+        w = World(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+    except ValueError as e:
+        raise ConfigError(f"torchrun's environment is not understood ({e}); unset WORLD_SIZE/RANK/LOCAL_RANK to "
+                          "run one process, or launch with `torchrun --nproc_per_node N -m cervirad ...`.") from None
+    missing = [v for v in LAUNCH_VARS if w.distributed and not env.get(v)]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(f"WORLD_SIZE={w.size} is set but {', '.join(missing)} {verb} not: cervirad runs on several "
+                          "processes only under torchrun; launch with `torchrun --standalone --nproc_per_node N -m "
+                          "cervirad train-seg ...`, or unset WORLD_SIZE.")
+    return w
 
 
 def current() -> World:
