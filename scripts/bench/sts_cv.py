@@ -38,6 +38,7 @@ Usage::
     # issue 12: training recipes side by side under one wall-clock budget per fold (compare_recipes)
     .venv/bin/python scripts/bench/sts_cv.py --folds 6 --recipes plan,paper,unet --budget 3 --no-tta
     .venv/bin/python scripts/bench/sts_cv.py --folds 6 --recipes plan,paper --budgets 5,15,45   # Dice vs budget
+    .venv/bin/python scripts/bench/sts_cv.py --folds 6 --recipes plan --budget 1 --inner-folds 5  # 5-model ensembles
     .venv/bin/python scripts/bench/sts_cv.py --folds 6 --loader   # loader ms per batch, paper vs plan
 """
 from __future__ import annotations
@@ -183,8 +184,9 @@ def recipe_config(a: argparse.Namespace, base, recipe: str, budget: float):
       nnU-Net's SGD + poly, deep supervision, foreground oversampling, its augmentations, patch, batch,
       epochs and slices per epoch from the budget, test-time mirroring and sliding window (unless
       ``--no-tta``: then every recipe predicts whole slices, unmirrored); the
-      preprocessing (spacing) is the benchmark's, shared by every recipe, and ``folds`` is kept at 1
-      (inner cross-validation would spend 5 budgets per outer fold);
+      preprocessing (spacing) is the benchmark's, shared by every recipe, and ``folds`` is
+      ``--inner-folds`` (default 1: inner cross-validation spends the budget once per inner model,
+      so K budgets per outer fold);
     - ``plan_adam``: the plan recipe with the paper's Adam (lr 1e-3) and cosine schedule kept
       (``segmentation.plan_keep``);
     - ``unet``: the plan recipe with the U-Net baseline (``segmentation.model: unet``).
@@ -201,6 +203,7 @@ def recipe_config(a: argparse.Namespace, base, recipe: str, budget: float):
     for key in ("epochs", "early_stopping_patience", "batch_size", "train_crop", "max_train_slices_per_epoch",
                 "max_val_slices", *(() if a.no_tta else ("tta_mirror", "sliding_window"))):
         seg[key] = getattr(defaults, key)
+    seg["folds"] = a.inner_folds  # 1 (default) or nnU-Net's k-fold ensemble inside each outer fold
     keep = ["segmentation.folds", "preprocess.spacing"]
     if recipe == "plan_adam":
         keep += ["segmentation.optimizer", "segmentation.scheduler"]
@@ -348,6 +351,8 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=2.0, help="with --recipes: training minutes per fold")
     ap.add_argument("--budgets", default=None, help="with --recipes: several budgets (minutes per fold), e.g. "
                     "5,15,45: a Dice-vs-budget curve")
+    ap.add_argument("--inner-folds", type=int, default=1, help="with --recipes plan/unet: segmentation.folds inside "
+                    "each outer fold (K >= 2: a K-model ensemble on its train+val patients, the budget per model)")
     ap.add_argument("--max-folds", type=int, default=None, help="with --recipes: run only the first N of the k folds")
     ap.add_argument("--loader", action="store_true", help="time the training loader per batch (paper vs plan "
                     "augmentation and sampling) and exit")
