@@ -5,8 +5,8 @@ its environment. cervirad gives them different jobs:
 
 - **rank 0** runs the command as a single process would: the stages ``train-seg`` needs
   (validate, preprocess, plan), then every training of the stage. Before each training it
-  broadcasts a :class:`~.train.TrainJob` (config, architecture, patients, folder, stage key); after the
-  stage it broadcasts ``None``. Only rank 0 writes: checkpoints, logs, metrics, masks, the report.
+  broadcasts a :class:`~.train.TrainJob` (config, architecture, patients, folder, stage key); when
+  the command has succeeded it broadcasts ``None`` (when it fails it exits and torchrun stops the rest). Only rank 0 writes: checkpoints, logs, metrics, masks, the report.
 - **ranks 1..N-1** (:func:`follow`) receive the jobs and train alongside rank 0, writing nothing,
   and return when ``None`` arrives.
 
@@ -19,8 +19,8 @@ Augmentation draws from a generator seeded by (seed, epoch, rank); torch is seed
 ``seed + rank`` after the model is built (every rank starts from rank 0's weights, which DDP
 broadcasts). Validation slices are sharded too; the Dice counts and the losses are summed over
 ranks (all-reduce), so every rank sees the same validation Dice and early stopping, the time
-budget and the best epoch are decided identically everywhere. ``--resume`` works: every rank
-loads the ``last.pt`` rank 0 wrote.
+budget and the best epoch are decided identically everywhere. A killed run resumes as a single
+process does: every rank loads the ``last.pt`` rank 0 wrote.
 
 Backend: ``nccl`` for CUDA tensors and ``gloo`` for CPU ones (``cpu:gloo,cuda:nccl`` when CUDA
 is present; gloo alone otherwise, which is what the CPU test uses).
