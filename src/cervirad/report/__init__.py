@@ -204,10 +204,11 @@ def _comparison_table(df: pd.DataFrame) -> str:
     facts = [c for c in ("n_patients", "parameters", "unet_width", "n_folds", "best_epoch", "train_seconds")
              if c in df.columns]
     rows = [[c] + ["—" if pd.isna(v) else v for v in df[c]] for c in facts]
+    def num(v):
+        return None if pd.isna(v) else float(v)
+
     for m in (c for c in df.columns if f"{c}_ci_low" in df.columns):  # the metrics, in comparison.csv's order
-        rows.append([m] + [{"value": None if pd.isna(r[m]) else float(r[m]),
-                            "ci_low": None if pd.isna(r.get(f"{m}_ci_low")) else float(r[f"{m}_ci_low"]),
-                            "ci_high": None if pd.isna(r.get(f"{m}_ci_high")) else float(r[f"{m}_ci_high"])}
+        rows.append([m] + [{"value": num(r[m]), "ci_low": num(r[f"{m}_ci_low"]), "ci_high": num(r.get(f"{m}_ci_high"))}
                            for _, r in df.iterrows()])
     return _table(rows, ["", *[str(x).upper() for x in df["model"]]])
 

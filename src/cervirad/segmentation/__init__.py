@@ -147,14 +147,14 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
     patients, parts = run_fold_parts(run.path, k, cfg.run.seed)
     log.info("train-seg %s: %d-fold ensemble over %d training+validation patients (held out per fold: %s)", arch, k,
              len(patients), ", ".join(str(len(p)) for p in parts))
-    results, resumed = [], []
+    results, resumed, pools = [], [], {}  # pools: the train+val slices, read once for every fold
     for i, held in enumerate(parts):
         work = st.fold_dir(i, arch)
         work.mkdir(parents=True, exist_ok=True)
         fold_cfg = cfg.with_overrides([f"run.seed={cfg.run.seed + i}"])  # fold 0 = the run's seed
         job = TrainJob(fold_cfg, arch, run.path, work, key, tuple(p for p in patients if p not in held), tuple(held))
         announce(job)
-        trainer = job.trainer(progress)
+        trainer = job.trainer(progress, pools)
         resumed.append(trainer.resume())
         results.append(trainer.fit())
         plot_curves(results[-1].log, work / CURVES, f"{arch.upper()} fold {i} training")

@@ -111,14 +111,14 @@ def announce(job) -> None:
 
 def follow() -> int:
     """Ranks 1..N-1: train every announced job until None; returns the number of jobs trained."""
-    n = 0
+    n, pools = 0, {}
     while True:
         box = [None]
         dist.broadcast_object_list(box, src=0)
         job = box[0]
         if job is None:
             return n
-        trainer = job.trainer(progress=False)
+        trainer = job.trainer(progress=False, pools=pools)
         trainer.resume()
         trainer.fit()
         n += 1

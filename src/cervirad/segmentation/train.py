@@ -344,13 +344,20 @@ class TrainJob:
     train_ids: tuple | None = None
     val_ids: tuple | None = None
 
-    def trainer(self, progress: bool) -> "Trainer":
+    def trainer(self, progress: bool, pools: dict | None = None) -> "Trainer":
+        """The job's Trainer. ``pools``: a dict kept across the jobs of one stage, so the folds of an
+        ensemble read the run's train+val slices once (keyed by run folder)."""
         from .data import load_slice_set
         from .folds import merge, subset
 
-        train, val = load_slice_set(self.run_path, "train"), load_slice_set(self.run_path, "val")
-        if self.train_ids is not None:
-            pool = merge(train, val)
+        if self.train_ids is None:
+            train, val = load_slice_set(self.run_path, "train"), load_slice_set(self.run_path, "val")
+        else:
+            pools = {} if pools is None else pools
+            if self.run_path not in pools:
+                pools[self.run_path] = merge(load_slice_set(self.run_path, "train"),
+                                             load_slice_set(self.run_path, "val"))
+            pool = pools[self.run_path]
             train, val = subset(pool, list(self.train_ids)), subset(pool, list(self.val_ids))
         return Trainer(self.cfg, self.arch, train, val, self.work, self.key, progress)
 
