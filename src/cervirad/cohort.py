@@ -75,7 +75,12 @@ def cohort_from_config(cfg: Config, run_path: Path | None = None) -> Cohort:
         manifest, clinical = ensure_demo_cohort(demo_cohort_dir(run_path), d.demo_patients, d.demo_seed)
     else:
         manifest, clinical = Path(d.manifest), Path(d.clinical) if d.clinical else None
-    return load_cohort(manifest, clinical, d.id_column, d.sequences, d.mask_column)
+    cohort = load_cohort(manifest, clinical, d.id_column, d.sequences, d.mask_column)
+    if run_path is not None:  # RTSTRUCT / DICOM-SEG masks: rasterised once into the run's cache
+        from .dicom.masks import resolve_contour_masks
+
+        cohort = resolve_contour_masks(cohort, d.mask_roi, Layout(run_path).cache_dir("dicom_masks"))
+    return cohort
 
 
 # --------------------------------------------------------------------------- split

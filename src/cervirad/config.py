@@ -59,6 +59,9 @@ class DataConfig:
     geometry_tolerance: float = 1e-3
     # the lesion's label in a multi-label mask (null: masks must be binary 0/1)
     mask_label: Optional[int] = None
+    # the ROI (RTSTRUCT) or segment (DICOM-SEG) of a DICOM contour mask: an exact name or a regular
+    # expression matching the whole name, case-insensitive (null: the file's only ROI/segment)
+    mask_roi: Optional[str] = None
     demo_patients: int = 100
     demo_seed: int = 7
 
@@ -180,6 +183,9 @@ class SegmentationConfig:
     folds: int = 1
     bootstrap: int = 1000
     n_overlays: int = 4
+    # the run's predicted masks, also written as DICOM when the patient's image is a DICOM series:
+    # nifti (only <id>.nii.gz), dicom-seg and/or rtstruct (next to the NIfTI mask; dicom/export.py)
+    export: tuple[Literal["nifti", "dicom-seg", "rtstruct"], ...] = ("nifti",)
 
 
 @dataclass(frozen=True)
@@ -543,6 +549,7 @@ VALUE_RANGES: dict[str, Range] = {
     "data.adenocarcinoma_column": NONEMPTY,
     "data.geometry_tolerance": between(0, 1, hi_open=True),
     "data.mask_label": between(1, integer=True, null=True),
+    "data.mask_roi": Range("null or a non-empty string", lambda v: v is None or NONEMPTY.ok(v)),
     "data.demo_patients": between(10, integer=True),
     "data.demo_seed": between(0, integer=True),
     "preprocess.spacing[]": POSITIVE,

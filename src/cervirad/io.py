@@ -24,26 +24,27 @@ from .rundir import SAFE_ID, atomic_path
 log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+# optional manifest column: the SeriesInstanceUID(s) to read from DICOM folders holding several series
+SERIES_COLUMN = "series"
 
 
 # --------------------------------------------------------------------------- volumes
 def read_image(path: str | Path, case: str = "?", role: str = "image") -> sitk.Image:
-    """Read a 3D volume (NIfTI, NRRD, MHA or a DICOM series folder)."""
+    """Read a 3D volume (NIfTI, NRRD, MHA, or a DICOM series: a folder holding one image series, or
+    ``folder#SeriesInstanceUID``; see :mod:`cervirad.dicom.series`)."""
+    from .dicom.series import split_ref
+
     p = Path(path)
-    if not p.exists():
+    folder, uid = split_ref(p)
+    if not folder.exists():
         raise InputError(f"Missing {role} file for case '{case}': '{p}' does not exist; fix the path in the manifest.")
     try:
-        if p.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(p))
-            if not series:
-                raise InputError(
-                    f"Unreadable {role} for case '{case}': folder '{p}' holds no DICOM series; "
-                    "point the manifest at a volume file or a DICOM series folder.")
-            files = reader.GetGDCMSeriesFileNames(str(p), series[0])
-            reader.SetFileNames(files)
-            img = reader.Execute()
+        if folder.is_dir():
+            from .dicom.series import read_series
+
+            img = read_series(p, case, role)[0]
         else:
+            _refuse_contour_file(p, case, role)
             img = sitk.ReadImage(str(p))
     except InputError:
         raise
@@ -61,6 +62,19 @@ def read_image(path: str | Path, case: str = "?", role: str = "image") -> sitk.I
             f"Multi-component {role} for case '{case}': '{p}' has {img.GetNumberOfComponentsPerPixel()} components "
             "per voxel; save each sequence as its own scalar volume.")
     return img
+
+
+def _refuse_contour_file(p: Path, case: str, role: str) -> None:
+    """An RTSTRUCT/SEG read as a volume: it is a mask of the cohort (rasterised when the cohort is
+    loaded, :func:`cervirad.dicom.masks.resolve_contour_masks`), never an image."""
+    if any(p.name.lower().endswith(s) for s in VOLUME_SUFFIXES):
+        return
+    from .dicom.contours import contour_kind
+
+    kind = contour_kind(p)
+    if kind:
+        raise InputError(f"Wrong file for {role} of case '{case}': '{p}' is a DICOM {kind} (contours), not an image "
+                         "volume; put it in the manifest's mask column and its image series in the image column.")
 
 
 _NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8",
@@ -332,7 +346,8 @@ def read_manifest(path: str | Path, id_column: str = "patient_id", sequences: tu
             f"Manifest '{p}' has no id column '{id_column}' (columns: {', '.join(df.columns)}{_delimiter_note(df)}); "
             f"add it or set data.id_column.")
     check_ids(df, id_column, f"Manifest '{p}'")
-    seqs = tuple(sequences) if sequences else tuple(c for c in df.columns if c not in (id_column, mask_column))
+    seqs = tuple(sequences) if sequences else tuple(c for c in df.columns
+                                                    if c not in (id_column, mask_column, SERIES_COLUMN))
     missing = [s for s in seqs if s not in df.columns]
     if missing:
         raise InputError(f"Manifest '{p}' lacks sequence column(s) {missing} (columns: {', '.join(df.columns)}"
@@ -342,6 +357,12 @@ def read_manifest(path: str | Path, id_column: str = "patient_id", sequences: tu
     for _, row in df.iterrows():
         pid = row[id_column]
         images = {s: _resolve(base, row[s]) for s in seqs if isinstance(row[s], str) and row[s].strip()}
+        chosen = row.get(SERIES_COLUMN)
+        if isinstance(chosen, str) and chosen.strip():  # DICOM folders of several series: the one named here
+            from .dicom.series import apply_series_column
+
+            uids = chosen.replace(";", " ").split()
+            images = {s: apply_series_column(f, uids) for s, f in images.items()}
         mask = None
         if mask_column and mask_column in df.columns and isinstance(row[mask_column], str) and row[mask_column].strip():
             mask = _resolve(base, row[mask_column])

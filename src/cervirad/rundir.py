@@ -83,9 +83,17 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def series_folder(p: Path) -> Path:
+    """``folder#SeriesInstanceUID`` (a manifest's name for one series of a DICOM folder) -> folder."""
+    if p.exists() or "#" not in p.name:
+        return p
+    return Path(str(p).rpartition("#")[0])
+
+
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, or of every file below a folder (sorted by relative path)."""
-    p = Path(path)
+    """sha256 of a file, or of every file below a folder (sorted by relative path); a DICOM series
+    named as ``folder#SeriesInstanceUID`` is hashed as its folder."""
+    p = series_folder(Path(path))
     h = hashlib.sha256()
     files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
     for f in files:
@@ -584,8 +592,8 @@ class HashCache:
         return digest
 
     def of(self, p: Path) -> str | None:
-        """Hash of a file or folder; None when it does not exist."""
-        p = Path(p)
+        """Hash of a file or folder (``folder#UID``: the folder); None when it does not exist."""
+        p = series_folder(Path(p))
         if p.is_file():
             return self.file(p)
         if not p.is_dir():
