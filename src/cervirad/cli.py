@@ -205,6 +205,53 @@ def validate(
                f"fingerprint -> {run.fingerprint}")
 
 
+@app.command("index-dicom")
+def index_dicom(
+    root: Path = typer.Argument(..., help="Folder with one sub-folder of DICOM files per patient."),
+    out: Path = typer.Option(..., "--out", help="The manifest CSV to write (outside the DICOM tree)."),
+    series: List[str] = typer.Option([], "--series", help="SEQUENCE=REGEX on SeriesDescription (repeatable; "
+                                      "default t2w='T2.*(TSE|FSE)|T2W', dwi='DWI|diffusion', adc='ADC|Apparent')."),
+    modality: str = typer.Option("MR", "--modality", help="Modality of the image series ('any': no check)."),
+    roi: Optional[str] = typer.Option(None, "--roi", help="The mask's ROI/segment name or regular expression "
+                                      "(picks among several RTSTRUCT/SEG; as data.mask_roi)."),
+    masks: bool = typer.Option(True, "--masks/--no-masks", help="Look for the RTSTRUCT/SEG of each patient."),
+    ids: str = typer.Option("folder", "--ids", help="Patient ids: 'folder' (folder names) or 'patient-id' "
+                            "(the DICOM PatientID; opt-in)."),
+    skip_incomplete: bool = typer.Option(False, "--skip-incomplete", help="Leave out patients with a missing or "
+                                         "ambiguous series or mask (listed) instead of failing."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+) -> None:
+    """Index a DICOM tree: one series per sequence and the RTSTRUCT/SEG per patient -> a manifest CSV."""
+    import pandas as pd
+
+    from .dicom.index import index_tree, parse_rules
+    from .io import write_table
+
+    if ids not in ("folder", "patient-id"):
+        raise CerviradError(f"Unknown --ids '{ids}'; use --ids folder or --ids patient-id.")
+    root_r, out_r = root.resolve(), out.resolve()
+    if root_r == out_r.parent or root_r in out_r.parents:
+        raise CerviradError(f"index-dicom --out '{out}' is inside the DICOM tree '{root}'; write the manifest "
+                            "elsewhere (cervirad never writes into its inputs).")
+    if out.is_symlink() or out.is_dir() or (out.exists() and not force):
+        raise CerviradError(f"index-dicom --out '{out}' already exists; pass another path or --force to replace "
+                            "the file.")
+    rules = parse_rules(series)
+    rows, problems = index_tree(root, rules, None if modality.lower() == "any" else modality, roi, masks,
+                                ids == "patient-id")
+    for line in problems:
+        typer.echo(f"index-dicom: {line}", err=True)
+    if problems and not skip_incomplete:
+        raise CerviradError(f"index-dicom: {len(problems)} problem(s) in '{root}' (listed above); fix them, or pass "
+                            "--skip-incomplete to leave those patients out.")
+    if not rows:
+        raise CerviradError(f"index-dicom: no complete patient in '{root}'; check the --series rules and --roi.")
+    columns = ["patient_id", *rules, *(["mask"] if masks else [])]
+    write_table(pd.DataFrame(rows, columns=columns), out)
+    left = f", {len(problems)} left out (listed above)" if problems else ""
+    typer.echo(f"index-dicom: {len(rows)} patient(s){left} -> {out}")
+
+
 @app.command()
 def preprocess(
     config: Optional[Path] = ConfigOpt,
@@ -281,6 +328,8 @@ def segment(
     run_dir: Optional[Path] = RunDirOpt,
     force: bool = typer.Option(False, "--force", help="With --run-dir and --model: replace the run's own "
                                "segmentation results with this model's."),
+    formats: List[str] = typer.Option(["nifti"], "--format", help="nifti, dicom-seg or rtstruct (repeatable); "
+                                      "the DICOM formats need DICOM input and reference its series."),
     overrides: List[str] = SetOpt,
 ) -> None:
     """Segment new volumes (--model --input --out), or re-score a run's test patients (--config/--run-dir)."""
@@ -289,7 +338,7 @@ def segment(
     if input is not None or out is not None:
         if model is None or input is None or out is None:
             raise CerviradError("segment on files needs --model PATH --input FILE_OR_DIR --out DIR; pass all three.")
-        written = segmentation.segment_paths(model, input, out)
+        written = segmentation.segment_paths(model, input, out, formats=tuple(formats))
         typer.echo(f"segment: {len(written)} mask(s) -> {out}")
         return
     if config is None and run_dir is None:

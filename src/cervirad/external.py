@@ -52,6 +52,7 @@ def require_finished(dev: Path) -> None:
 def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, development: str) -> dict:
     """Every external patient segmented by the frozen model; metrics where a manual mask exists."""
     from .config import hash_obj
+    from .dicom.export import export_case, is_series
     from .io import read_image, read_mask, to_array, write_image, write_table
     from .progress import progress
     from .rundir import HashCache
@@ -80,6 +81,8 @@ def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, de
             pred = segment_volume(model, images, cfg.segmentation.infer_batch_size)
             write_image(pred, cached)
         write_image(pred, target)
+        if is_series(p.images[model.sequences[0]]):  # segmentation.export: DICOM-SEG / RTSTRUCT beside it
+            export_case(pred, p.images[model.sequences[0]], st.masks_dir(), p.id, cfg.segmentation.export)
         if p.mask is None:
             continue
         ref = read_image(p.images[model.sequences[0]], p.id, model.sequences[0])

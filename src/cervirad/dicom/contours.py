@@ -140,7 +140,7 @@ def rtstruct_mask(ds, image, info: SeriesInfo, roi: Optional[str], case: str, pa
     arr = np.zeros(size[::-1], dtype=bool)  # (z, y, x)
     to_index = _index_transform(image)
     for k, c in enumerate(contours):
-        pts = np.asarray(c.get("ContourData", []), dtype=float)
+        pts = _contour_points(c)
         if pts.size < 9 or pts.size % 3:
             raise InputError(f"Degenerate contour in ROI '{name}' of case '{case}': contour {k + 1} of '{path}' has "
                              f"{pts.size // 3} point(s), a closed contour needs at least 3; delete or redraw it.")
@@ -158,6 +158,22 @@ def rtstruct_mask(ds, image, info: SeriesInfo, roi: Optional[str], case: str, pa
     out = sitk.GetImageFromArray(arr.astype(np.uint8))
     out.CopyInformation(image)
     return out
+
+
+def _contour_points(item) -> np.ndarray:
+    """ContourData as floats, parsed from the raw bytes when pydicom has not decoded it yet (its
+    decimal-string conversion is the slow part of reading a large structure set)."""
+    try:
+        value = item.get_item(0x30060050).value if "ContourData" in item else []
+    except KeyError:
+        return np.zeros(0)
+    if isinstance(value, bytes):
+        text = value.replace(b"\x00", b" ").decode("ascii", "replace").strip()
+        try:
+            return np.array([float(v) for v in text.split("\\") if v.strip()], dtype=float)
+        except ValueError:
+            raise InputError("ContourData holds a value that is not a number; re-export the RTSTRUCT.") from None
+    return np.asarray(value if value is not None else [], dtype=float).ravel()
 
 
 def _index_transform(image):

@@ -30,6 +30,35 @@ _COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyI
 FORMATS = ("nifti", "dicom-seg", "rtstruct")
 
 
+SUFFIXES = {"dicom-seg": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}
+
+
+def is_series(path: str | Path) -> bool:
+    """Is a manifest image cell a DICOM series (a folder or ``folder#UID``)?"""
+    from .series import split_ref
+
+    return split_ref(Path(path))[0].is_dir()
+
+
+def export_case(mask, image_path: str | Path, out_dir: Path, case: str, formats: tuple[str, ...],
+                label: str = "GTV") -> list[Path]:
+    """``mask`` (predicted on the series at ``image_path``) as ``<out>/<case>_seg.dcm`` and/or
+    ``<case>_rtstruct.dcm`` for the DICOM formats in ``formats``; the files written."""
+    from ..rundir import case_file
+    from .series import read_series
+
+    wanted = [f for f in formats if f in SUFFIXES]
+    if not wanted:
+        return []
+    image, _, files = read_series(image_path, case)
+    written = []
+    for fmt in wanted:
+        target = case_file(out_dir, case, SUFFIXES[fmt])
+        writer = write_seg if fmt == "dicom-seg" else write_rtstruct
+        written.append(writer(mask, image, files, target, label, case))
+    return written
+
+
 def _sources(files: list[Path]):
     import pydicom
 
@@ -83,10 +112,7 @@ def write_rtstruct(mask, image, files: list[Path], path: Path, label: str = "GTV
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    arr = _check_grid(mask, image, case)
-    if not arr.any():
-        raise InputError(f"Cannot write an RTSTRUCT for case '{case}': the mask is empty (an ROI needs a contour); "
-                         "write it as DICOM-SEG or NIfTI.")
+    arr = _check_grid(mask, image, case)  # an empty mask gives an ROI without contours
     heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     src = heads[0]
     now = _dt.datetime.now()
@@ -137,7 +163,8 @@ def write_rtstruct(mask, image, files: list[Path], path: Path, label: str = "GTV
             contours.append(c)
     roi_contour = Dataset()
     roi_contour.ReferencedROINumber, roi_contour.ROIDisplayColor = 1, [255, 0, 0]
-    roi_contour.ContourSequence = contours
+    if len(contours):
+        roi_contour.ContourSequence = contours
     ds.ROIContourSequence = Sequence([roi_contour])
     obs = Dataset()
     obs.ObservationNumber, obs.ReferencedROINumber, obs.RTROIInterpretedType, obs.ROIInterpreter = 1, 1, "GTV", ""

@@ -198,7 +198,7 @@ def _evaluate(cfg, run, cohort, out: Layout, model, arch: str, extra: dict) -> d
         raise InputError("The split has no test patients; set preprocess.split.test > 0 and rerun preprocess.")
     per_patient, overlays = evaluate_patients(model, run.path, cohort, test_ids, out.masks_dir(arch),
                                               cfg.segmentation.infer_batch_size, cfg.segmentation.n_overlays,
-                                              cfg.data.mask_label)
+                                              cfg.data.mask_label, cfg.segmentation.export)
     work = out.segmentation_dir(arch)
     save_overlays(overlays, work / OVERLAYS, arch.upper())
     inference = {"tta_mirror": model.tta_mirror, "sliding_window": model.sliding_window,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..dicom.export import export_case, is_series
 from ..io import Cohort, read_image, read_mask, to_array, write_image, write_table
 from ..jsonutil import jsonable
 from ..preprocess import load_meta, load_patient_slices, restore_mask
@@ -26,8 +27,10 @@ from .metrics import image_diagonal_mm, patient_metrics, summarise
 
 def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: list[str], masks_dir: Path,
                       batch_size: int = 8, n_overlays: int = 4,
-                      mask_label: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """Per-patient metrics table and up to ``n_overlays`` overlay slices; writes ``<masks_dir>/<pid>.nii.gz``."""
+                      mask_label: int | None = None,
+                      export: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[dict]]:
+    """Per-patient metrics table and up to ``n_overlays`` overlay slices; writes ``<masks_dir>/<pid>.nii.gz``
+    (and, for a patient whose image is a DICOM series, the DICOM formats in ``export``: segmentation.export)."""
     import logging
 
     from ..progress import progress  # a bar on a terminal, else one log line per 10 % of the patients
@@ -48,6 +51,8 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
         reference = read_image(patient.images[seq0], pid, seq0)
         pred_img = restore_mask(probs, load_meta(run_path, pid), reference, thr)
         write_image(pred_img, case_file(masks_dir, pid, ".nii.gz"))
+        if export and is_series(patient.images[seq0]):
+            export_case(pred_img, patient.images[seq0], masks_dir, pid, export)
         truth = to_array(read_mask(patient.mask, pid, mask_label), np.uint8) > 0
         spacing_zyx = tuple(float(s) for s in reference.GetSpacing()[::-1])
         m = patient_metrics(to_array(pred_img, np.uint8) > 0, truth, spacing_zyx, probs, truth_sq,

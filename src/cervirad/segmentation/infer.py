@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from ..config import PreprocessConfig
 from ..errors import InputError
+from ..dicom.series import is_dicom
 from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
 from ..preprocess import prepare_volume, restore_mask
 from ..rundir import case_file
@@ -252,6 +253,8 @@ def discover_cases(source: str | Path, sequences: list[str]) -> list[tuple[str, 
     if src.is_file():
         return [(_case_name(src), [src])]
     files = sorted(f for f in src.iterdir() if _is_volume(f))
+    if not files and any(is_dicom(f) for f in src.iterdir() if f.is_file()):  # a DICOM series folder: one case
+        return [(src.name, [src])]
     if not files:
         raise InputError(f"Input folder '{src}' holds no volume files ({', '.join(VOLUME_SUFFIXES)}); put the volumes "
                          "to segment there or pass a manifest CSV.")
@@ -273,10 +276,24 @@ def _cases_from_manifest(path: Path, sequences: list[str]) -> list[tuple[str, li
 
 
 def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Path, device: str = "auto",
-                  batch_size: int = 8, component_selection: bool | None = None) -> list[Path]:
-    """Segment every case of ``source`` with ``model_path``; write ``<out>/<case>.nii.gz``."""
+                  batch_size: int = 8, component_selection: bool | None = None,
+                  formats: tuple[str, ...] = ("nifti",)) -> list[Path]:
+    """Segment every case of ``source`` with ``model_path``; write ``<out>/<case>.nii.gz`` (format
+    ``nifti``) and/or ``<case>_seg.dcm`` / ``<case>_rtstruct.dcm`` (``dicom-seg`` / ``rtstruct``:
+    only for a case whose first sequence is a DICOM series; they reference that series)."""
+    from ..dicom.export import FORMATS, export_case, is_series
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise InputError(f"Unknown --format {', '.join(bad) or '(none)'}; use {', '.join(FORMATS)}.")
     model = load_model(model_path, device)
     cases = discover_cases(source, model.sequences)
+    dicom = tuple(f for f in formats if f != "nifti")
+    if dicom:
+        flat = [name for name, files in cases if not is_series(files[0])]
+        if flat:
+            raise InputError(f"--format {'/'.join(dicom)} needs DICOM input, but case '{flat[0]}' is a volume file "
+                             f"({len(flat)} such case(s)); pass DICOM series folders or use --format nifti.")
     out = Path(out_dir)
     targets = [case_file(out, name, ".nii.gz") for name, _ in cases]
     seen: dict[Path, list[Path]] = {}
@@ -289,5 +306,7 @@ def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Pat
     for (name, files), target in zip(cases, targets):
         images = [read_image(f, name, seq) for f, seq in zip(files, model.sequences)]
         mask = segment_volume(model, images, batch_size, component_selection=component_selection)
-        written.append(write_image(mask, target))
+        if "nifti" in formats:
+            written.append(write_image(mask, target))
+        written += export_case(mask, files[0], out, name, dicom)
     return written
