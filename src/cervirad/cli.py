@@ -177,7 +177,7 @@ def _manifest_overrides(manifest: Path, clinical: Optional[Path]) -> List[str]:
         return out
     header = read_header(manifest, "manifest")  # UTF-8 (BOM dropped), delimiter detected, as the manifest is read
     d = DataConfig()
-    seqs = [c for c in header if c not in (d.id_column, d.mask_column)]
+    seqs = [c for c in header if c not in (d.id_column, d.mask_column, "series")]
     if seqs:
         out += [f"data.sequences={seqs}", f"segmentation.input_sequences=[{seqs[0]}]", f"features.sequences=[{seqs[0]}]"]
     return out

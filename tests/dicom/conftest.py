@@ -2,6 +2,7 @@
 and decoy series, for the DICOM tests. Nothing is ever written under the shared data."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,31 @@ def build_tree(root: Path, pids: tuple[str, ...]) -> Path:
 @pytest.fixture
 def small_patient(tmp_path) -> tuple[Path, Path]:
     return copy_patient(SMALL, tmp_path / "dicom")
+
+
+def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``cervirad ARGS`` run in this process."""
+    from cervirad.cli import main
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["cervirad", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out, err = capsys.readouterr()
+    return (0 if e.value.code is None else e.value.code), out, err
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    return lambda *args: run_cli(capsys, monkeypatch, *args)
+
+
+def one_error_line(res, *needles) -> str:
+    code, _, err = res
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("cervirad: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert NAME.split("^")[0] not in err and BIRTH not in err
+    return lines[0]

@@ -55,9 +55,10 @@ def resolve_contour_masks(cohort, roi: Optional[str], cache_dir: Path):
             with atomic_path(stamp) as tmp:
                 tmp.write_text(json.dumps({"key": key}), encoding="utf-8")
         patients.append(dataclasses.replace(p, mask=target))
-    if problems:
+    if len(problems) > 1:  # the error line shows the first; every one on screen (capped) and in the error
         for line in problems[:20]:
             log.error("%s", line)
+    if problems:
         raise CohortValidationError(problems)
     return dataclasses.replace(cohort, patients=patients)
 
