@@ -98,7 +98,7 @@ def choose_series(folder: Path, uid: Optional[str], case: str, role: str) -> Ser
     """The image series of ``folder`` to read: the one named by ``uid``, else the only one."""
     series = list_series(folder)
     if not series:
-        raise InputError(f"Unreadable {role} for case '{case}': folder '{folder}' holds no DICOM image series; "
+        raise InputError(f"Unreadable {role} for case '{case}': folder '{folder}' holds no DICOM series; "
                          "point the manifest at a volume file or a DICOM series folder.")
     if uid is not None:
         hit = [s for s in series if s.uid == uid]
