@@ -64,6 +64,14 @@ class DataConfig:
     mask_roi: Optional[str] = None
     demo_patients: int = 100
     demo_seed: int = 7
+    # the demo cohort's scanners: 2 puts some patients on a second scanner (other intensity scale, noise and
+    # resolution; another class mix) and adds a `scanner` column to its clinical table (issue 24)
+    demo_scanners: int = 1
+    # the scanner / site / protocol of each patient (the ComBat batch): a column of the clinical table or the
+    # manifest, or `auto` = DICOM Manufacturer + ManufacturerModelName + MagneticFieldStrength; null = none
+    batch_column: Optional[str] = None
+    # validate warns when a batch has fewer patients than this (ComBat's estimates get noisy)
+    batch_min_patients: int = 20
 
 
 @dataclass(frozen=True)
@@ -284,6 +292,12 @@ class ClassificationConfig:
     # source ablation of the final model (clinical only / radiomics only / histogram only / all):
     # classification/ablation.json
     ablation: bool = False
+    # scanner harmonisation of the image features inside every fold (classification/harmonize.py): none (the
+    # paper's) | combat (needs data.batch_column); its empirical-Bayes prior, and feature columns (e.g. clin_age)
+    # whose effect ComBat keeps (never the label)
+    harmonize: Literal["none", "combat"] = "none"
+    harmonize_prior: Literal["parametric", "nonparametric"] = "parametric"
+    harmonize_covariates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -552,6 +566,9 @@ VALUE_RANGES: dict[str, Range] = {
     "data.mask_roi": Range("null or a non-empty string", lambda v: v is None or NONEMPTY.ok(v)),
     "data.demo_patients": between(10, integer=True),
     "data.demo_seed": between(0, integer=True),
+    "data.demo_scanners": between(1, 2, integer=True),
+    "data.batch_column": Range("null, `auto` or a non-empty column name", lambda v: v is None or NONEMPTY.ok(v)),
+    "data.batch_min_patients": COUNT,
     "preprocess.spacing[]": POSITIVE,
     "preprocess.slice_size": SIDE,
     "preprocess.split.train": between(0, 1),
@@ -616,6 +633,7 @@ VALUE_RANGES: dict[str, Range] = {
     "classification.min_icc": between(0, 1, null=True),
     "classification.calibration_folds": between(2, integer=True),
     "classification.targets[]": one_of(*TARGETS),
+    "classification.harmonize_covariates[*]": NONEMPTY,
     "execution.n_jobs": Range("-1 or 0 (every CPU) or an integer >= 1", lambda v: _is_num(v, True) and v >= -1),
     "execution.scheduler_address": Range("null or a non-empty address such as tcp://host:8786",
                                          lambda v: v is None or NONEMPTY.ok(v)),
@@ -818,6 +836,10 @@ def _check_values(cfg: Config) -> None:
         problems.append(f"Config key 'classification.min_icc' is {show(cfg.classification.min_icc)} but "
                         "features.robustness.perturbations is 0: there is no ICC to filter by; set "
                         "features.robustness.perturbations (e.g. 5) or classification.min_icc: null.")
+    if cfg.classification.harmonize != "none" and cfg.data.batch_column is None:
+        problems.append(f"Config key 'classification.harmonize' is {show(cfg.classification.harmonize)} but "
+                        "data.batch_column is null: ComBat needs each patient's scanner; set data.batch_column (a "
+                        "clinical-table or manifest column, or auto) or classification.harmonize: none.")
     if cfg.segmentation.dice_weight == 0 and cfg.segmentation.bce_weight == 0:
         problems.append("Config keys 'segmentation.dice_weight' and 'segmentation.bce_weight' are both 0: the network "
                         "would learn nothing; set at least one > 0 (defaults 1.0).")

@@ -167,11 +167,31 @@ def validate_cohort(cohort: Cohort, data: DataConfig, require_labels: bool = Tru
                                "cross-validation folds (classification.cv_folds)." for k in small]
     elif require_labels:
         problems.append("No clinical table given; pass --clinical FILE (or data.clinical) with the pathology columns.")
+    batches, batch_notes = _batches(cohort, data, problems)
     if problems:
         raise CohortValidationError(problems)
     counted = Counter(warnings)
-    notes = [f"{n} patient(s): {w}." for w, n in sorted(counted.items())] + class_notes
-    return _fingerprint(cohort, per_patient, class_counts, notes)
+    notes = [f"{n} patient(s): {w}." for w, n in sorted(counted.items())] + class_notes + batch_notes
+    fp = _fingerprint(cohort, per_patient, class_counts, notes)
+    if batches is not None:  # only with data.batch_column (a cohort without one: the fingerprint is unchanged)
+        fp["batch_column"], fp["batches"] = data.batch_column, batches
+    return fp
+
+
+def _batches(cohort: Cohort, data: DataConfig, problems: list[str]) -> tuple[dict | None, list[str]]:
+    """``data.batch_column``: patients per batch (logged), and warnings for batches below the minimum."""
+    from .batch import batch_summary, read_batches
+
+    labels, prob, warn = read_batches(data, cohort)
+    problems += prob
+    if labels is None or prob:
+        return None, warn
+    sizes, small = batch_summary(labels, data.batch_min_patients)
+    log.info("validate: %d batch(es) by data.batch_column '%s': %s", len(sizes), data.batch_column,
+             ", ".join(f"{b} {n}" for b, n in sizes.items()))
+    for w in warn + small:
+        log.warning("validate: %s", w)
+    return sizes, warn + small
 
 
 def _summ(values: list[float]) -> dict:

@@ -23,6 +23,7 @@ from ..features.stage import category
 from .core import evaluate_holdout
 from .data import Table
 from .evaluate import bootstrap_metrics
+from .harmonize import BATCH_FEATURE
 
 SOURCES = ("clinical", "radiomics", "histogram")
 SHOWN = ("auc_macro", "accuracy", "balanced_accuracy")
@@ -55,9 +56,11 @@ def importance_share(names: list[str], perm_mean, model_imp, sequences: tuple[st
 
 def columns_of(table: Table, source: str, sequences: tuple[str, ...] = ()) -> Table | None:
     """The table restricted to one source's columns (None when it has none)."""
-    keep = [j for j, f in enumerate(table.features) if source_of(f, sequences) == source]
+    keep = [j for j, f in enumerate(table.features) if f != BATCH_FEATURE and source_of(f, sequences) == source]
     if not keep:
         return None
+    if table.features[-1] == BATCH_FEATURE:  # classification.harmonize: the batch code stays with the rows
+        keep.append(len(table.features) - 1)
     return Table(table.X[:, keep], table.y, table.classes, table.ids, [table.features[j] for j in keep], table.name,
                  table.notes)
 

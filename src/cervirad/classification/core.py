@@ -120,11 +120,14 @@ def proba_full(pipe, X: np.ndarray, n_classes: int) -> np.ndarray:
 def fit_models(train: Table, ccfg, seed: int, n_jobs: int, cache_dir: str | None, icc=None) -> tuple[dict, dict]:
     """One tuned, refitted GridSearchCV per configured model, and the seconds each took; with
     ``classification.calibration`` its final pipeline is calibrated on the same rows (:mod:`.calibration`)."""
+    from .harmonize import make_harmonizer  # classification.harmonize: ComBat first in every fold (else None)
+
     searches, seconds = {}, {}
     groups = train.ids if train.has_groups else None
+    harmonizer = make_harmonizer(ccfg, train.features)
     for name in ccfg.models:
         t0 = time.perf_counter()
-        searches[name] = search_model(name, train.X, train.y, groups, ccfg, seed, n_jobs, cache_dir, icc)
+        searches[name] = search_model(name, train.X, train.y, groups, ccfg, seed, n_jobs, cache_dir, icc, harmonizer)
         calibrate_search(searches[name], train.X, train.y, groups, ccfg, seed)  # same rows; none: unchanged
         seconds[name] = round(time.perf_counter() - t0, 2)
         log.info("classify: %s tuned in %.1f s, inner-CV %s %.3f, %s", name, seconds[name], ccfg.scoring,

@@ -238,13 +238,16 @@ def make_classifier(name: str, seed: int):
 
 # --------------------------------------------------------------------------- the pipeline
 def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, memory: bool = False,
-                   frame: bool = False, icc=None):
+                   frame: bool = False, icc=None, harmonizer=None):
     """impute (median) -> DropConstant -> StandardScaler -> RankSelector -> AdaptiveSMOTE -> classifier.
 
     ``cache_dir``: folder for the ranking cache (and, with ``memory=True``, the Pipeline's
     step cache, useful when the pipeline goes through plain GridSearchCV). ``frame=True``
     keeps pandas DataFrames (and their row index) between steps. With ``classification.min_icc``, a
     :class:`~.robust_filter.RobustnessFilter` (``icc``: one perturbation ICC per input column) comes first.
+    ``harmonizer`` (``classification.harmonize``: an unfitted :class:`~.harmonize.ComBat`, see
+    :func:`~.harmonize.make_harmonizer`) comes before everything: it consumes the batch code, the
+    last input column, so ``icc`` then has one value per column before it (the batch's is dropped).
     """
     from imblearn.pipeline import Pipeline
     from sklearn.impute import SimpleImputer
@@ -268,7 +271,13 @@ def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, me
 
         if icc is None:
             raise ValueError("classification.min_icc is set but no ICC values were given (features/robustness.csv)")
+        if harmonizer is not None and len(icc) == len(harmonizer.columns) + 1:
+            icc = np.asarray(icc)[:-1]  # the batch-code column never reaches the filter
         steps.insert(0, ("robust", RobustnessFilter(icc, ccfg.min_icc)))
+    if harmonizer is not None:
+        from sklearn.base import clone
+
+        steps.insert(0, ("harmonize", clone(harmonizer)))
     pipe = Pipeline(steps, memory=cache_dir if memory else None)
     return pipe.set_output(transform="pandas") if frame else pipe
 
@@ -331,6 +340,8 @@ def strip_cache(pipe):
 def selected_features(pipe, feature_names: list[str]) -> list[str]:
     """Input column names that reach the classifier, in the classifier's column order."""
     names = np.asarray(feature_names)
+    if "harmonize" in pipe.named_steps:  # classification.harmonize: the batch-code column is consumed
+        names = names[:-1]
     if "robust" in pipe.named_steps:  # classification.min_icc
         names = names[pipe.named_steps["robust"].support_]
     imputer = pipe.named_steps["impute"]
@@ -343,8 +354,8 @@ def selected_features(pipe, feature_names: list[str]) -> list[str]:
 def transform_to_selected(pipe, X) -> np.ndarray:
     """Rows as the classifier sees them at predict time (every step but SMOTE and the classifier)."""
     Xt = X
-    for name in ("robust", "impute", "drop_constant", "scale", "select"):
-        if name in pipe.named_steps:  # "robust": only with classification.min_icc
+    for name in ("harmonize", "robust", "impute", "drop_constant", "scale", "select"):
+        if name in pipe.named_steps:  # "harmonize", "robust": only with classification.harmonize, .min_icc
             Xt = pipe.named_steps[name].transform(Xt)
     return np.asarray(Xt)
 

@@ -271,3 +271,47 @@ def _nanmedian(A: np.ndarray) -> np.ndarray:
 
 def _filled(A: np.ndarray, fill: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(A), fill[None, :], A) if A.size else A
+
+
+# --------------------------------------------------------------------------- the batch with the rows
+def make_harmonizer(ccfg, features: list[str]) -> ComBat | None:
+    """The unfitted ComBat step for ``classification.harmonize`` over ``features`` (the batch-code
+    column last); image features are harmonised, clinical ``clin_*`` columns are not, and
+    ``classification.harmonize_covariates`` are kept as covariates. None when harmonize is none."""
+    from ..errors import InputError
+
+    if getattr(ccfg, "harmonize", "none") == "none":
+        return None
+    if not features or features[-1] != BATCH_FEATURE:
+        raise InputError("classification.harmonize is 'combat' but the feature table carries no batch; set "
+                         "data.batch_column and re-run `cervirad extract-features`.")
+    names = features[:-1]
+    idx = {f: j for j, f in enumerate(names)}
+    missing = [c for c in ccfg.harmonize_covariates if c not in idx]
+    if missing:
+        raise InputError(f"classification.harmonize_covariates {missing} are not feature columns of the table "
+                         f"(e.g. clin_age); name encoded clinical columns, never the label.")
+    covariates = [idx[c] for c in ccfg.harmonize_covariates]
+    columns = np.array([not f.startswith("clin_") for f in names], dtype=bool)
+    columns[covariates] = False
+    return ComBat(columns=columns, covariates=tuple(covariates), prior=ccfg.harmonize_prior)
+
+
+def batch_codes(labels, levels: list[str]) -> np.ndarray:
+    """Each label's index in ``levels``; a label not in it gets a new code after them (in order of appearance)."""
+    lookup = {str(b): i for i, b in enumerate(levels)}
+    out = []
+    for v in (str(x) for x in labels):
+        if v not in lookup:
+            lookup[v] = len(lookup)
+        out.append(lookup[v])
+    return np.asarray(out, dtype=float)
+
+
+def attach_batch(table, labels, levels: list[str]):
+    """``table`` with the batch code of each row appended as the last feature column (:data:`BATCH_FEATURE`)."""
+    from .data import Table
+
+    codes = batch_codes(labels, levels)
+    return Table(np.column_stack([table.X, codes]), table.y, table.classes, table.ids,
+                 [*table.features, BATCH_FEATURE], table.name, table.notes)

@@ -103,7 +103,10 @@ def with_without(best: str, params: dict, fit: Table, test: Table, predicted: Ta
     out: dict[str, dict] = {}
     groups = fit.ids if fit.has_groups else None
     for name, cc in (("filter_on", ccfg), ("filter_off", replace(ccfg, min_icc=None))):
-        pipe = build_pipeline(best, cc, seed, icc=icc).set_params(**params).fit(fit.X, fit.y)
+        from .harmonize import make_harmonizer  # classification.harmonize: the same ComBat step first
+
+        pipe = build_pipeline(best, cc, seed, icc=icc, harmonizer=make_harmonizer(cc, fit.features))
+        pipe = pipe.set_params(**params).fit(fit.X, fit.y)
         pipe = calibrate_search(SearchResult(params, 0.0, pipe), fit.X, fit.y, groups, cc, seed).best_estimator_
         C = len(fit.classes)
         rows = {"manual": test, **({"predicted": predicted} if predicted is not None else {})}

@@ -83,16 +83,16 @@ class _XGBRounds(ClassifierMixin, BaseEstimator):
 
 
 def _task(model: str, ccfg, seed: int, X, y, tr, te, k: int, method: str, cache_dir, fits: list[dict],
-          prefix: list | None, icc=None) -> list[tuple[dict, float]]:
+          prefix: list | None, icc=None, harmonizer=None) -> list[tuple[dict, float]]:
     """Score every candidate of one (fold, k, selector); ``fits`` are the model settings to fit."""
     from sklearn.metrics import get_scorer
 
     s = scorer(ccfg.scoring)
     score = s if callable(s) else get_scorer(s)
-    pipe = build_pipeline(model, ccfg, seed, cache_dir, frame=hasattr(X, "iloc"), icc=icc)
+    pipe = build_pipeline(model, ccfg, seed, cache_dir, frame=hasattr(X, "iloc"), icc=icc, harmonizer=harmonizer)
     pipe.set_params(select__k=k, select__method=method)
     Xtr, Xte = rows(X, tr), rows(X, te)
-    for name in [s for s in ("robust", "impute", "drop_constant", "scale", "select") if s in pipe.named_steps]:
+    for name in [s for s in ("harmonize", "robust", "impute", "drop_constant", "scale", "select") if s in pipe.named_steps]:
         step = pipe.named_steps[name]
         Xtr = step.fit_transform(Xtr, y[tr])
         Xte = step.transform(Xte)
@@ -115,7 +115,7 @@ def _task(model: str, ccfg, seed: int, X, y, tr, te, k: int, method: str, cache_
 
 
 def search(model: str, X: np.ndarray, y: np.ndarray, groups, ccfg, seed: int, n_jobs: int,
-           cache_dir: str | None = None, icc=None) -> SearchResult:
+           cache_dir: str | None = None, icc=None, harmonizer=None) -> SearchResult:
     """Grid search with inner K-fold CV on these rows only; refit the best candidate on all of them."""
     from joblib import Parallel, delayed
 
@@ -124,21 +124,23 @@ def search(model: str, X: np.ndarray, y: np.ndarray, groups, ccfg, seed: int, n_
     prefix = sorted(grid.pop(pname)) if pname in grid and all(isinstance(v, int) for v in grid[pname]) else None
     fits = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
     folds = make_cv(y, groups, ccfg.cv_folds, seed)
-    ks = effective_k_grid(ccfg.k_grid, X.shape[1])
+    ks = effective_k_grid(ccfg.k_grid, X.shape[1] - (harmonizer is not None))
     jobs = [(f, k, method) for f in range(len(folds)) for k in ks for method in ccfg.selectors]
     results = Parallel(n_jobs=n_jobs)(
-        delayed(_task)(model, ccfg, seed, X, y, folds[f][0], folds[f][1], k, method, cache_dir, fits, prefix, icc)
+        delayed(_task)(model, ccfg, seed, X, y, folds[f][0], folds[f][1], k, method, cache_dir, fits, prefix, icc,
+                       harmonizer)
         for f, k, method in jobs)
     scores: dict[tuple, list] = {}
     for (f, k, method), res in zip(jobs, results):
         for params, sc in res:
             key = _key({"select__k": k, "select__method": method, **{f"clf__{p}": v for p, v in params.items()}})
             scores.setdefault(key, [np.nan] * len(folds))[f] = sc
-    cands = candidates(model, ccfg, X.shape[1])
+    cands = candidates(model, ccfg, X.shape[1] - (harmonizer is not None))
     split_scores = np.array([scores[_key(c)] for c in cands])
     means = split_scores.mean(axis=1)
     best = int(np.nanargmax(means))
-    pipe = build_pipeline(model, ccfg, seed, cache_dir, frame=hasattr(X, "iloc"), icc=icc).set_params(**cands[best])
+    pipe = build_pipeline(model, ccfg, seed, cache_dir, frame=hasattr(X, "iloc"), icc=icc,
+                          harmonizer=harmonizer).set_params(**cands[best])
     pipe.fit(X, y)
     cv_results = {"params": cands, "mean_test_score": means, "std_test_score": split_scores.std(axis=1),
                   **{f"split{i}_test_score": split_scores[:, i] for i in range(len(folds))}}
@@ -146,17 +148,17 @@ def search(model: str, X: np.ndarray, y: np.ndarray, groups, ccfg, seed: int, n_
 
 
 def search_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
-                 n_jobs: int, cache_dir: str | None = None, icc=None) -> SearchResult:
+                 n_jobs: int, cache_dir: str | None = None, icc=None, harmonizer=None) -> SearchResult:
     """Tune (selector, k, model grid) by inner K-fold CV on these rows only; refit the best on all of them.
 
     Runs :func:`search` - GridSearchCV's candidates, folds and choice, computed without its
     repeated work.
     """
-    return search(model, X, y, groups, ccfg, seed, n_jobs, cache_dir, icc)
+    return search(model, X, y, groups, ccfg, seed, n_jobs, cache_dir, icc, harmonizer)
 
 
 def gridsearchcv_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
-                       n_jobs: int, cache_dir: str | None = None, k_grid=None):
+                       n_jobs: int, cache_dir: str | None = None, k_grid=None, harmonizer=None):
     """The same tuning with plain scikit-learn ``GridSearchCV`` (reference for tests and the benchmark).
 
     ``cache_dir`` turns on ``Pipeline(memory=...)`` and the ranking cache; ``k_grid`` restricts k.
@@ -167,8 +169,8 @@ def gridsearchcv_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndar
 
     if k_grid is not None:
         ccfg = replace(ccfg, k_grid=tuple(k_grid))
-    gs = GridSearchCV(build_pipeline(model, ccfg, seed, cache_dir, memory=cache_dir is not None),
-                      param_grid(model, ccfg, X.shape[1]), scoring=scorer(ccfg.scoring),
+    gs = GridSearchCV(build_pipeline(model, ccfg, seed, cache_dir, memory=cache_dir is not None, harmonizer=harmonizer),
+                      param_grid(model, ccfg, X.shape[1] - (harmonizer is not None)), scoring=scorer(ccfg.scoring),
                       cv=make_cv(y, groups, ccfg.cv_folds, seed), n_jobs=n_jobs, refit=True, error_score="raise")
     return gs.fit(X, y)
 

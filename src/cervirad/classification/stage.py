@@ -38,6 +38,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from .. import __version__
+from ..batch import BATCH
 from ..cohort import LABEL, load_splits, split_of
 from ..config import Config
 from ..errors import InputError
@@ -55,6 +56,7 @@ from .core import Result, evaluate_holdout, nested_cv, proba_full
 from .data import Table, feature_matrix, load_table, normalise_labels, table_hash
 from .evaluate import AUC_MACRO_DEFINITION, HEADLINE, bootstrap_metrics, ci_method, confusion, flatten
 from .estimators import model_importance, scorer, selected_features, strip_cache, transform_to_selected
+from .harmonize import BATCH_FEATURE, attach_batch, batch_codes
 
 log = logging.getLogger(__name__)
 SMALL_SAMPLE = 30  # fewer evaluated patients than this: metrics.json and the log say so
@@ -72,19 +74,30 @@ def run(cfg: Config, run: RunDir, cohort, st: StageContext) -> dict:
     exclude = _non_predictors(run.features_dir("manual") / COLUMNS, df)
     table = load_table(df, ID, LABEL, exclude, where=str(path))
     parts = _parts(table, df, split_of(splits), str(path))
-    fit, test = table.subset(np.isin(parts, ("train", "val"))), table.subset(parts == "test")
+    fitting = np.isin(parts, ("train", "val"))
+    plain = table  # without the batch column: the counterpart of a harmonised run (harmonization.json)
+    levels = _batch_levels(df, fitting, cfg, str(path))
+    if levels is not None and cfg.classification.harmonize != "none":
+        table = attach_batch(table, df[BATCH].to_numpy(), levels)
+    fit, test = table.subset(fitting), table.subset(parts == "test")
     if len(test.y) == 0 or len(fit.y) == 0:
         raise InputError(f"Feature table '{path}' has {len(fit.y)} train/val and {len(test.y)} test patients of "
                          "splits.json; re-run `cervirad extract-features` for this run.")
-    predicted = _predicted_test(pred_path, fit, splits) if pred_path else None
+    predicted = _predicted_test(pred_path, fit, splits, levels) if pred_path else None
     from . import robustness  # features.robustness / classification.min_icc
 
     icc = robustness.icc_for(run, fit.features) if cfg.classification.min_icc is not None else None
     with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
         res = evaluate_holdout(fit, test, cfg.classification, cfg.run.seed, cfg.execution.workers, cache, icc=icc)
     summary = write_outputs(st.classification_dir, res, fit, test, cfg, table_hash(df), {"split": "test"},
-                            predicted=predicted)
+                            predicted=predicted, batch_levels=levels)
     _paper_results(st, cfg, df, splits, res, fit, test, predicted, table_hash(df), icc)
+    if levels is not None:  # data.batch_column: the scanner effect, and the model with vs without ComBat
+        from .harmonize_report import write_harmonization
+
+        with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
+            st.info.update(write_harmonization(st.classification_dir, res, plain, df[BATCH].to_numpy(), levels,
+                                               fitting, parts == "test", cfg, cache, icc))
     if cfg.features.robustness.perturbations and run.robustness.is_file():
         st.info.update(robustness.write(st.classification_dir, run, cfg, res, fit, test, predicted, icc))
     st.info.update(best_model=summary["best_model"], evaluation="test_split")
@@ -102,7 +115,16 @@ def run_table(cfg: Config, run: RunDir, cohort, st: StageContext, table: str | P
         log.warning("classify: classification.targets and .ablation apply to a run's test split; a table run "
                     "('%s') evaluates its label column only", table_path)
     df = read_table(table_path, "feature table", id_columns=(id_column,))
-    tab = load_table(df, id_column, label_column, where=str(table_path))
+    harmonize = cfg.classification.harmonize != "none"
+    batch_col = cfg.data.batch_column
+    if harmonize and batch_col not in df.columns:
+        raise InputError(f"classification.harmonize is '{cfg.classification.harmonize}' but feature table "
+                         f"'{table_path}' has no batch column '{batch_col}' (data.batch_column); add the scanner/site "
+                         "column or set classification.harmonize: none.")
+    tab = load_table(df, id_column, label_column, (batch_col,) if harmonize else (), where=str(table_path))
+    if harmonize:
+        labels = df[batch_col].astype(str).to_numpy()
+        tab = attach_batch(tab, labels, sorted(set(labels)))
     tab, dropped = _drop_tiny_classes(tab)
     with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
         res = nested_cv(tab, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
@@ -142,9 +164,31 @@ def _parts(table: Table, df: pd.DataFrame, part_of: dict[str, str], where: str) 
     return parts
 
 
-def _predicted_test(path: Path, fit: Table, splits: dict) -> Table:
+def _batch_levels(df: pd.DataFrame, fitting: np.ndarray, cfg: Config, where: str) -> list[str] | None:
+    """The batches (sorted) when the feature table carries ``data.batch_column``'s ``batch`` column;
+    a harmonised run refuses a batch without a fitting patient (ComBat cannot learn it)."""
+    if BATCH not in df.columns:
+        if cfg.classification.harmonize != "none":
+            raise InputError(f"classification.harmonize is '{cfg.classification.harmonize}' but feature table "
+                             f"'{where}' has no '{BATCH}' column; set data.batch_column and re-run "
+                             "`cervirad extract-features`.")
+        return None
+    labels = df[BATCH].astype(str).to_numpy()
+    seen = set(labels[fitting])
+    unseen = sorted(set(labels) - seen)
+    if unseen and cfg.classification.harmonize != "none":
+        n = int(np.isin(labels, unseen).sum())
+        raise InputError(f"Batch(es) {unseen} of feature table '{where}' hold {n} test patient(s) but no train/val "
+                         "patient: ComBat cannot learn a scanner it never saw; re-split so every scanner is in "
+                         "training, or set classification.harmonize: none.")
+    return sorted(set(labels))
+
+
+def _predicted_test(path: Path, fit: Table, splits: dict, levels: list[str] | None = None) -> Table:
     """Test patients of the predicted-mask feature table, columns in the fitted order."""
     df = read_table(path, "predicted-mask feature table", id_columns=(ID,))
+    if fit.features[-1] == BATCH_FEATURE:  # the batch code travels with the rows (classification.harmonize)
+        df = df.assign(**{BATCH_FEATURE: batch_codes(df[BATCH], levels)})
     missing = [c for c in fit.features if c not in df.columns]
     if missing:
         raise InputError(f"Feature table '{path}' lacks {len(missing)} column(s) the models use (e.g. "
@@ -200,7 +244,8 @@ class _cache:
 
 # --------------------------------------------------------------------------- outputs
 def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, train_hash: str, extra: dict,
-                  predicted: Table | None = None, id_column: str = ID, label_column: str = LABEL) -> dict:
+                  predicted: Table | None = None, id_column: str = ID, label_column: str = LABEL,
+                  batch_levels: list[str] | None = None) -> dict:
     """Write every artifact of one evaluation into ``out``; returns the summary."""
     import joblib
 
@@ -269,7 +314,8 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     _add_metrics(out, {f"importance_share.{src}.{k}": v for src, d in summary["importance_share"].items()
                        for k, v in d.items()})
     write_json(out / SUMMARY, summary)
-    _write_card(out, best, res, fit, cfg, train_hash, id_column, label_column, absent, signatures, key_id(key))
+    _write_card(out, best, res, fit, cfg, train_hash, id_column, label_column, absent, signatures, key_id(key),
+                batch_levels)
     log.info("classify: best model %s (by inner CV): accuracy %.3f, macro AUC %s; outputs written in %.1f s",
              best, metrics[f"{best}.accuracy"]["value"], metrics[f"{best}.auc_macro"]["value"],
              time.perf_counter() - t0)
@@ -370,7 +416,8 @@ def _training_ranges(fit: Table, names: list[str]) -> dict:
 
 
 def _write_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, train_hash: str, id_column: str,
-                label_column: str, absent: list, signatures: dict[str, str], signer: str) -> None:
+                label_column: str, absent: list, signatures: dict[str, str], signer: str,
+                batch_levels: list[str] | None = None) -> None:
     pipe = res.searches[best].best_estimator_
     selected_by_name = {m: selected_features(gs.best_estimator_, fit.features) for m, gs in res.searches.items()}
     used = list(dict.fromkeys(f for names in selected_by_name.values() for f in names))
@@ -396,6 +443,9 @@ def _write_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, trai
                           "best_params": py_dict(gs.best_params_)} for m, gs in res.searches.items()},
         "config": cfg.to_dict()["classification"], "seed": cfg.run.seed, "packages": package_versions(),
     }
+    if fit.features[-1] == BATCH_FEATURE:  # harmonised: predict maps each row's batch label to these codes
+        card["batch_column"] = BATCH
+        card["batch_levels"] = list(batch_levels) if batch_levels is not None else None
     write_json(out / MODEL_CARD, card)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..batch import BATCH, batch_labels
 from ..cohort import LABEL, load_splits, pathologic_typing, split_of
 from ..config import Config
 from ..errors import InputError
@@ -224,11 +225,14 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
         first = errors[0]["message"] if errors else "no case succeeded"
         raise InputError(f"Feature extraction produced no row ({len(errors)} error(s)); first: {first}")
     head = {"patient_id": ids, "split": [splits.get(pid, no_split) for pid in ids]}
+    batches = batch_labels(cfg.data, cohort)  # data.batch_column: the scanner travels with the rows
+    if batches is not None:
+        head[BATCH] = [batches[pid] for pid in ids]
     if labelled:
         head[LABEL] = [int(labels[pid]) for pid in ids]
     table = pd.concat([pd.DataFrame(head), image_feats.loc[ids].reset_index(drop=True)]
                       + ([clinical.loc[ids].reset_index(drop=True)] if labelled else []), axis=1)
-    feature_cols = [c for c in table.columns if c not in ("patient_id", "split", LABEL)]
+    feature_cols = [c for c in table.columns if c not in ("patient_id", "split", BATCH, LABEL)]
     excluded = clin.excluded_columns(fc.include_treatment, fc.clinical_missing_indicators)
     counts = column_counts(feature_cols, fc.sequences if len(fc.sequences) > 1 else ())
     out = st.features_dir(masks)
@@ -238,7 +242,8 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
     write_table(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / ERRORS)
     write_json(out / COLUMN_COUNTS, counts)
     write_json(out / COLUMNS, {
-        "id_columns": ["patient_id", "split"], "label": LABEL if labelled else None,
+        "id_columns": ["patient_id", "split", *([BATCH] if batches is not None else [])],
+        "label": LABEL if labelled else None,
         "predictors": [c for c in feature_cols if c not in excluded],
         "excluded_from_predictors": excluded,
         "masks": masks, "radiomics_params": str(fc.radiomics_params)})
