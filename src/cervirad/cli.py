@@ -85,6 +85,8 @@ def demo_data(
                              "another class mix, ids EX001...)."),
     force: bool = typer.Option(False, "--force", help="Write into a folder holding a manifest.csv or clinical.csv "
                                "that demo-data did not write (they are replaced)."),
+    scanners: int = typer.Option(1, "--scanners", help="2: some site-A patients on a second scanner (other "
+                                 "intensity scale, noise, resolution and class mix; a `scanner` clinical column)."),
 ) -> None:
     """Write the synthetic demo cohort (manifest, clinical CSV, NIfTI volumes and masks)."""
     from .demo import SITES, write_demo_cohort
@@ -93,9 +95,12 @@ def demo_data(
     site = site.upper()
     if site not in SITES:
         raise InputError(f"demo-data --site '{site}': choose one of {', '.join(SITES)}.")
+    if scanners not in (1, 2) or (scanners == 2 and site != "A"):
+        raise InputError(f"demo-data --scanners {scanners}: use 1, or 2 with --site A (site B is one scanner).")
     _check_demo_out(out, force)
-    manifest, clinical = write_demo_cohort(out, patients, seed, site)
-    typer.echo(f"demo cohort (site {site}): {patients} patients -> {manifest} and {clinical}")
+    manifest, clinical = write_demo_cohort(out, patients, seed, site, scanners)
+    typer.echo(f"demo cohort (site {site}{', two scanners' if scanners == 2 else ''}): {patients} patients -> "
+               f"{manifest} and {clinical}")
 
 
 def _check_writable(path: Path, flag: str) -> None:

@@ -72,7 +72,8 @@ def cohort_from_config(cfg: Config, run_path: Path | None = None) -> Cohort:
             raise InputError("data.source is 'demo' but no run directory was given; pass --run-dir.")
         from .demo import ensure_demo_cohort
 
-        manifest, clinical = ensure_demo_cohort(demo_cohort_dir(run_path), d.demo_patients, d.demo_seed)
+        manifest, clinical = ensure_demo_cohort(demo_cohort_dir(run_path), d.demo_patients, d.demo_seed,
+                                              scanners=d.demo_scanners)
     else:
         manifest, clinical = Path(d.manifest), Path(d.clinical) if d.clinical else None
     cohort = load_cohort(manifest, clinical, d.id_column, d.sequences, d.mask_column)

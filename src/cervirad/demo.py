@@ -33,6 +33,17 @@ protocol and case mix are not:
   permuted and flipped: the same physical image, another storage order and direction); DWI and
   ADC stay axial, so the sequences of one patient lie on differently oriented grids;
 - class mix 0 25 %, 6 25 %, 7 20 %, 2 15 %, 4 15 % (same five categories, fewer of category 6).
+
+Two scanners in one hospital (``demo-data --scanners 2``, ``data.demo_scanners: 2``; issue 24): site A's
+cohort where some patients were scanned on a second machine, and a ``scanner`` column in the clinical
+table (``Siemens Skyra 3T`` / ``Philips Ingenia 3T``, the paper's two). The category order and every
+first-scanner patient are exactly those of the one-scanner cohort (the scanner is drawn from a random
+stream of its own); a second-scanner patient has the same anatomy and lesion biology in millimetres
+but T2W voxels of 0.8 x 0.8 x 4.0 mm (24 x 224 x 224; DWI/ADC 1.6 x 1.6 x 4.0 mm), 1.8 x site A's
+noise and another intensity calibration (T2W x 1.35 + 25, DWI x 0.8 + 10, ADC x 1.15). The share of
+patients on the second scanner depends on the category (0: 70 %, 2: 60 %, 7: 50 %, 4: 30 %,
+6: 25 %; about 43 % overall), so scanner and class are confounded, as in real multi-scanner cohorts.
+The default (one scanner) writes the same bytes as before.
 """
 from __future__ import annotations
 
@@ -76,6 +87,19 @@ SITES = {
     "B": Site("EX", {0: 0.25, 6: 0.25, 7: 0.20, 2: 0.15, 4: 0.15}, (32, 360, 360), (0.5, 0.5, 3.0),
               {"t2w": 1.6, "dwi": 0.75, "adc": 1.1}, {"t2w": 40.0, "dwi": 15.0, "adc": 30.0}, 2.0, 3, (1,)),
 }
+
+
+# the second scanner of site A (demo_scanners: 2): another resolution, noise and calibration
+SCANNER_2 = Site("CX", CATEGORY_MIX, (24, 224, 224), (0.8, 0.8, 4.0), {"t2w": 1.35, "dwi": 0.8, "adc": 1.15},
+                 {"t2w": 25.0, "dwi": 10.0, "adc": 0.0}, 1.8, 0, ())
+SCANNER_NAMES = ("Siemens Skyra 3T", "Philips Ingenia 3T")
+SECOND_SCANNER_SHARE = {0: 0.70, 2: 0.60, 7: 0.50, 4: 0.30, 6: 0.25}  # by category: the class mix differs
+
+
+def scanner_of(cats: np.ndarray, seed: int) -> np.ndarray:
+    """0 (first scanner) or 1 (second) per patient, from a random stream of its own."""
+    rng = np.random.default_rng([seed, 24])
+    return (rng.random(len(cats)) < np.array([SECOND_SCANNER_SHARE[int(c)] for c in cats])).astype(int)
 
 
 def _site(site: str) -> Site:
@@ -252,10 +276,16 @@ def _clinical_row(rng: np.random.Generator, pid: str, category: int, diameter: f
     }
 
 
-def write_demo_cohort(out: str | Path, patients: int = 100, seed: int = 7, site: str = "A") -> tuple[Path, Path]:
-    """Write the demo cohort of ``site`` (A: development, B: external) to ``out``; returns
-    (manifest.csv, clinical.csv)."""
+def write_demo_cohort(out: str | Path, patients: int = 100, seed: int = 7, site: str = "A",
+                      scanners: int = 1) -> tuple[Path, Path]:
+    """Write the demo cohort of ``site`` (A: development, B: external) to ``out``, on one scanner or
+    (site A only) two; returns (manifest.csv, clinical.csv)."""
     st = _site(site)
+    if scanners not in (1, 2) or (scanners == 2 and site != "A"):
+        from .errors import InputError
+
+        raise InputError(f"Demo scanners {scanners} for site {site}: use 1, or 2 with site A (site B is one other "
+                         "hospital's scanner).")
     if patients < 10:
         from .errors import InputError
 
@@ -266,12 +296,14 @@ def write_demo_cohort(out: str | Path, patients: int = 100, seed: int = 7, site:
     rng = np.random.default_rng([seed, *st.stream] if st.stream else seed)
     cats = np.concatenate([[k] * v for k, v in category_counts(patients, site).items()])
     rng.shuffle(cats)
+    on = scanner_of(cats, seed) if scanners == 2 else np.zeros(len(cats), dtype=int)
     manifest, clinical = [], []
-    sp = st.spacing
     for i, cat in enumerate(cats):
         pid = f"{st.prefix}{i + 1:03d}"
         prng = np.random.default_rng([seed, i, *st.stream])
-        vols, mask, diameter = _patient_volumes(prng, int(cat), st)
+        pst = SCANNER_2 if on[i] else st
+        sp = pst.spacing
+        vols, mask, diameter = _patient_volumes(prng, int(cat), pst)
         sagittal = st.sagittal_every > 0 and i % st.sagittal_every == 1
         row = {"patient_id": pid}
         for seq, arr in vols.items():
@@ -286,19 +318,28 @@ def write_demo_cohort(out: str | Path, patients: int = 100, seed: int = 7, site:
         row["mask"] = f"images/{pid}_mask.nii.gz"
         manifest.append(row)
         clinical.append(_clinical_row(prng, pid, int(cat), diameter))
+        if scanners == 2:
+            clinical[-1]["scanner"] = SCANNER_NAMES[on[i]]
     m_path, c_path = out / "manifest.csv", out / "clinical.csv"
     write_table(pd.DataFrame(clinical), c_path)
     write_table(pd.DataFrame(manifest), m_path)
-    write_json(out / "demo.json", {"patients": patients, "seed": seed, "version": DEMO_VERSION, "site": site})
+    write_json(out / "demo.json", _stamp(patients, seed, site, scanners))
     return m_path, c_path
 
 
-def ensure_demo_cohort(out: str | Path, patients: int, seed: int, site: str = "A") -> tuple[Path, Path]:
+def _stamp(patients: int, seed: int, site: str, scanners: int) -> dict:
+    """demo.json (``scanners`` only when 2, so the one-scanner stamp is unchanged)."""
+    return {"patients": patients, "seed": seed, "version": DEMO_VERSION, "site": site,
+            **({"scanners": scanners} if scanners != 1 else {})}
+
+
+def ensure_demo_cohort(out: str | Path, patients: int, seed: int, site: str = "A",
+                       scanners: int = 1) -> tuple[Path, Path]:
     """Reuse the demo cohort in ``out`` when it was written with the same settings (a stamp
     without a site predates sites and is site A)."""
     out = Path(out)
     stamp = out / "demo.json"
-    want = {"patients": patients, "seed": seed, "version": DEMO_VERSION, "site": site}
+    want = _stamp(patients, seed, site, scanners)
     if stamp.is_file():
         try:
             have = json.loads(stamp.read_text(encoding="utf-8"))
@@ -306,4 +347,4 @@ def ensure_demo_cohort(out: str | Path, patients: int, seed: int, site: str = "A
             have = None
         if isinstance(have, dict) and {"site": "A", **have} == want:
             return out / "manifest.csv", out / "clinical.csv"
-    return write_demo_cohort(out, patients, seed, site)
+    return write_demo_cohort(out, patients, seed, site, scanners)
