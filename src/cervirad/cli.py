@@ -448,6 +448,9 @@ def evaluate(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="External manifest CSV (instead of --config)."),
     clinical: Optional[Path] = typer.Option(None, "--clinical", help="External clinical CSV (labels: optional)."),
     force: bool = ForceOpt,
+    harmonize: bool = typer.Option(False, "--harmonize", help="A model trained with ComBat (classification."
+                                   "harmonize: combat): estimate an unseen scanner's ComBat parameters from the "
+                                   "external patients' own features (transductive, no labels; marked in the report)."),
 ) -> None:
     """External validation: apply a finished run, unchanged, to a new cohort (segment, features, predict, score)."""
     import yaml
@@ -465,7 +468,7 @@ def evaluate(
     else:
         data = {"manifest": str(manifest), "clinical": str(clinical) if clinical else None}
     cfg = external_config(run, data, out.name)
-    s = evaluate_external(cfg, run, out, force)
+    s = evaluate_external(cfg, run, out, force, harmonize)
     parts = [f"{m} masks: accuracy {v['accuracy']:.3f}, macro AUC {v['auc_macro']:.3f}" for m, v in s["sources"].items()
              if v.get("accuracy") is not None and v.get("auc_macro") is not None]
     typer.echo(f"evaluate: {s['model']} from {run} -> {out}; " + ("; ".join(parts) or "no labels, predictions only")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .batch import BATCH
 from .cohort import LABEL
 from .config import Config
 from .errors import InputError
@@ -114,8 +115,11 @@ def features_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, d
 
 
 # --------------------------------------------------------------------------- score
-def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContext, development: str) -> dict:
-    """Predict with the frozen classifier; metrics (both mask sources), calibration, shift check."""
+def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContext, development: str,
+                harmonize: bool = False) -> dict:
+    """Predict with the frozen classifier; metrics (both mask sources), calibration, shift check.
+    ``harmonize`` (``evaluate --harmonize``): a scanner unseen in development gets ComBat estimates from
+    its own patients (transductive, no labels) - else a harmonised model refuses it."""
     from .classification.predict import predict_table
     from .io import write_table
     from .shift import clinical_shift, feature_shift, fingerprint_shift, shift_warnings
@@ -124,22 +128,27 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
     out = st.classification_dir
     card = json.loads((dev.classification_dir / "model_card.json").read_text(encoding="utf-8"))
     summary: dict = {"development_run": str(dev.root), "model": card["model"], "sources": {}}
+    harmonization = _check_scanners(card, run, dev, cfg, harmonize)
+    if harmonization:
+        summary["harmonization"] = harmonization
     for masks, metrics_name, pred_name in (("predicted", METRICS_PREDICTED, PREDICTIONS_PREDICTED),
                                            ("manual", METRICS, PREDICTIONS)):
         table = run.features_table(masks)
         if not table.is_file():
             continue
-        df = pd.read_parquet(table)
+        df = _with_scanner(pd.read_parquet(table), card, cfg)
         absent = [c for c in card["feature_columns"] if c not in df.columns and c.startswith("clin_")]
         if absent:  # no clinical table: the development pipeline imputes them (its training medians)
             log.warning("evaluate: the external cohort has no %s; imputed by the development pipeline",
                         ", ".join(absent))
             df = df.assign(**{c: np.nan for c in absent})
             summary["imputed_clinical_columns"] = absent
-        pred = predict_table(dev.classification_dir, df)
+        pred = predict_table(dev.classification_dir, df, harmonize=harmonize)
         write_table(pred, out / pred_name)
         if LABEL in df.columns:
             metrics = score_predictions(pred, card, cfg)
+            if harmonization:
+                metrics["harmonization"] = harmonization
             write_json(out / metrics_name, metrics)
             summary["sources"][masks] = {k: metrics[f"{card['model']}.{k}"]["value"]
                                          for k in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")}
@@ -154,7 +163,7 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
     rows += clinical_shift(dev_feat, ext_feat, clinical)  # clinical variable ranges (a cohort without a table: none)
     selected = [f for f in card.get("selected_features", []) if f in ext_feat.columns and f in dev_feat.columns]
     feats = feature_shift(dev_feat, ext_feat, selected)
-    warnings = shift_warnings(rows, feats)
+    warnings = shift_warnings(rows, feats) + _harmonization_hint(feats, card, harmonization)
     for w in warnings:
         log.warning("%s", w)
     write_json(out / SHIFT, {"cohort": rows, "features": feats.to_dict(orient="records"), "warnings": warnings})
@@ -167,6 +176,62 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
     write_json(out / SUMMARY, summary)
     st.info["shift_warnings"] = len(warnings)
     return summary
+
+
+def _with_scanner(df: pd.DataFrame, card: dict, cfg: Config) -> pd.DataFrame:
+    """A harmonised model's external rows need a scanner: the cohort's ``batch`` column (data.batch_column),
+    else one batch for the whole external cohort, named after it."""
+    if not card.get("batch_levels") or BATCH in df.columns:
+        return df
+    return df.assign(**{BATCH: f"external: {cfg.run.name}"})
+
+
+def _check_scanners(card: dict, run: RunDir, dev: Layout, cfg: Config, harmonize: bool) -> dict:
+    """For a harmonised model: which external scanners are known; unseen ones without ``--harmonize``
+    are refused with one line naming the shifted features. Returns what the report shows ({} otherwise)."""
+    from .shift import feature_shift
+
+    levels = card.get("batch_levels")
+    if not levels:
+        if harmonize:
+            raise InputError(f"evaluate --harmonize: the development model ({card['model']}) was trained without "
+                             "ComBat (classification.harmonize: none), so there is nothing to re-estimate; retrain "
+                             "with classification.harmonize: combat or drop --harmonize.")
+        return {}
+    ext = _with_scanner(pd.read_parquet(run.features_table("predicted")), card, cfg)
+    counts = ext[BATCH].astype(str).value_counts().sort_index()
+    unseen = [b for b in counts.index if b not in set(map(str, levels))]
+    if unseen and not harmonize:
+        dev_feat = pd.read_parquet(dev.features_table("manual"))
+        dev_feat = dev_feat[dev_feat["split"].isin(["train", "val"])]
+        selected = [f for f in card.get("selected_features", []) if f in ext.columns and f in dev_feat.columns]
+        feats = feature_shift(dev_feat, ext, selected)
+        shifted = feats[feats["flag"]]["feature"].tolist() if len(feats) else []
+        raise InputError(f"evaluate: scanner(s) {unseen} ({int(counts[unseen].sum())} patient(s)) were not seen in "
+                         f"development (ComBat knows {levels}); {len(shifted)} of {len(selected)} selected features "
+                         f"are shifted (e.g. {', '.join(shifted[:3]) or 'none'}); pass --harmonize to estimate the "
+                         "new scanner's ComBat parameters from its own images (transductive, no labels), or set the "
+                         "external data.batch_column to a known scanner.")
+    return {"mode": "transductive" if unseen else "development estimates",
+            "scanners": {str(b): int(n) for b, n in counts.items()}, "unseen_in_development": unseen,
+            "note": ("ComBat parameters of the unseen scanner(s) estimated from the external patients' own features "
+                     "(no labels), the model otherwise frozen: a transductive estimate" if unseen else
+                     "every external scanner was seen in development: its frozen ComBat estimates are applied")}
+
+
+def _harmonization_hint(feats: pd.DataFrame, card: dict, harmonization: dict) -> list[str]:
+    """The shift check's line on harmonisation: which shifted features ComBat would address."""
+    if feats is None or not len(feats) or not feats["flag"].any():
+        return []
+    shifted = feats[feats["flag"]]["feature"].tolist()
+    names = ", ".join(shifted[:8]) + (f" and {len(shifted) - 8} more" if len(shifted) > 8 else "")
+    if harmonization.get("mode") == "transductive":
+        return [f"shift: harmonisation — the {len(shifted)} shifted feature(s) ({names}) were harmonised "
+                "transductively (evaluate --harmonize; values above are before ComBat)"]
+    if not card.get("batch_levels"):
+        return [f"shift: harmonisation — {len(shifted)} selected feature(s) would need scanner harmonisation: {names} "
+                "(train with classification.harmonize: combat and data.batch_column, then evaluate --harmonize)"]
+    return []
 
 
 def score_predictions(pred: pd.DataFrame, card: dict, cfg: Config) -> dict:

@@ -321,14 +321,18 @@ def external_config(development: str | Path, cohort_data: dict, name: str) -> Co
     if not dev.config_yaml.is_file():
         raise InputError(f"'{development}' has no config.yaml; pass the --run folder of a finished run-all.")
     frozen = yaml.safe_load(dev.config_yaml.read_text(encoding="utf-8")) or {}
-    frozen["data"] = {**frozen.get("data", {}), "source": "manifest", "clinical": None, **cohort_data}
+    # the development's scanner column is not the external cohort's: none unless its data section names one
+    frozen["data"] = {**frozen.get("data", {}), "source": "manifest", "clinical": None, "batch_column": None,
+                      **cohort_data}
     frozen.setdefault("run", {})["name"] = name
     return from_dict(frozen)
 
 
-def evaluate_external(cfg: Config, development: str | Path, out_dir: str | Path, force: bool = False) -> dict:
+def evaluate_external(cfg: Config, development: str | Path, out_dir: str | Path, force: bool = False,
+                      harmonize: bool = False) -> dict:
     """``cervirad evaluate``: the finished run ``development`` applied unchanged to ``cfg``'s cohort,
-    every artifact in ``out_dir``; returns the score summary."""
+    every artifact in ``out_dir``; returns the score summary. ``harmonize``: ComBat estimates of an unseen
+    scanner from its own patients (transductive; :func:`cervirad.external.score_stage`)."""
     import json as _json
 
     from .external import require_finished
@@ -341,5 +345,6 @@ def evaluate_external(cfg: Config, development: str | Path, out_dir: str | Path,
     if run.path == dev:
         raise InputError(f"--out '{out_dir}' is the development run itself; pass another folder.")
     identity = {"kind": "external", "source": str(Path(cfg.data.manifest).resolve()), "development": str(dev)}
-    run_stages(cfg, run, table=EXTERNAL_STAGES, identity=identity, options={"development": str(dev)}, force=force)
+    run_stages(cfg, run, table=EXTERNAL_STAGES, identity=identity,
+               options={"development": str(dev), "harmonize": harmonize}, force=force)
     return _json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))

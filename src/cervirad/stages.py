@@ -122,7 +122,7 @@ EXTERNAL_STAGES: tuple[Stage, ...] = (
           reads_cohort=True, options=("development",),
           outputs=_fixed(*R.features_files("predicted"), *R.features_files("manual")), **_RADIOMICS),
     Stage("score-external", "cervirad.external:score_stage", needs=("features-external",),
-          config=("classification",), options=("development",), files=_development_models,
+          config=("classification",), options=("development", "harmonize"), files=_development_models,
           outputs=_fixed(R.classification_dir)),
     Stage("report-external", "cervirad.external:report_stage", needs=("score-external",),
           uses=("segment-external",), config=("report",), options=("development",),

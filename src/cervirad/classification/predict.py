@@ -29,6 +29,12 @@ patient and the worst column (lines capped at ``MAX_LINES``, with a count). Both
 output's ``warning`` column too.
 
 The predicted class is the arg-max of the probabilities, as in the stage's own metrics.
+
+**Scanner.** A model trained with ``classification.harmonize: combat`` (its card lists
+``batch_levels``) needs each row's scanner in the table's ``batch`` column: rows of a scanner seen in
+training are harmonised with its frozen ComBat estimates. A scanner never seen is refused with one
+line, unless ``harmonize=True`` (``cervirad evaluate --harmonize``): its ComBat estimates are then
+taken from the rows of that scanner in this table (transductive, label-free).
 """
 from __future__ import annotations
 
@@ -205,15 +211,43 @@ def check_rows(X: np.ndarray, ids: np.ndarray, features: list[str], selected: li
     return ~empty, warn
 
 
+def _with_batch(df: pd.DataFrame, pipe, card: dict, where: str, harmonize: bool) -> pd.DataFrame:
+    """A harmonised model's rows with their batch code (see the module doc); other models: unchanged."""
+    from .harmonize import BATCH_FEATURE, batch_codes
+
+    levels, col = card.get("batch_levels"), card.get("batch_column", "batch")
+    if not levels:
+        if harmonize:
+            raise InputError("--harmonize needs a model trained with classification.harmonize: combat; this model "
+                             f"(card '{card.get('model')}') was not harmonised, so there is no ComBat step to re-estimate.")
+        return df
+    if col not in df.columns:
+        raise InputError(f"Feature table '{where}' has no '{col}' column, but the model was harmonised (ComBat) over "
+                         f"scanners {levels}; add each row's scanner as '{col}'.")
+    labels = df[col].astype(str)
+    unseen = sorted(set(labels) - set(map(str, levels)))
+    if unseen and not harmonize:
+        n = int(labels.isin(unseen).sum())
+        raise InputError(f"Feature table '{where}': scanner(s) {unseen} ({n} row(s)) were not seen in development "
+                         f"(ComBat knows {levels}); `cervirad evaluate --harmonize` estimates their ComBat parameters "
+                         "from their own images (transductive, no labels); or give rows of a known scanner.")
+    if unseen:
+        pipe.named_steps["harmonize"].transductive = True
+        log.warning("predict: scanner(s) %s unseen in development: their ComBat parameters are estimated from "
+                    "these %d row(s) themselves (transductive, no labels)", unseen, int(labels.isin(unseen).sum()))
+    return df.assign(**{BATCH_FEATURE: batch_codes(labels, levels)})
+
+
 def predict_table(model: str | Path, table: str | Path | pd.DataFrame, out: str | Path | None = None,
-                  trust_model: bool = False, name: str | None = None) -> pd.DataFrame:
+                  trust_model: bool = False, name: str | None = None, harmonize: bool = False) -> pd.DataFrame:
     """Predict every row of ``table``; writes ``out`` (CSV/Parquet) when given and returns the frame
-    (id, label when present, ``predicted``, ``prob_<class>``, ``warning``; rows without prediction are empty)."""
+    (id, label when present, ``predicted``, ``prob_<class>``, ``warning``; rows without prediction are empty).
+    ``harmonize``: a scanner unseen in development is harmonised transductively (module doc)."""
     pipe, card = load_model(model, trust_model, name)
     where = str(table) if not isinstance(table, pd.DataFrame) else "table"
     df = table if isinstance(table, pd.DataFrame) else read_table(table, "feature table",
                                                                     id_columns=(card["id_column"],))
-    df = df.rename(columns=str)
+    df = _with_batch(df.rename(columns=str), pipe, card, where, harmonize)
     id_col, features = card["id_column"], card["feature_columns"]
     if id_col not in df.columns:
         raise InputError(f"Feature table '{where}' has no id column '{id_col}' that the model expects; "
@@ -223,7 +257,7 @@ def predict_table(model: str | Path, table: str | Path | pd.DataFrame, out: str 
         raise InputError(f"Feature table '{where}' lacks {len(missing)} feature column(s) the model needs: "
                          f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; "
                          "extract the same features as for training.")
-    extra = [c for c in df.columns if c not in (*features, id_col, card["label_column"], "split")]
+    extra = [c for c in df.columns if c not in (*features, id_col, card["label_column"], "split", "batch")]
     if extra:
         log.warning("predict: %d column(s) the model does not use are ignored (e.g. %s)", len(extra), extra[0])
     X, notes = feature_matrix(df, features, where)

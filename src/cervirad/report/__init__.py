@@ -22,6 +22,7 @@ from ..config import MODELS
 from ..rundir import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, FOLD_CURVES, METRICS, METRICS_PREDICTED,
                       MODEL_CARD, OVERLAYS, PREDICTIONS, SUMMARY, Layout, RunDir, StageContext, save_figure, write_text)
 from .checklist import build_checklist
+from .harmonization import external_note, harmonization_sections
 from .paper_results import results_sections, table1_sections
 from .robustness import robustness_sections
 from .segmentation_recipe import recipe_sections
@@ -367,6 +368,7 @@ def _external_section(run: RunDir, development: str) -> str:
     rows = [[k, internal.get(k, "")] + [sources[m].get(k, "") for m in sources] for k in keys]
     parts = [f"<p>Development run <code>{html.escape(str(development))}</code>, model "
              f"<b>{html.escape(str(s.get('model')))}</b>, applied unchanged (nothing refitted).</p>",
+             external_note(s),
              _table(rows, header) if rows else "<p class='muted'>The external cohort has no labels: no metrics.</p>"]
     for name in ("metrics_predicted.json", "metrics.json"):
         m = _read_json(run.classification_dir / name) or {}
@@ -426,6 +428,7 @@ def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None =
         ("features", "Radiomics, histogram and clinical features", _features_section(run)),
         ("classification", "Pathological-type classification", _classification_section(run, models)),
         *results_sections(run),  # calibration, binary sub-tasks, sources: report/paper_results.py
+        *harmonization_sections(run),  # data.batch_column: report/harmonization.py
         ("masks", "Test metrics: manual vs predicted masks", _manual_vs_predicted(run, models)),
         *robustness_sections(run, out),  # features.robustness on: report/robustness.py
         ("dca", "Decision-curve analysis", dca_html),

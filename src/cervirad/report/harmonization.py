@@ -1,0 +1,86 @@
+"""The report's scanner section (``data.batch_column``): ``classification/harmonization.json``.
+
+Batches and their class mix, the batch effect of every selected feature before and after ComBat
+(Kruskal-Wallis, share of variance explained by batch), and the final model's metrics with and
+without harmonisation on the same test patients. No file, no section. For an external
+validation, :func:`external_note` says how the external scanners were treated (transductive or not).
+"""
+from __future__ import annotations
+
+import html
+import json
+
+from ..classification.harmonize_report import ALPHA, HARMONIZATION, SHOWN
+from ..rundir import RunDir
+
+
+def _f(v, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _ci(m: dict) -> str:
+    if not m:
+        return "–"
+    lo, hi = m.get("ci_low"), m.get("ci_high")
+    return _f(m.get("value")) + (f" [{_f(lo)}, {_f(hi)}]" if lo is not None and hi is not None else "")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
+    """``[(anchor, title, html)]``: the scanner section, or nothing without harmonization.json."""
+    path = run.classification_dir / HARMONIZATION
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("note") and "metrics" not in doc:
+        return [("harmonization", "Scanners and ComBat harmonisation", f"<p class='warn'>{html.escape(doc['note'])}</p>")]
+    run_mode = doc.get("run_harmonize")
+    parts = [f"<p>This run: <b>classification.harmonize: {html.escape(str(run_mode))}</b> (ComBat, "
+             f"{html.escape(str(doc.get('prior')))} empirical Bayes, covariates "
+             f"{html.escape(', '.join(doc.get('covariates') or []) or 'none')}; fitted inside every training fold, "
+             f"never on test patients, never with the label). Model {html.escape(str(doc.get('model')))}.</p>"]
+    mix = doc.get("class_mix_by_batch") or {}
+    classes = sorted({c for v in mix.values() for c in v}, key=lambda c: (len(c), c))
+    parts.append("<h3>Batches and their class mix</h3>" + _table(
+        [[html.escape(b), str(doc["batches"][b]["fit"]), str(doc["batches"][b]["test"])]
+         + [str(mix[b].get(c, 0)) for c in classes] for b in mix],
+        ["batch", "train+val", "test"] + [f"class {c}" for c in classes]))
+    m = doc.get("metrics") or {}
+    parts.append("<h3>Final model with and without ComBat, same test patients (95 % bootstrap CI)</h3>" + _table(
+        [[k, _ci(m.get("with", {}).get(k)), _ci(m.get("without", {}).get(k)), _ci(m.get("difference", {}).get(k))]
+         for k in SHOWN], ["metric", "with ComBat", "without", "difference (paired)"]))
+    for part, title in (("test", "test patients, frozen ComBat"), ("fit", "train+val patients, ComBat fitted on them")):
+        eff = (doc.get("batch_effect") or {}).get(part) or {}
+        s = eff.get("summary") or {}
+        parts.append(f"<h3>Batch effect of the selected features ({title})</h3><p>Median share of variance explained "
+                     f"by batch (eta²) {_f(s.get('eta2_median_before'))} before, {_f(s.get('eta2_median_after'))} "
+                     f"after ComBat; features with Kruskal-Wallis p &lt; {ALPHA}: "
+                     f"{s.get(f'n_kw_p_below_{ALPHA}_before')} before, {s.get(f'n_kw_p_below_{ALPHA}_after')} after, "
+                     f"of {s.get('n_features')}.</p>")
+        rows = eff.get("features") or []
+        if rows:
+            parts.append("<details><summary>Per feature</summary>" + _table(
+                [[html.escape(r["feature"]), _f(r["eta2_before"]), _f(r["eta2_after"]), _f(r["kw_h_before"], 2),
+                  _f(r["kw_h_after"], 2), _f(r["kw_p_before"], 4), _f(r["kw_p_after"], 4)] for r in rows],
+                ["feature", "eta² before", "eta² after", "KW H before", "KW H after", "KW p before", "KW p after"])
+                + "</details>")
+    parts.append("<p class='muted'>" + html.escape(str(doc.get("definition", ""))) + ". When the class mix differs "
+                 "by batch, part of a feature's batch effect is the class: ComBat (label-free) removes some class "
+                 "signal with it.</p>")
+    return [("harmonization", "Scanners and ComBat harmonisation", "".join(parts))]
+
+
+def external_note(summary: dict) -> str:
+    """One paragraph on the external scanners (a harmonised model), '' otherwise."""
+    h = summary.get("harmonization") or {}
+    if not h:
+        return ""
+    cls = "warn" if h.get("mode") == "transductive" else "muted"
+    label = "TRANSDUCTIVE harmonisation (evaluate --harmonize)" if h.get("mode") == "transductive" else "Harmonisation"
+    scanners = ", ".join(f"{html.escape(k)} ({v})" for k, v in (h.get("scanners") or {}).items())
+    return f"<p class='{cls}'><b>{label}</b>: scanners {scanners}. {html.escape(str(h.get('note', '')))}.</p>"
