@@ -126,8 +126,17 @@ def run_table(cfg: Config, run: RunDir, cohort, st: StageContext, table: str | P
         labels = df[batch_col].astype(str).to_numpy()
         tab = attach_batch(tab, labels, sorted(set(labels)))
     tab, dropped = _drop_tiny_classes(tab)
+    from .harmonize import UnseenBatchError
+
     with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
-        res = nested_cv(tab, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
+        try:
+            res = nested_cv(tab, cfg.classification, cfg.run.seed, cfg.execution.workers, cache)
+        except UnseenBatchError:
+            sizes = pd.Series(df[batch_col].astype(str)).value_counts()
+            raise InputError(f"Feature table '{table_path}': an outer cross-validation fold holds every patient of a "
+                             f"scanner (smallest: '{sizes.index[-1]}', {int(sizes.iloc[-1])} patient(s)), so ComBat "
+                             "never saw it in training; pool small scanners in the batch column or set "
+                             "classification.harmonize: none.") from None
     summary = write_outputs(st.classification_dir, res, tab, tab, cfg, table_hash(df),
                             {"table": str(table_path), "excluded_classes": dropped}, id_column=id_column,
                             label_column=label_column)
@@ -137,8 +146,8 @@ def run_table(cfg: Config, run: RunDir, cohort, st: StageContext, table: str | P
 
 # --------------------------------------------------------------------------- inputs
 def _non_predictors(columns_json: Path, df: pd.DataFrame) -> tuple[str, ...]:
-    """``split`` plus the columns the feature stage marked as not predictors (treatment variables)."""
-    out = ["split"]
+    """``split`` and ``batch`` plus the columns the feature stage marked as not predictors (treatment variables)."""
+    out = ["split", BATCH]
     if columns_json.is_file():
         info = json.loads(columns_json.read_text(encoding="utf-8"))
         out += list(info.get("excluded_from_predictors", []))
