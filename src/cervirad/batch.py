@@ -92,27 +92,28 @@ def _from_headers(cohort: Cohort) -> tuple[dict[str, str], list[str], list[str]]
 
 
 def dicom_scanner(path: Path) -> str | None:
-    """``Manufacturer ModelName <field>T`` from a DICOM file or the first file of a series folder, or None."""
-    import SimpleITK as sitk
+    """``Manufacturer ModelName <field>T`` from a DICOM file, a series folder or ``folder#UID`` (its first
+    file), or None for a non-DICOM volume or a header without those tags."""
+    import pydicom
 
-    first = path
-    if path.is_dir():
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
-        if not files:
-            return None
-        first = Path(files[0])
-    elif path.suffix.lower() not in (".dcm", ".ima", ""):
+    from .dicom.series import is_dicom, list_series, split_ref
+
+    folder, uid = split_ref(path)
+    if folder.is_dir():
+        series = [s for s in list_series(folder) if uid is None or s.uid == uid]
+        first = series[0].files[0] if series and series[0].files else None
+    else:
+        first = folder if folder.is_file() and is_dicom(folder) else None
+    if first is None:
         return None
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(first))
     try:
-        reader.ReadImageInformation()
-    except RuntimeError:
+        ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=[name for _, name in DICOM_TAGS])
+    except Exception:  # pydicom raises many types on damaged files
         return None
     parts = []
-    for tag, _ in DICOM_TAGS:
-        value = reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
-        if value and tag == "0018|0087":
+    for _, name in DICOM_TAGS:
+        value = str(ds.get(name, "") or "").strip()
+        if value and name == "MagneticFieldStrength":
             try:
                 value = f"{float(value):g}T"
             except ValueError:
