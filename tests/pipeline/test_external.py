@@ -128,6 +128,22 @@ def test_bad_external_input_is_one_line(e2e_run, site_b, tmp_path):
     assert res.returncode == 2 and len(lines) == 1 and "t2w" in lines[0], res.stderr
 
 
+def test_harmonize_needs_a_combat_model_and_the_shift_check_names_features(e2e_run, site_b, external, tmp_path):
+    """Issue 24: the shift check says which selected features would need harmonisation; --harmonize on a
+    model trained without ComBat is one line (the stages before scoring are reused from a copy)."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(external[0], out)
+    shift = read_json(out / "classification" / "shift.json")
+    if any(f["flag"] for f in shift["features"]):
+        assert any("would need scanner harmonisation" in w for w in shift["warnings"]), shift["warnings"]
+    res = cli("evaluate", "--run", e2e_run, "--manifest", site_b / "manifest.csv", "--clinical",
+              site_b / "clinical.csv", "--out", out, "--harmonize")
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("cervirad: error")]
+    assert res.returncode == 2 and len(lines) == 1 and "trained without ComBat" in lines[0], res.stderr[-2000:]
+
+
 def test_external_report_in_headless_chromium(external):
     from tests.report.browser import chromium_path, open_report
 
