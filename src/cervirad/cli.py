@@ -93,6 +93,11 @@ def demo_data(
     from .errors import InputError
 
     site = site.upper()
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"demo-data --seed {seed}: expected an integer in [0, {MAX_SEED}]; pass e.g. --seed 7.")
+    if not 10 <= patients <= MAX_DEMO_PATIENTS:
+        raise InputError(f"demo-data --patients {patients}: expected an integer in [10, {MAX_DEMO_PATIENTS}] (each "
+                         "patient is ~1 MB of volumes); pass e.g. --patients 100.")
     if site not in SITES:
         raise InputError(f"demo-data --site '{site}': choose one of {', '.join(SITES)}.")
     if scanners not in (1, 2) or (scanners == 2 and site != "A"):
@@ -101,6 +106,10 @@ def demo_data(
     manifest, clinical = write_demo_cohort(out, patients, seed, site, scanners)
     typer.echo(f"demo cohort (site {site}{', two scanners' if scanners == 2 else ''}): {patients} patients -> "
                f"{manifest} and {clinical}")
+
+
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_DEMO_PATIENTS = 10_000
 
 
 def _check_writable(path: Path, flag: str) -> None:
@@ -122,9 +131,11 @@ def _check_demo_out(out: Path, force: bool) -> None:
     import json
 
     from .errors import InputError
+    from .rundir import refuse_inside_run
 
     if out.exists() and not out.is_dir():
         raise InputError(f"demo-data --out '{out}' is a file; give a folder (it is created if missing).")
+    refuse_inside_run(out, "demo-data --out")
     _check_writable(out / "manifest.csv", "demo-data --out")
     theirs = [n for n in ("manifest.csv", "clinical.csv") if (out / n).exists()]
     if not theirs or force:
@@ -140,9 +151,12 @@ def _check_demo_out(out: Path, force: bool) -> None:
 
 
 def _check_predict_out(target: Path, features: Path, model: Path, force: bool) -> None:
-    """predict writes a file: never a folder, never an input, never a file it did not write (without --force)."""
+    """predict writes a file: never a folder, never an input, never a file it did not write (without --force),
+    never inside a run folder's own entries (the next run would delete it)."""
     from .errors import InputError
+    from .rundir import refuse_inside_run
 
+    refuse_inside_run(target, "predict --out")
     if target.is_dir():
         raise InputError(f"predict --out '{target}' is a folder; give a file name such as "
                          f"'{target / 'predictions.csv'}'.")
@@ -298,7 +312,7 @@ def train_seg(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
     model: Optional[str] = typer.Option(None, "--model", help="crfe or unet (default: segmentation.model)."),
-    folds: Optional[int] = typer.Option(None, "--folds", min=1, help="K >= 2: a K-fold ensemble on the train+val "
+    folds: Optional[int] = typer.Option(None, "--folds", help="K >= 2: a K-fold ensemble on the train+val "
                                         "patients (default: segmentation.folds; 1 = one model)."),
     force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
@@ -332,7 +346,8 @@ def segment(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
     force: bool = typer.Option(False, "--force", help="With --run-dir and --model: replace the run's own "
-                               "segmentation results with this model's."),
+                               "segmentation results with this model's. With --out: write into a folder holding "
+                               "files cervirad did not write (never over an input)."),
     formats: List[str] = typer.Option(["nifti"], "--format", help="nifti, dicom-seg or rtstruct (repeatable); "
                                       "the DICOM formats need DICOM input and reference its series."),
     overrides: List[str] = SetOpt,
@@ -343,6 +358,10 @@ def segment(
     if input is not None or out is not None:
         if model is None or input is None or out is None:
             raise CerviradError("segment on files needs --model PATH --input FILE_OR_DIR --out DIR; pass all three.")
+        from .rundir import claim_output_folder
+
+        claim_output_folder(out, "segment --out", force=force, inputs=[input, model],
+                            owned=segmentation.segment_folder_marked)
         written = segmentation.segment_paths(model, input, out, formats=tuple(formats))
         typer.echo(f"segment: {len(written)} mask(s) -> {out}")
         return
@@ -453,8 +472,7 @@ def evaluate(
                                    "external patients' own features (transductive, no labels; marked in the report)."),
 ) -> None:
     """External validation: apply a finished run, unchanged, to a new cohort (segment, features, predict, score)."""
-    import yaml
-
+    from .config import read_yaml_file
     from .pipeline import evaluate_external, external_config
 
     if (config is None) == (manifest is None):
@@ -463,8 +481,14 @@ def evaluate(
     if config is not None:
         if not config.is_file():
             raise CerviradError(f"Config file '{config}' not found; pass the external cohort's YAML.")
-        doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        data = doc.get("data", doc) if isinstance(doc, dict) else {}
+        doc = read_yaml_file(config) or {}
+        if not isinstance(doc, dict):
+            raise CerviradError(f"Config file '{config}' must hold a mapping (the external cohort's data section), "
+                                f"got {type(doc).__name__}.")
+        data = doc.get("data", doc)
+        if not isinstance(data, dict):
+            raise CerviradError(f"Config file '{config}': 'data' must be a mapping (manifest, clinical, sequences, "
+                                f"...), got {type(data).__name__}.")
     else:
         data = {"manifest": str(manifest), "clinical": str(clinical) if clinical else None}
     cfg = external_config(run, data, out.name)
@@ -522,20 +546,82 @@ def main() -> None:
 
 
 def _main_one() -> None:
+    """Run the command: one line for every error the user can fix (exit 2, usage errors included), "cervirad:
+    interrupted" on Ctrl-C (exit 130) and on SIGTERM (exit 143; the running stage is marked interrupted either
+    way), a full disk or read-only file system reported as such (exit 2), anything else exit 1."""
+    signal_name, restore = _terminate_like_ctrl_c()
     try:
-        app()
+        rc = app(standalone_mode=False)
+        if rc == 130:  # typer turns KeyboardInterrupt into exit code 130 (no message)
+            raise KeyboardInterrupt
+        sys.exit(rc or 0)
     except CerviradError as e:
         msg = str(e).replace("\n", " ")
         typer.echo(f"cervirad: error: {msg}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        typer.echo("cervirad: interrupted", err=True)
-        sys.exit(130)
-    except Exception as e:  # internal error
-        log.debug("internal error", exc_info=True)
-        typer.echo(f"cervirad: internal error: {type(e).__name__}: {e} (rerun with -v for the traceback; "
-                   "please report it)", err=True)
-        sys.exit(1)
+        _interrupted(signal_name())
+    except Exception as e:
+        if type(e).__name__ == "Abort":  # the click typer carries: Ctrl-D / Ctrl-C at a prompt
+            _interrupted(signal_name())
+        if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):  # click usage errors
+            _usage_error(e)
+        from .rundir import storage_error  # a full disk or read-only file system is the user's to fix
+
+        err = storage_error(e)
+        if err is None:
+            _internal(e)
+        typer.echo(f"cervirad: error: {err}", err=True)
+        sys.exit(2)
+    finally:
+        restore()
+
+
+def _interrupted(name: str | None) -> None:
+    typer.echo(f"cervirad: interrupted{f' ({name})' if name else ''}", err=True)
+    sys.exit(143 if name == "SIGTERM" else 130)
+
+
+def _usage_error(e) -> None:
+    """A command-line usage error (unknown option, bad type, missing value) in one line; a bare ``cervirad`` or
+    ``cervirad CMD`` shows the help as before."""
+    if type(e).__name__ == "NoArgsIsHelpError":
+        e.show()
+        sys.exit(e.exit_code)
+    ctx = getattr(e, "ctx", None)
+    where = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+    typer.echo(f"cervirad: error: {e.format_message().replace(chr(10), ' ').rstrip('. ')}{where}", err=True)
+    sys.exit(e.exit_code)
+
+
+def _internal(e: Exception) -> None:
+    log.debug("internal error", exc_info=True)
+    typer.echo(f"cervirad: internal error: {type(e).__name__}: {e} (rerun with -v for the traceback; "
+               "please report it)", err=True)
+    sys.exit(1)
+
+
+def _terminate_like_ctrl_c():
+    """SIGTERM raises KeyboardInterrupt (the running stage is marked interrupted, workers are shut down) and is
+    remembered; returns (the name of the signal received, None for Ctrl-C; a function restoring the handler)."""
+    import signal
+    import threading
+
+    got: list[str] = []
+
+    def on_term(signum, frame):
+        got.append("SIGTERM")
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_term)
+
+    def restore() -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    return (lambda: got[0] if got else None), restore
 
 
 if __name__ == "__main__":

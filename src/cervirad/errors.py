@@ -7,6 +7,12 @@ what failed, for which case, what was found, and how to fix it.
 from __future__ import annotations
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters with the length said (a 1,000,000-character id is never echoed)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class CerviradError(Exception):
     """Base class: bad input or configuration the user can fix (exit code 2)."""
 

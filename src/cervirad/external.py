@@ -31,7 +31,7 @@ from .config import Config
 from .errors import InputError
 from .io import Cohort
 from .rundir import (METRICS, METRICS_PREDICTED, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, Layout, RunDir,
-                     StageContext, case_file, write_json)
+                     StageContext, case_file, read_run_json, write_json)
 
 log = logging.getLogger(__name__)
 SHIFT = "shift.json"
@@ -42,7 +42,7 @@ def require_finished(dev: Path) -> None:
     run = Layout(dev)
     if not run.run_json.is_file():
         raise InputError(f"'{dev}' is not a cervirad run folder (no run.json); pass the --run of a finished run-all.")
-    stages = json.loads(run.run_json.read_text(encoding="utf-8")).get("stages", {})
+    stages = read_run_json(dev).get("stages", {})
     for stage, path in (("train-seg", run.seg_model()), ("classify", run.classification_dir / "model.joblib")):
         if stages.get(stage, {}).get("status") != "done" or not path.is_file():
             raise InputError(f"Run '{dev}' has no finished '{stage}' stage ({path.name} missing); finish it with "

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, shorten
 from .rundir import SAFE_ID, atomic_path
 
 log = logging.getLogger(__name__)
@@ -161,13 +161,18 @@ def geometry_mismatch(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> Option
         return f"size {a.GetSize()} vs {b.GetSize()}"
     sa, sb = np.array(a.GetSpacing()), np.array(b.GetSpacing())
     if np.any(np.abs(sa - sb) > tol * np.maximum(np.abs(sa), 1.0)):
-        return f"spacing {tuple(np.round(sa, 4))} vs {tuple(np.round(sb, 4))}"
+        return f"spacing {_plain(sa, 4)} vs {_plain(sb, 4)}"
     oa, ob = np.array(a.GetOrigin()), np.array(b.GetOrigin())
     if np.any(np.abs(oa - ob) > tol * np.maximum(sa, 1.0) * 10):
-        return f"origin {tuple(np.round(oa, 3))} vs {tuple(np.round(ob, 3))}"
+        return f"origin {_plain(oa, 3)} vs {_plain(ob, 3)}"
     if np.any(np.abs(np.array(a.GetDirection()) - np.array(b.GetDirection())) > tol):
         return "direction cosines differ"
     return None
+
+
+def _plain(v: np.ndarray, digits: int) -> tuple[float, ...]:
+    """Rounded plain floats: shown as (0.7, 0.7, 4.0), never (np.float64(0.7), ...)."""
+    return tuple(round(float(x), digits) for x in v)
 
 
 def geometry_mismatch_message(case: str, sequence: str, mismatch: str) -> str:
@@ -280,6 +285,9 @@ def _decode(p: Path, what: str) -> str:
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"Unreadable {what} '{p}': {type(e).__name__}: {_first_line(e)}; "
                          "pass a readable CSV or Parquet file.") from None
+    if data[:4] in (b"PK\x03\x04", b"\xd0\xcf\x11\xe0"):  # xlsx (zip) / xls (OLE2)
+        raise InputError(f"Unreadable {what} '{p}': it is an Excel workbook (or another zip/Office file), not CSV "
+                         "text; Excel: File > Save As > 'CSV UTF-8 (comma delimited)' and pass that file.")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise InputError(f"Unreadable {what} '{p}': the file is UTF-16 text (e.g. Excel's 'Unicode Text'); "
                          "save it as 'CSV UTF-8'.")
@@ -393,7 +401,7 @@ def check_ids(df: pd.DataFrame, id_column: str, where: str) -> None:
     if not isinstance(v, str) or not v:
         raise InputError(f"{where}, line {n}: empty patient id in column '{id_column}'{more}; fill it in or delete "
                          "the row.")
-    raise InputError(f"{where}, line {n}: patient id {v!r} is not a plain name{more}; ids become file names, so "
+    raise InputError(f"{where}, line {n}: patient id {shorten(v)!r} is not a plain name{more}; ids become file names, so "
                      "use only letters, digits, '_', '-' and '.' (no leading '.' or '-', at most 128 characters) "
                      "and rename the case in every table.")
 

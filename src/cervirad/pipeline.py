@@ -27,7 +27,7 @@ from .cohort import cohort_from_config
 from .config import Config, hash_obj
 from .errors import ConfigError, InputError
 from .io import Cohort
-from .rundir import PARTIAL, HashCache, RunDir
+from .rundir import HashCache, RunDir, refuse_inputs_inside
 from .stages import STAGES, Stage
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,11 @@ class Inputs:
     @property
     def cohort(self) -> Cohort:
         if self._cohort is None:
-            self._cohort = cohort_from_config(self.cfg, self.run.path)
+            cohort = cohort_from_config(self.cfg, self.run.path)
+            if self.cfg.data.source == "manifest":  # the demo cohort is cervirad's own, in <run>/cohort
+                refuse_inputs_inside(self.run.path, self.run.flag,
+                                     [f for p in cohort.patients for f in (*p.images.values(), p.mask) if f])
+            self._cohort = cohort
         return self._cohort
 
     def cohort_hash(self) -> str:
@@ -165,7 +169,7 @@ def upstream_state(run: RunDir, name: str) -> str | None:
 # --------------------------------------------------------------------------- the walk
 def run_stages(cfg: Config, run: RunDir, targets: Sequence[str] | None = None, *, force: bool = False,
                start: str | None = None, table: Sequence[Stage] = STAGES, identity: dict | None = None,
-               options: dict | None = None) -> dict[str, float]:
+               options: dict | None = None, flag: str = "--run-dir") -> dict[str, float]:
     """Bring ``targets`` (default: every stage of ``table``) up to date; returns the wall time of
     each stage that ran. ``force`` redoes the targets; ``start`` redoes that stage and every
     later one of the plan. ``identity`` (kind and source of the run) is claimed first: a folder
@@ -176,8 +180,26 @@ def run_stages(cfg: Config, run: RunDir, targets: Sequence[str] | None = None, *
     if unknown:
         raise ConfigError(f"Unknown stage '{unknown[0]}'; choose one of {', '.join(names)}.")
     options = dict(options or {})
-    with run.session(cfg, identity or cohort_identity(cfg), force):
+    with run.session(cfg, identity or cohort_identity(cfg), force, inputs=input_paths(cfg, options), flag=flag):
         return _walk(cfg, run, plan(table, targets), targets, force, start, options)
+
+
+def input_paths(cfg: Config, options: dict | None = None) -> list[Path]:
+    """The files and folders a command reads (manifest, clinical table, --features table, the development run):
+    none may lie in its output folder (:func:`cervirad.rundir.claim_output_folder`). The cohort's images and
+    masks as far as the manifest can be read now (and again when the stages read it: :attr:`Inputs.cohort`)."""
+    from .io import read_manifest
+
+    d, options = cfg.data, options or {}
+    paths = [d.manifest, d.clinical] if d.source == "manifest" else []
+    paths += [options.get("table"), options.get("development")]
+    if d.source == "manifest" and d.manifest and Path(d.manifest).is_file():
+        try:  # the cohort's files too, before anything is written (a bad manifest is reported by its stage)
+            patients, _ = read_manifest(d.manifest, d.id_column, d.sequences, d.mask_column)
+            paths += [f for p in patients for f in (*p.images.values(), p.mask)]
+        except InputError:
+            pass
+    return [Path(p) for p in paths if p]
 
 
 def _walk(cfg: Config, run: RunDir, stages: list[Stage], targets: list[str], force: bool, start: str | None,
@@ -225,7 +247,7 @@ def _check_labels(stages: list[Stage], inputs: Inputs) -> None:
 def _run_one(stage: Stage, cfg: Config, run: RunDir, inputs: Inputs, key: str, comps: dict, fresh: bool) -> float:
     func = stage.load()
     if fresh:  # a forced stage does not resume from an interrupted attempt
-        shutil.rmtree(run.path / PARTIAL / stage.name, ignore_errors=True)
+        shutil.rmtree(run.partial_dir(stage.name), ignore_errors=True)
     cohort = inputs.cohort if stage.reads_cohort else None
     outputs = [Path(p) for p in stage.outputs(cfg, inputs.options)]
     options = {k: inputs.options.get(k) for k in stage.options}
@@ -265,7 +287,8 @@ def classify_table(cfg: Config, table: str | Path, id_column: str, label_column:
         raise InputError(f"Feature table '{table}' not found; pass an existing CSV or Parquet file.")
     run = RunDir(out_dir)
     run_stages(cfg, run, ["classify"], force=force, table=TABLE_STAGES, identity=table_identity(table),
-               options={"table": str(table.resolve()), "id_column": id_column, "label_column": label_column})
+               options={"table": str(table.resolve()), "id_column": id_column, "label_column": label_column},
+               flag="classify --out")
     return json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))
 
 
@@ -281,7 +304,7 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
     from .segmentation import evaluate_run
     from .segmentation.infer import read_checkpoint
 
-    with run.session(cfg, cohort_identity(cfg)):
+    with run.session(cfg, cohort_identity(cfg), inputs=input_paths(cfg)):
         _walk(cfg, run, plan(STAGES, ["preprocess"]), ["preprocess"], False, None, {})
         own = run.seg_model()
         path = Path(model_path) if model_path else own
@@ -312,19 +335,20 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
 def external_config(development: str | Path, cohort_data: dict, name: str) -> Config:
     """The development run's resolved configuration, frozen, with only its ``data`` section replaced
     by the external cohort's (``source: manifest`` and the keys given)."""
-    import yaml
-
-    from .config import from_dict
+    from .config import SAFE_ID, from_dict, read_yaml_file
     from .rundir import Layout
 
     dev = Layout(development)
     if not dev.config_yaml.is_file():
         raise InputError(f"'{development}' has no config.yaml; pass the --run folder of a finished run-all.")
-    frozen = yaml.safe_load(dev.config_yaml.read_text(encoding="utf-8")) or {}
+    frozen = read_yaml_file(dev.config_yaml) or {}
+    if not isinstance(frozen, dict) or not isinstance(frozen.get("data", {}), dict):
+        raise InputError(f"'{dev.config_yaml}' is not a cervirad config (a mapping of sections); restore it from "
+                         "the finished run-all.")
     # the development's scanner column is not the external cohort's: none unless its data section names one
     frozen["data"] = {**frozen.get("data", {}), "source": "manifest", "clinical": None, "batch_column": None,
                       **cohort_data}
-    frozen.setdefault("run", {})["name"] = name
+    frozen.setdefault("run", {})["name"] = name if SAFE_ID.fullmatch(name) else "external"
     return from_dict(frozen)
 
 
@@ -346,5 +370,5 @@ def evaluate_external(cfg: Config, development: str | Path, out_dir: str | Path,
         raise InputError(f"--out '{out_dir}' is the development run itself; pass another folder.")
     identity = {"kind": "external", "source": str(Path(cfg.data.manifest).resolve()), "development": str(dev)}
     run_stages(cfg, run, table=EXTERNAL_STAGES, identity=identity,
-               options={"development": str(dev), "harmonize": harmonize}, force=force)
+               options={"development": str(dev), "harmonize": harmonize}, force=force, flag="evaluate --out")
     return _json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))

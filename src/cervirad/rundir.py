@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -38,8 +39,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import __version__
-from .config import Config
-from .errors import CerviradError
+from .config import SAFE_ID, Config
+from .errors import CerviradError, shorten
 from .jsonutil import jsonable
 
 PACKAGES = (
@@ -56,20 +57,63 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success (a symlink at ``path``
+    is replaced, never followed). A full disk or read-only file system is a one-line InputError naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(path.suffixes) or ".tmp"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         yield tmp_path
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as e:  # RuntimeError: SimpleITK's writers
+        err = storage_error(e, path)
+        if err is None:
+            raise
+        raise err from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+_NUMPY_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+CURRENT_OUTPUT: list[Path] = []  # the output folder of this command (the run folder): where a write failed
+
+
+def storage_error(e: BaseException, path: str | Path | None = None):
+    """The one-line :class:`InputError` for a write that failed because the disk is full (or the quota spent)
+    or the file system is read-only - with the path and the space free/needed -, else None."""
+    import errno
+
+    from .errors import InputError
+
+    text = str(e)
+    code = getattr(e, "errno", None)
+    short = _NUMPY_SHORT_WRITE.search(text)
+    full = code in (errno.ENOSPC, errno.EDQUOT) or short is not None or any(t in text for t in _FULL_TEXT)
+    readonly = code == errno.EROFS or "Read-only file system" in text
+    if not (full or readonly):
+        return None
+    where = Path(path or getattr(e, "filename", None) or (CURRENT_OUTPUT[-1] if CURRENT_OUTPUT else "."))
+    if readonly:
+        return InputError(f"Cannot write '{where}': the file system is read-only; pass an output folder (--run-dir, "
+                          "--out) on a writable disk.")
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free / 1e6:.1f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    need = f", {int(short.group(1)) / 1e6:.1f} MB needed for one write" if short else ""
+    return InputError(f"Cannot write '{where}': no space left on the device ({free}{need}); free some space "
+                      "or pass an output folder (--run-dir, --out) on another disk, then rerun (finished stages "
+                      "are kept).")
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -194,7 +238,65 @@ AGREEMENT = "agreement.csv"
 ROBUST_FILTER = "robust_filter.json"
 
 
-SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# every top-level entry of a run folder that cervirad owns: a user's file inside one of them would be replaced or
+# deleted by the next run, so no command writes a user-chosen output there (:func:`refuse_inside_run`)
+RUN_ENTRIES = (RUN_JSON, CONFIG_YAML, LOCK_FILE, PARTIAL, FINGERPRINT, PLAN, SPLITS, PREPROCESS, SEGMENTATION, MASKS,
+               FEATURES, CLASSIFICATION, REPORT, EXTERNAL_REPORT, REPORT_FILES, CACHE, COHORT)
+
+
+def refuse_inside_run(target: str | Path, flag: str) -> None:
+    """``target`` (an output the user named) must not lie inside a run folder's own entries (its stage folders,
+    records, caches): those are cervirad's and the next run replaces them. Outside them - or as the run folder
+    itself - it may."""
+    from .errors import InputError
+
+    t = Path(os.path.abspath(target))
+    for anc in t.parents:
+        if (anc / RUN_JSON).is_file():
+            rel = t.relative_to(anc)
+            if rel.parts and rel.parts[0] in RUN_ENTRIES:
+                raise InputError(f"{flag} '{target}' lies inside run folder '{anc}' ('{rel.parts[0]}' belongs to "
+                                 "cervirad and is replaced by the next run); choose a path outside it.")
+            return
+
+
+def refuse_inputs_inside(out: str | Path, flag: str, inputs) -> None:
+    """No input of the command lies in (or is) the output folder ``out`` - not even with --force."""
+    from .errors import InputError
+
+    o = Path(out).resolve()
+    for inp in inputs:
+        if inp is None:
+            continue
+        i = Path(inp).resolve()
+        if i == o or o in i.parents:
+            raise InputError(f"{flag} '{out}' holds '{inp}', an input of this command; inputs are never written over "
+                             "(not even with --force): choose another output folder.")
+
+
+def claim_output_folder(out: str | Path, flag: str, *, force: bool, inputs=(), owned=None) -> None:
+    """The one rule for an output folder (a run folder, ``segment --out``, ``evaluate --out``): cervirad writes
+    into a folder that is new or empty, or that it marked as its own (``owned(folder)``); a folder holding
+    files it did not write is refused unless ``force``; a folder holding an input of the same command is
+    refused even with ``force``; never inside another run's own entries."""
+    from .errors import InputError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{flag} '{out}' is a file; give a folder (it is created if missing).")
+    refuse_inside_run(out, flag)
+    refuse_inputs_inside(out, flag, inputs)
+    if force or not out.is_dir() or (owned is not None and owned(out)):
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+    if foreign:
+        raise InputError(f"{flag} '{out}' holds files cervirad did not write ({', '.join(map(repr, foreign[:3]))}"
+                         f"{' ...' if len(foreign) > 3 else ''}); choose a new or empty folder, or pass --force to "
+                         "write beside them.")
+
+
+def is_run_folder(path: Path) -> bool:
+    return (Path(path) / RUN_JSON).is_file()
 
 
 def case_file(folder: str | Path, case: str, suffix: str) -> Path:
@@ -205,7 +307,7 @@ def case_file(folder: str | Path, case: str, suffix: str) -> Path:
     folder = Path(folder)
     path = folder / f"{case}{suffix}"
     if not SAFE_ID.fullmatch(str(case)) or path.resolve().parent != folder.resolve():
-        raise InputError(f"Case id {str(case)!r} cannot name a file (allowed: letters, digits, '_', '-', '.', no "
+        raise InputError(f"Case id {shorten(str(case))!r} cannot name a file (allowed: letters, digits, '_', '-', '.', no "
                          "leading '.'); rename the case in the manifest or input folder.")
     return path
 
@@ -353,20 +455,23 @@ class RunDir(Layout):
         super().__init__(Path(path).resolve())
         self.path = self.root
         self.cfg = cfg
+        self.flag = "--run-dir"
+        refuse_inside_run(path, "Run folder")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # read-only place, a file in the way, ...
             raise _unwritable(self.path, e) from None
         if not os.access(self.path, os.W_OK | os.X_OK):
-            raise _unwritable(self.path, PermissionError(13, "Permission denied"))
+            ro = _read_only(self.path)
+            raise _unwritable(self.path, OSError(30, "Read-only file system") if ro else
+                              PermissionError(13, "Permission denied"))
+        CURRENT_OUTPUT.append(self.path)
         if cfg is not None:
             self.write_provenance(cfg)
 
     # -- provenance ---------------------------------------------------------
     def read_run_json(self) -> dict:
-        if self.run_json.is_file():
-            return json.loads(self.run_json.read_text(encoding="utf-8"))
-        return {}
+        return read_run_json(self.path)
 
     def write_provenance(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -411,10 +516,10 @@ class RunDir(Layout):
     def clear(self) -> None:
         """Remove every stage's recorded outputs and the stage records (keeps caches and the demo cohort)."""
         info = self.read_run_json()
-        for rec in info.get("stages", {}).values():
-            for rel in rec.get("outputs") or {}:
-                remove(self.path / rel)
-        shutil.rmtree(self.path / PARTIAL, ignore_errors=True)
+        doomed = [self.inside(rel) for rec in info.get("stages", {}).values() for rel in rec.get("outputs") or {}]
+        for p in doomed:  # every path checked first: one outside the run folder stops the clearing before any delete
+            remove(p)
+        remove(self.partial_dir())
         info["stages"] = {}
         write_json(self.run_json, info)
 
@@ -427,6 +532,35 @@ class RunDir(Layout):
         return self.read_run_json().get("stages", {}).get(name, {})
 
     # -- files --------------------------------------------------------------
+    def inside(self, rel: str | Path) -> Path:
+        """``<run>/<rel>`` when it resolves inside the run folder (its last part may be a link: it is then the
+        link that is removed or replaced, never its target); else a one-line InputError - a path from a
+        tampered or copied run.json is never deleted outside the run."""
+        from .errors import InputError
+
+        p = self.path / rel
+        parent = p.parent.resolve()
+        if p.name in ("", ".", "..") or not (parent == self.path or self.path in parent.parents):
+            raise InputError(f"Run record '{self.run_json}' names output '{rel}', which resolves outside the run folder "
+                             f"('{parent / p.name}'); nothing was deleted. Remove that entry from run.json or use a "
+                             "fresh --run-dir.")
+        return parent / p.name
+
+    def partial_dir(self, name: str | None = None) -> Path:
+        """``<run>/.partial[/<name>]``, refused (one line) when it or the staging folder is a symbolic link: a
+        link there would make cervirad write into, or delete, the folder it points to."""
+        from .errors import InputError
+
+        parts = [PARTIAL] + ([name] if name else [])
+        p = self.path
+        for part in parts:
+            p = p / part
+            if p.is_symlink():
+                raise InputError(f"'{p}' is a symbolic link (to '{os.readlink(p)}'); cervirad stages its work there "
+                                 "and never follows links: remove the link (the folder it points to is untouched) "
+                                 "and rerun.")
+        return p
+
     def __truediv__(self, rel: str) -> Path:
         return self.path / rel
 
@@ -439,8 +573,12 @@ class RunDir(Layout):
         return p
 
     @contextlib.contextmanager
-    def session(self, cfg: Config, identity: dict, force: bool = False) -> Iterator["RunDir"]:
-        """Work on the run: hold its lock, claim it for ``identity`` and record provenance."""
+    def session(self, cfg: Config, identity: dict, force: bool = False, inputs=(),
+                flag: str = "--run-dir") -> Iterator["RunDir"]:
+        """Work on the run: check the folder may be written (:func:`claim_output_folder`; ``inputs``: the
+        command's input files), hold its lock, claim it for ``identity`` and record provenance."""
+        self.flag = flag
+        claim_output_folder(self.path, flag, force=force, inputs=inputs, owned=is_run_folder)
         with self.lock():
             self.claim(identity, force=force)
             self.write_provenance(cfg)
@@ -454,9 +592,19 @@ class RunDir(Layout):
         leaves behind is simply taken over. A second process fails at once, naming the holder."""
         import fcntl
 
+        from .errors import InputError
+
         path = self.path / LOCK_FILE
         while True:
-            fh = open(path, "a+", encoding="utf-8")
+            try:  # never through a link: the file written is the lock itself
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            except OSError as e:
+                if path.is_symlink() or e.errno == errno.ELOOP:
+                    raise InputError(f"Lock file '{path}' is a symbolic link (to '{os.readlink(path)}'); cervirad never "
+                                     "writes through links: remove the link (its target is untouched) and rerun.") \
+                        from None
+                raise
+            fh = open(fd, "a+", encoding="utf-8")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -491,7 +639,7 @@ class RunDir(Layout):
         Promotion merges folders entry by entry; run-relative files and folders named in ``replace``
         are owned by this stage: the old ones are removed first, so nothing of an earlier run stays.
         """
-        staging = self.path / PARTIAL / name
+        staging = self.partial_dir(name)
         if staging.exists() and not resumable:
             shutil.rmtree(staging)
         staging.mkdir(parents=True, exist_ok=True)
@@ -510,8 +658,8 @@ class RunDir(Layout):
                 shutil.rmtree(staging, ignore_errors=True)
                 self._drop_empty_partial()
             raise
-        for rel in replace:  # the stage owns these: nothing of an earlier run survives beside the new ones
-            remove(self.path / rel)
+        for p in [self.inside(rel) for rel in replace]:  # the stage owns these: nothing of an earlier run survives
+            remove(p)
         self._promote(staging)
         self.update_stage(name, status="done", finished=_now(), seconds=round(time.perf_counter() - t0, 3),
                           **ctx.info)
@@ -524,11 +672,13 @@ class RunDir(Layout):
 
     def _drop_empty_partial(self) -> None:
         parent = self.path / PARTIAL
-        if parent.exists() and not any(parent.iterdir()):
+        if parent.is_dir() and not parent.is_symlink() and not any(parent.iterdir()):
             parent.rmdir()
 
     def _move_into(self, src: Path, dst: Path) -> None:
         """Move ``src`` onto ``dst``; folders merge entry by entry, files replace atomically."""
+        if dst.is_symlink():  # a link in the run folder is replaced, never merged into or written through
+            dst.unlink()
         if src.is_dir() and dst.is_dir():
             for child in sorted(src.iterdir()):
                 self._move_into(child, dst / child.name)
@@ -546,6 +696,29 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def read_run_json(root: str | Path) -> dict:
+    """``<root>/run.json`` ({} when absent); a damaged one (not JSON, not a record of stages) is a one-line
+    InputError saying how to recover."""
+    from .errors import InputError
+
+    f = Path(root) / RUN_JSON
+    if not f.is_file():
+        return {}
+    try:
+        info = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        why = f"line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else type(e).__name__
+        raise InputError(f"Run record '{f}' is damaged ({why}); restore it, or pass --run-dir/--out a fresh folder "
+                         "(or delete this run folder) to start over.") from None
+    stages = info.get("stages", {}) if isinstance(info, dict) else None
+    bad = not isinstance(stages, dict) or any(
+        not isinstance(r, dict) or not isinstance(r.get("outputs") or {}, dict) for r in stages.values())
+    if bad:
+        raise InputError(f"Run record '{f}' is damaged (not a mapping with a 'stages' record per stage); restore it, "
+                         "or pass --run-dir/--out a fresh folder (or delete this run folder) to start over.")
+    return info
+
+
 def _unwritable(path: Path, e: OSError) -> CerviradError:
     """The one-line error for a run folder cervirad cannot write."""
     from .errors import InputError
@@ -553,6 +726,14 @@ def _unwritable(path: Path, e: OSError) -> CerviradError:
     why = e.strerror or type(e).__name__
     return InputError(f"Run folder '{path}' cannot be written ({why}); make it writable or pass another --run-dir "
                       "(or run.runs_root).")
+
+
+def _read_only(path: Path) -> bool:
+    """Is ``path`` on a file system mounted read-only?"""
+    try:
+        return bool(os.statvfs(path).f_flag & getattr(os, "ST_RDONLY", 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def _describe(identity: dict) -> str:

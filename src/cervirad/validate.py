@@ -77,7 +77,7 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float,
         elif not values.max(initial=0):
             problems.append(f"Empty mask for case '{p.id}': no lesion voxel; draw the lesion or remove the mask "
                             "path from the manifest.")
-        if ref_seq is not None:
+        if ref_seq is not None and ref_seq == sequences[0]:  # an unreadable first sequence is reported already
             mis = geometry_mismatch(images[ref_seq], mask, tol)
             if mis:
                 problems.append(geometry_mismatch_message(p.id, ref_seq, mis))

@@ -32,11 +32,11 @@ import numpy as np
 from ..cohort import load_splits
 from ..errors import InputError
 from ..rundir import COMPARISON, CURVES, MASKS, OVERLAYS, Layout
-from .infer import segment_paths
+from .infer import segment_folder_marked, segment_paths
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_stage", "evaluate_run", "segment_paths", "write_comparison"]
+__all__ = ["train_stage", "evaluate_run", "segment_paths", "segment_folder_marked", "write_comparison"]
 
 
 def _check_channels(cfg, run) -> None:

@@ -275,13 +275,28 @@ def _cases_from_manifest(path: Path, sequences: list[str]) -> list[tuple[str, li
             for _, r in df.iterrows()]
 
 
+SEGMENT_MARKER = "segment.json"  # marks a `segment --out` folder as cervirad's: the model and the cases written
+
+
+def segment_folder_marked(folder: Path) -> bool:
+    """Was ``folder`` written by ``cervirad segment --out`` (it holds segment.json listing the cases)?"""
+    import json
+
+    try:
+        return isinstance(json.loads((Path(folder) / SEGMENT_MARKER).read_text(encoding="utf-8")).get("cases"), list)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Path, device: str = "auto",
                   batch_size: int = 8, component_selection: bool | None = None,
                   formats: tuple[str, ...] = ("nifti",)) -> list[Path]:
     """Segment every case of ``source`` with ``model_path``; write ``<out>/<case>.nii.gz`` (format
     ``nifti``) and/or ``<case>_seg.dcm`` / ``<case>_rtstruct.dcm`` (``dicom-seg`` / ``rtstruct``:
-    only for a case whose first sequence is a DICOM series; they reference that series)."""
+    only for a case whose first sequence is a DICOM series; they reference that series), and ``segment.json``
+    (the folder's mark). No input file may lie in ``out`` (the cases' images included)."""
     from ..dicom.export import FORMATS, export_case, is_series
+    from ..rundir import refuse_inputs_inside, write_json
 
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -295,6 +310,7 @@ def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Pat
             raise InputError(f"--format {'/'.join(dicom)} needs DICOM input, but case '{flat[0]}' is a volume file "
                              f"({len(flat)} such case(s)); pass DICOM series folders or use --format nifti.")
     out = Path(out_dir)
+    refuse_inputs_inside(out, "segment --out", [source, model_path, *(f for _, files in cases for f in files)])
     targets = [case_file(out, name, ".nii.gz") for name, _ in cases]
     seen: dict[Path, list[Path]] = {}
     for t, (_, files) in zip(targets, cases):
@@ -309,4 +325,6 @@ def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Pat
         if "nifti" in formats:
             written.append(write_image(mask, target))
         written += export_case(mask, files[0], out, name, dicom)
+    write_json(out / SEGMENT_MARKER, {"model": str(Path(model_path).resolve()), "source": str(Path(source).resolve()),
+                                      "cases": [Path(p).name for p in written]})
     return written
