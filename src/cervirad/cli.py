@@ -493,8 +493,9 @@ def evaluate(
         data = {"manifest": str(manifest), "clinical": str(clinical) if clinical else None}
     cfg = external_config(run, data, out.name)
     s = evaluate_external(cfg, run, out, force, harmonize)
-    parts = [f"{m} masks: accuracy {v['accuracy']:.3f}, macro AUC {v['auc_macro']:.3f}" for m, v in s["sources"].items()
-             if v.get("accuracy") is not None and v.get("auc_macro") is not None]
+    parts = [f"{m} masks: accuracy {v['accuracy']:.3f}, macro AUC "
+             + (f"{v['auc_macro']:.3f}" if v.get("auc_macro") is not None else "undefined (see the report)")
+             for m, v in s["sources"].items() if v.get("accuracy") is not None]
     typer.echo(f"evaluate: {s['model']} from {run} -> {out}; " + ("; ".join(parts) or "no labels, predictions only")
                + (f"; {len(s['shift_warnings'])} shift warning(s)" if s.get("shift_warnings") else "")
                + f"; report {out / 'external_report.html'}")

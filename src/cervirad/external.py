@@ -255,9 +255,13 @@ def score_predictions(pred: pd.DataFrame, card: dict, cfg: Config) -> dict:
     model = card["model"]
     metrics = flatten(model, bootstrap_metrics(y, [P], ids, cfg.classification.bootstrap, cfg.run.seed), classes,
                       np.bincount(y, minlength=len(classes)))
+    why = undefined_aucs(y, classes, len(dev_classes))  # per class: auc_ovr already gives none (NaN -> null)
+    if "macro" in why:  # no class the model scores has positives and negatives: no AUC at all, never "0.5"
+        metrics[f"{model}.auc_macro"].update(value=None, ci_low=None, ci_high=None, n_boot_valid=0)
     for k in HEADLINE:
         metrics[f"best.{k}"] = metrics[f"{model}.{k}"]
     metrics.update({
+        "auc_undefined": why,
         "best_model": model, "n_eval_patients": int(len(ids)), "n_without_prediction": int((~ok).sum()),
         "classes_unseen_in_development": [_plain(c) for c in unseen],
         "classes_absent_externally": [_plain(c) for c in dev_classes if c not in set(truth)],
@@ -265,6 +269,30 @@ def score_predictions(pred: pd.DataFrame, card: dict, cfg: Config) -> dict:
         "calibration": calibration(y, P, classes),
     })
     return metrics
+
+
+def undefined_aucs(y: np.ndarray, classes: np.ndarray, n_dev: int) -> dict[str, str]:
+    """Why an AUC is undefined, by class (its label) and for ``macro``: a class with no positives or no
+    negatives among the external patients has no one-vs-rest AUC, and the macro AUC is undefined when no
+    development class (one the model gives a score) has both - an unseen class's all-zero column would only
+    give 0.5 by ties."""
+    out: dict[str, str] = {}
+    n = len(y)
+    for j, c in enumerate(classes):
+        pos = int((y == j).sum())
+        if pos == 0:
+            out[str(_plain(c))] = "no external patient has this class (no positives)"
+        elif pos == n:
+            out[str(_plain(c))] = "every external patient has this class (no negatives)"
+    scored = [str(_plain(c)) for c in classes[:n_dev] if str(_plain(c)) not in out]
+    if not scored:
+        present = sorted({str(_plain(classes[j])) for j in np.unique(y)}) if n else []
+        unseen = [c for c in present if c in {str(_plain(x)) for x in classes[n_dev:]}]
+        out["macro"] = ("undefined: no class the development model scores has both positives and negatives among "
+                        f"the {n} external patient(s) (classes present: {', '.join(present) or 'none'}"
+                        + (f"; unseen in development, so without a score: {', '.join(unseen)}" if unseen else "")
+                        + ")")
+    return out
 
 
 def calibration(y: np.ndarray, P: np.ndarray, classes: np.ndarray) -> dict:

@@ -9,6 +9,9 @@ is a one-line :class:`~cervirad.errors.ConfigError`.
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+import time
 from typing import Any, Iterator
 
 from .errors import ConfigError
@@ -54,3 +57,39 @@ def parallel_backend(execution) -> Iterator[None]:
 
     with dask_client(execution.workers, execution.scheduler_address), joblib.parallel_backend("dask"):
         yield
+
+
+# --------------------------------------------------------------------------- workers end with their parent
+WATCH_INTERVAL_S = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initializer: a daemon thread that ends this worker as soon as ``parent`` is gone (its parent pid
+    changes when the parent dies, kill -9 included; loky's own shutdown only comes after minutes)."""
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_INTERVAL_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="cervirad-parent-watchdog", daemon=True).start()
+
+
+def watch_workers() -> None:
+    """Make every joblib ``loky`` pool of this process (the default backend, and ``backend="loky"``) start its
+    workers with :func:`_watch_parent`: they end with this process, kill -9 included. Called once by the CLI."""
+    from joblib import parallel as jp
+    from joblib._parallel_backends import LokyBackend
+
+    if getattr(jp.BACKENDS.get("loky"), "watched", False):
+        return
+
+    class WatchedLokyBackend(LokyBackend):
+        watched = True
+
+        def configure(self, n_jobs=1, parallel=None, **kwargs):
+            kwargs.setdefault("initializer", _watch_parent)
+            kwargs.setdefault("initargs", (os.getpid(),))
+            return super().configure(n_jobs, parallel, **kwargs)
+
+    jp.register_parallel_backend("loky", WatchedLokyBackend)

@@ -27,6 +27,7 @@ from .cohort import cohort_from_config
 from .config import Config, hash_obj
 from .errors import ConfigError, InputError
 from .io import Cohort
+from .parallel import watch_workers
 from .rundir import HashCache, RunDir, refuse_inputs_inside
 from .stages import STAGES, Stage
 
@@ -180,6 +181,7 @@ def run_stages(cfg: Config, run: RunDir, targets: Sequence[str] | None = None, *
     if unknown:
         raise ConfigError(f"Unknown stage '{unknown[0]}'; choose one of {', '.join(names)}.")
     options = dict(options or {})
+    watch_workers()  # worker processes end with this one, even on kill -9
     with run.session(cfg, identity or cohort_identity(cfg), force, inputs=input_paths(cfg, options), flag=flag):
         return _walk(cfg, run, plan(table, targets), targets, force, start, options)
 
@@ -304,6 +306,7 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
     from .segmentation import evaluate_run
     from .segmentation.infer import read_checkpoint
 
+    watch_workers()
     with run.session(cfg, cohort_identity(cfg), inputs=input_paths(cfg)):
         _walk(cfg, run, plan(STAGES, ["preprocess"]), ["preprocess"], False, None, {})
         own = run.seg_model()

@@ -29,6 +29,7 @@ import SimpleITK as sitk
 
 from .cohort import LABEL, load_splits, make_split, pathologic_typing, split_of
 from .config import Config, PreprocessConfig
+from .errors import InputError
 from .io import Cohort, Patient, read_image, read_mask, to_array
 from .rundir import Layout, RunDir, StageContext, atomic_path, write_json
 
@@ -67,6 +68,9 @@ def canonical(img: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(img, CANONICAL)
 
 
+MAX_GRID_VOXELS = 1 << 28  # 268 M voxels (1 GB of float32 per channel): a finer resampled grid is refused
+
+
 def canonical_grid(img: sitk.Image, spacing_xyz: tuple[float, float, float]) -> sitk.Image:
     """An empty image with the identity direction covering ``img``'s whole physical extent at
     ``spacing_xyz``. For an image already in LPS on that spacing, the grid is the image's own."""
@@ -75,7 +79,14 @@ def canonical_grid(img: sitk.Image, spacing_xyz: tuple[float, float, float]) -> 
                for corner in np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in size], indexing="ij")).reshape(3, -1).T]
     lo, hi = np.min(corners, axis=0), np.max(corners, axis=0)
     target = np.asarray(spacing_xyz, dtype=float)
-    new_size = np.maximum(1, np.round((hi - lo) / target - 1e-6).astype(int))
+    exact = np.maximum(1.0, np.round((hi - lo) / target - 1e-6))
+    if float(np.prod(exact)) > MAX_GRID_VOXELS:  # checked before anything is allocated
+        raise InputError(f"preprocess.spacing {tuple(round(float(t), 6) for t in target)} mm turns a "
+                         f"{' x '.join(f'{e:.0f}' for e in hi - lo)} mm volume into a "
+                         f"{' x '.join(f'{n:.0f}' for n in exact)} grid ({float(np.prod(exact)) / 1e6:.0f} M voxels, "
+                         f"more than the {MAX_GRID_VOXELS / 1e6:.0f} M allowed); use a coarser spacing, e.g. "
+                         "--set preprocess.spacing=[0.7,0.7,4.0].")
+    new_size = exact.astype(int)
     centre = (lo + hi) / 2.0
     origin = centre - (new_size - 1) * target / 2.0
     ref = sitk.Image([int(n) for n in new_size], sitk.sitkFloat32)
@@ -185,7 +196,10 @@ def _process_patient(p: Patient, sequences: tuple[str, ...], cfg: PreprocessConf
                      mask_label: int | None = None) -> dict:
     imgs = [read_image(p.images[s], p.id, s) for s in sequences]
     mask = read_mask(p.mask, p.id, mask_label) if p.mask is not None else None
-    prep = prepare_volume(imgs, cfg, mask)
+    try:
+        prep = prepare_volume(imgs, cfg, mask)
+    except InputError as e:
+        raise InputError(f"Case '{p.id}': {e}") from None
     with atomic_path(out.slice_file(p.id, "image")) as tmp:
         np.save(tmp, prep.image.astype(np.float16))
     lesion_px = np.zeros(prep.image.shape[0], dtype=int)

@@ -211,3 +211,30 @@ def test_range_warnings_are_capped_with_a_count(classified_run, demo_like, caplo
     far = [m for m in caplog.messages if "far outside" in m and "patient '" in m]
     assert len(far) == MAX_LINES
     assert any(f"and {len(df) - MAX_LINES} more" in m for m in caplog.messages)
+
+
+def test_overflowing_and_infinite_values_are_rejected_per_row(classified_run, demo_like, tmp_path, caplog):
+    """Issue 26: 1e308 (or inf) in a feature is no number the model can use: that row gets no prediction and
+    a warning; the other rows are scored; a table of such rows only is one line and exit 2 (was exit 1)."""
+    sel = card_of(classified_run)["selected_features"]
+    df = demo_like[demo_like.split == "test"].copy()
+    big, inf = df["patient_id"].iloc[0], df["patient_id"].iloc[1]
+    df.loc[df.index[0], sel[0]] = 1e308
+    df.loc[df.index[1], sel[-1]] = np.inf
+    with caplog.at_level(logging.WARNING):
+        res = predict_table(classified_run.path, df)
+    w = res.set_index("patient_id")
+    assert pd.isna(w.loc[big, "predicted"]) and "1e+308" in w.loc[big, "warning"] and sel[0] in w.loc[big, "warning"]
+    assert pd.isna(w.loc[inf, "predicted"]) and "inf" in w.loc[inf, "warning"]
+    rest = w.drop([big, inf])
+    assert rest["predicted"].notna().all() and np.isfinite(rest.filter(like="prob_").to_numpy(float)).all()
+    assert any(big in m and "not a usable number" in m for m in caplog.messages)
+    df[sel[0]] = 1e308
+    table = tmp_path / "t.csv"
+    write_table(df, table)
+    res = cli("predict", "--model", str(classified_run.path), "--features", str(table), "--out",
+              str(tmp_path / "p.csv"))
+    assert res.returncode == 2, res.stderr
+    lines = error_lines(res)
+    assert len(lines) == 1 and "infinite or overflowing" in lines[0] and "1e+308" in lines[0], res.stderr
+    assert not (tmp_path / "p.csv").exists()

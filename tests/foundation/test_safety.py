@@ -417,3 +417,114 @@ def test_run_dir_with_user_files(tmp_path, cli, cohort):
     assert (mine / "draft.docx").read_bytes() == b"\x00draft" and (mine / "fingerprint.json").is_file()
     code, _, err = cli("validate", "--manifest", manifest, "--clinical", clinical, "--run-dir", mine)
     assert code == 0, err  # now marked as cervirad's (run.json)
+
+
+def test_spacing_refused_by_the_resampled_grid(tmp_path, cli, cohort):
+    """preprocess.spacing=[0.001]*3 was an allocation failure (exit 1): the voxel count of the resampled grid
+    is checked before anything is allocated."""
+    manifest, clinical = cohort
+    run = tmp_path / "run"
+    code, _, err = cli("validate", "--manifest", manifest, "--clinical", clinical, "--run-dir", run)
+    assert code == 0, err
+    line = assert_one_line_error(cli("preprocess", "--run-dir", run, "--set", "preprocess.spacing=[0.001,0.001,0.001]"),
+                                 "Case 'P00", "preprocess.spacing (0.001, 0.001, 0.001) mm", "M voxels",
+                                 "use a coarser spacing")
+    assert "26 x 26 x 24 mm" in line, line
+    assert json.loads((run / "run.json").read_text(encoding="utf-8"))["stages"]["preprocess"]["status"] == "failed"
+    assert not (run / "preprocess").exists()
+
+
+# --------------------------------------------------------------------------- item 10: undefined AUC
+def _scored(truth: list, probs: list[list[float]]) -> dict:
+    import pandas as pd
+
+    from cervirad.cohort import LABEL
+    from cervirad.config import load_config
+    from cervirad.external import score_predictions
+
+    card = {"class_codes": [0, 1, 2], "id_column": "patient_id", "model": "rf"}
+    pred = pd.DataFrame({"patient_id": [f"E{i}" for i in range(len(truth))], LABEL: truth,
+                         "predicted": [int(np.argmax(p)) for p in probs]})
+    for j in range(3):
+        pred[f"prob_{j}"] = [p[j] for p in probs]
+    return score_predictions(pred, card, load_config(None, ["classification.bootstrap=50"]))
+
+
+def test_external_auc_undefined_when_no_scored_class_has_both_sides():
+    """All external classes unseen in development: macro AUC was 0.500 [0.5, 0.5]; it is undefined, and why."""
+    m = _scored([5, 5, 6, 6, 6], [[0.6, 0.3, 0.1]] * 5)
+    auc = m["rf.auc_macro"]
+    assert auc["value"] is None and auc["ci_low"] is None and auc["ci_high"] is None
+    assert "unseen in development, so without a score: 5, 6" in m["auc_undefined"]["macro"]
+    assert m["auc_undefined"]["0"].endswith("(no positives)") and m["best.auc_macro"]["value"] is None
+    one = _scored([1, 1, 1], [[0.2, 0.7, 0.1]] * 3)  # one class only: no negatives
+    assert one["rf.auc_macro"]["value"] is None and "no negatives" in one["auc_undefined"]["1"]
+    ok = _scored([0, 1, 1, 0], [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1], [0.6, 0.3, 0.1]])
+    assert ok["rf.auc_macro"]["value"] == 1.0 and "macro" not in ok["auc_undefined"]
+
+
+# --------------------------------------------------------------------------- C. clean exit
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_end_with_a_killed_parent(tmp_path):
+    """After kill -9 of cervirad its loky workers stayed alive for minutes; now a watchdog ends them at once."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        from joblib import Parallel, delayed
+        from cervirad.parallel import watch_workers
+
+        def pid(_):
+            time.sleep(0.1)
+            return os.getpid()
+
+        watch_workers()
+        pids = set(Parallel(n_jobs=2)(delayed(pid)(i) for i in range(4)))
+        pids |= set(Parallel(n_jobs=2, backend="loky")(delayed(pid)(i) for i in range(4)))
+        print(sorted(pids), flush=True)
+        time.sleep(120)
+    """), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    workers = json.loads(proc.stdout.readline())
+    assert workers and proc.pid not in workers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    t0 = time.monotonic()
+    while any(_alive(p) for p in workers) and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left and time.monotonic() - t0 < 5
+
+
+def test_sigterm_marks_the_stage_interrupted(tmp_path, cohort):
+    """SIGTERM left the stage 'running'; now it is 'interrupted' as with Ctrl-C, with one line and exit 143."""
+    manifest, clinical = cohort
+    run = tmp_path / "run"
+    script = tmp_path / "term.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, sys, time
+        import cervirad.validate as v
+        from cervirad.cli import main
+
+        def slow(*a, **k):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+
+        v.validate_cohort = slow
+        sys.argv = ["cervirad", "validate", "--manifest", {str(manifest)!r}, "--run-dir", {str(run)!r}]
+        main()
+    """), encoding="utf-8")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert res.returncode == 143, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "cervirad: interrupted (SIGTERM)", res.stderr
+    rec = json.loads((run / "run.json").read_text(encoding="utf-8"))["stages"]["validate"]
+    assert rec["status"] == "interrupted" and not (run / ".lock").exists() and not (run / ".partial").exists()

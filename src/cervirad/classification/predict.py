@@ -238,6 +238,64 @@ def _with_batch(df: pd.DataFrame, pipe, card: dict, where: str, harmonize: bool)
     return df.assign(**{BATCH_FEATURE: batch_codes(labels, levels)})
 
 
+MAX_ABS = 1e100  # a feature value beyond this overflows the model's arithmetic (scaling, kernels): rejected
+
+
+def unusable_values(df: pd.DataFrame, features: list[str], ids: np.ndarray, where: str) -> list[str]:
+    """Per row, '' or why it gets no prediction: a feature value that is infinite or beyond ±MAX_ABS (e.g.
+    1e308). Logged (capped); every row unusable is an InputError."""
+    out = [""] * len(df)
+    lines = []
+    num = df[features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)  # non-numeric: feature_matrix
+    flagged = np.isinf(num) | (np.abs(np.nan_to_num(num, nan=0.0, posinf=0.0, neginf=0.0)) > MAX_ABS)
+    for i in np.where(flagged.any(axis=1))[0]:
+        row, bad = num[i], np.where(flagged[i])[0]
+        if bad.size:
+            j = bad[0]
+            out[i] = (f"no prediction: '{features[j]}' = {row[j]:.4g} is not a usable number (infinite or beyond "
+                      f"±{MAX_ABS:g})" + (f", and {bad.size - 1} more column(s)" if bad.size > 1 else ""))
+            lines.append(f"predict: patient '{ids[i]}': {out[i][len('no prediction: '):]}; no prediction for this row")
+    if len(df) and all(out):
+        raise InputError(f"Feature table '{where}': every row has an infinite or overflowing feature value (e.g. "
+                         f"patient '{ids[0]}': {out[0][len('no prediction: '):]}); fix the values or extract the "
+                         "features again.")
+    _log_capped(lines, "row(s) with unusable values")
+    return out
+
+
+def _proba(pipe, X: np.ndarray, ok: np.ndarray, ids: np.ndarray, warn: list[str], where: str) -> np.ndarray:
+    """Probabilities of the rows ``ok``; a row the model cannot score (its arithmetic overflows: an error or
+    non-finite probabilities) is dropped from ``ok`` with a warning, the others are scored."""
+    rows = np.where(ok)[0]
+    try:
+        with np.errstate(all="ignore"):
+            P = pipe.predict_proba(X[rows])
+        good = np.isfinite(P).all(axis=1)
+    except (ValueError, FloatingPointError, OverflowError):  # e.g. "Input contains infinity": row by row
+        P, good = None, None
+    if good is None or not good.all():
+        out = []
+        for r in rows:
+            try:
+                with np.errstate(all="ignore"):
+                    p = pipe.predict_proba(X[[r]])[0]
+            except (ValueError, FloatingPointError, OverflowError):
+                p = None
+            if p is None or not np.isfinite(p).all():
+                ok[r] = False
+                warn[r] = "no prediction: a feature value overflows the model's arithmetic"
+                log.warning("predict: patient '%s': a feature value overflows the model's arithmetic; no prediction "
+                            "for this row", ids[r])
+            else:
+                out.append(p)
+        if not ok.any():
+            raise InputError(f"Feature table '{where}': no row can be scored - the feature values overflow the model's "
+                             f"arithmetic (e.g. patient '{ids[rows[0]]}'); fix the values or extract the features "
+                             "again.")
+        P = np.array(out)
+    return P
+
+
 def predict_table(model: str | Path, table: str | Path | pd.DataFrame, out: str | Path | None = None,
                   trust_model: bool = False, name: str | None = None, harmonize: bool = False) -> pd.DataFrame:
     """Predict every row of ``table``; writes ``out`` (CSV/Parquet) when given and returns the frame
@@ -260,16 +318,23 @@ def predict_table(model: str | Path, table: str | Path | pd.DataFrame, out: str 
     extra = [c for c in df.columns if c not in (*features, id_col, card["label_column"], "split", "batch")]
     if extra:
         log.warning("predict: %d column(s) the model does not use are ignored (e.g. %s)", len(extra), extra[0])
+    ids = df[id_col].astype(str).to_numpy()
+    unusable = unusable_values(df, features, ids, where)  # before feature_matrix turns inf into missing
     X, notes = feature_matrix(df, features, where)
     for n in notes:
-        log.warning("predict: %s", n)
-    ids = df[id_col].astype(str).to_numpy()
+        if "infinite" not in n:  # rows with infinite values get no prediction (unusable_values), none is imputed
+            log.warning("predict: %s", n)
+    X[np.array([bool(u) for u in unusable], dtype=bool)] = 0.0  # rejected rows: out of the checks and the model
     ok, warn = check_rows(X, ids, features, _selected(pipe, card, name), card, where)
+    for i, u in enumerate(unusable):
+        if u:
+            ok[i], warn[i] = False, u
     codes = np.asarray(card["class_codes"], dtype=object)
     labels = codes[np.asarray(pipe.classes_, dtype=int)]
     P = np.full((len(X), len(labels)), np.nan)
     if ok.any():
-        P[ok] = pipe.predict_proba(X[ok])
+        probs = _proba(pipe, X, ok, ids, warn, where)  # may drop rows from ok (overflow)
+        P[ok] = probs
     predicted = np.full(len(X), None, dtype=object)
     predicted[ok] = labels[P[ok].argmax(axis=1)]
     res = pd.DataFrame({id_col: ids, "predicted": predicted})

@@ -359,13 +359,19 @@ def report_stage(cfg, run: RunDir, cohort, st: StageContext) -> Path:
     return build_report(run, cfg.report.dca_category, out=st)
 
 
+def _undefined(values: dict, key: str):
+    """A metric of the external table; an AUC that is undefined (None) says so."""
+    v = values.get(key, "")
+    return "undefined" if v is None and key.startswith("auc") else v
+
+
 def _external_section(run: RunDir, development: str) -> str:
     """The frozen development model on this cohort: internal test vs external, and the shift check."""
     s = _read_json(run.classification_dir / SUMMARY) or {}
     internal, sources = s.get("development_internal_test") or {}, s.get("sources") or {}
     keys = list(internal) or sorted({k for v in sources.values() for k in v})
     header = ["metric", "development: internal test"] + [f"external: {m} masks" for m in sources]
-    rows = [[k, internal.get(k, "")] + [sources[m].get(k, "") for m in sources] for k in keys]
+    rows = [[k, internal.get(k, "")] + [_undefined(sources[m], k) for m in sources] for k in keys]
     parts = [f"<p>Development run <code>{html.escape(str(development))}</code>, model "
              f"<b>{html.escape(str(s.get('model')))}</b>, applied unchanged (nothing refitted).</p>",
              external_note(s),
@@ -378,6 +384,13 @@ def _external_section(run: RunDir, development: str) -> str:
         if m.get("classes_absent_externally"):
             parts.append(f"<p class='muted'>Development classes absent externally ({name}): "
                          f"{html.escape(str(m['classes_absent_externally']))}.</p>")
+        why = m.get("auc_undefined") or {}
+        if why.get("macro"):
+            parts.append(f"<p class='warn'>Macro AUC ({name}) {html.escape(why['macro'])}.</p>")
+        per_class = {c: r for c, r in why.items() if c != "macro"}
+        if per_class:
+            parts.append(f"<p class='muted'>No AUC ({name}) for " + "; ".join(
+                f"class {html.escape(c)}: {html.escape(r)}" for c, r in per_class.items()) + ".</p>")
         cal = m.get("calibration") or {}
         if cal:
             parts.append(f"<h3>Calibration ({name})</h3>" + _table(
