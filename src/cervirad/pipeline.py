@@ -28,7 +28,7 @@ from .config import Config, hash_obj
 from .errors import ConfigError, InputError
 from .io import Cohort
 from .parallel import watch_workers
-from .rundir import HashCache, RunDir, refuse_inputs_inside
+from .rundir import CACHE, HashCache, RunDir, refuse_inputs_inside
 from .stages import STAGES, Stage
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,10 @@ class Inputs:
         if self._cohort is None:
             cohort = cohort_from_config(self.cfg, self.run.path)
             if self.cfg.data.source == "manifest":  # the demo cohort is cervirad's own, in <run>/cohort
+                own = self.run.path / CACHE  # masks cervirad derived itself (e.g. from an RTSTRUCT) live there
                 refuse_inputs_inside(self.run.path, self.run.flag,
-                                     [f for p in cohort.patients for f in (*p.images.values(), p.mask) if f])
+                                     [f for p in cohort.patients for f in (*p.images.values(), p.mask)
+                                      if f and own not in Path(f).resolve().parents])
             self._cohort = cohort
         return self._cohort
 
