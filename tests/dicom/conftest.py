@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import require_shared
 
-NAME, BIRTH = "Doe^Jane^Quux", "19491231"  # identity planted in every copied file (must never leak)
+# identity planted in every copied file (must never leak); a one-component name makes highdicom warn, quoting it
+NAME, BIRTH = "Quuxdoejane", "19491231"
 PATIENTS = ("STS_001", "STS_002", "STS_003", "STS_005")
 SMALL = "STS_002"  # 35 slices, 17k tumour voxels
 
@@ -122,5 +123,5 @@ def one_error_line(res, *needles) -> str:
     assert len(lines) == 1 and lines[0].startswith("cervirad: error: "), err
     for n in needles:
         assert n in lines[0], lines[0]
-    assert NAME.split("^")[0] not in err and BIRTH not in err
+    assert NAME not in err and BIRTH not in err
     return lines[0]

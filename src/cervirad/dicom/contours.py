@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import InputError
-from .series import SeriesInfo, is_dicom, read_header, read_series, split_ref
+from .series import SeriesInfo, is_dicom, quiet, read_header, read_series, split_ref
 
 CONTOUR_KINDS = ("RTSTRUCT", "SEG")
 SLICE_TOLERANCE = 0.3  # a contour may sit this fraction of a slice off the slice centre
@@ -65,6 +65,7 @@ def pick_name(names: list[str], pattern: Optional[str], what: str, case: str, pa
                      "data.mask_roi to exactly one of those names.")
 
 
+@quiet
 def contour_mask(mask_path: str | Path, images: dict[str, Path], roi: Optional[str], case: str):
     """The binary (uint8) mask of the contour file ``mask_path`` on the grid of the image series it
     references, which must be one of the case's ``images``."""

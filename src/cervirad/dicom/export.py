@@ -20,6 +20,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..rundir import atomic_path
+from .series import quiet
 
 ALGORITHM = "CRFE"
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -77,6 +78,7 @@ def _check_grid(mask, image, case: str) -> np.ndarray:
     return sitk.GetArrayFromImage(mask) > 0
 
 
+@quiet
 def write_seg(mask, image, files: list[Path], path: Path, label: str = "GTV", case: str = "?",
               series_number: int = 901) -> Path:
     """``mask`` (on ``image``, the series read from ``files`` in slice order) as a binary DICOM-SEG."""
@@ -104,6 +106,7 @@ def write_seg(mask, image, files: list[Path], path: Path, label: str = "GTV", ca
     return path
 
 
+@quiet
 def write_rtstruct(mask, image, files: list[Path], path: Path, label: str = "GTV", case: str = "?",
                    series_number: int = 902) -> Path:
     """``mask`` as an RTSTRUCT with one ROI ``label`` of CLOSED_PLANAR contours (see the module docstring)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import InputError
-from .series import NON_IMAGE, is_dicom
+from .series import NON_IMAGE, is_dicom, quiet
 
 # the cervical MRI protocol: T2-weighted turbo/fast spin echo, diffusion, ADC map
 DEFAULT_RULES = {"t2w": r"T2.*(TSE|FSE)|T2W", "dwi": r"DWI|diffusion", "adc": r"ADC|Apparent"}
@@ -45,6 +45,7 @@ class Series:
         return f"{self.uid} '{self.description}' ({self.files} file(s))"
 
 
+@quiet
 def scan_patient(folder: Path) -> dict[str, Series]:
     """Every DICOM series below ``folder``, by SeriesInstanceUID."""
     import pydicom

@@ -7,6 +7,9 @@ folder are not image series and are ignored here.
 """
 from __future__ import annotations
 
+import functools
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -18,6 +21,25 @@ NON_IMAGE = frozenset({"RTSTRUCT", "SEG", "SR", "PR", "KO", "REG", "RTPLAN", "RT
                        "FID", "PLAN", "AU", "ECG"})
 _HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "SeriesDescription",
                 "SeriesNumber", "FrameOfReferenceUID", "StudyInstanceUID", "ImagePositionPatient"]
+
+
+def quiet(func):
+    """Run ``func`` without pydicom's / highdicom's warnings and log lines: they quote attribute
+    values (a patient's name among them) and must not reach the console or the logs."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        loggers = [logging.getLogger(n) for n in ("pydicom", "highdicom")]
+        levels = [lg.level for lg in loggers]
+        try:
+            for lg in loggers:
+                lg.setLevel(logging.CRITICAL + 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return func(*args, **kwargs)
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+    return wrapper
 
 
 @dataclass
@@ -55,6 +77,7 @@ def is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+@quiet
 def read_header(path: Path):
     """The header tags cervirad needs (no pixel data), or None when the file is not readable DICOM."""
     import pydicom
@@ -65,6 +88,7 @@ def read_header(path: Path):
         return None
 
 
+@quiet
 def list_series(folder: Path, images_only: bool = True) -> list[SeriesInfo]:
     """The DICOM series directly inside ``folder`` (not below), by SeriesInstanceUID, in the order
     of their series number then UID."""
