@@ -71,7 +71,7 @@ def _refuse_contour_file(p: Path, case: str, role: str) -> None:
         return
     from .dicom.contours import contour_kind
 
-    kind = contour_kind(p)
+    kind = contour_kind(p, case)
     if kind:
         raise InputError(f"Wrong file for {role} of case '{case}': '{p}' is a DICOM {kind} (contours), not an image "
                          "volume; put it in the manifest's mask column and its image series in the image column.")

@@ -125,7 +125,7 @@ def _two_segment_seg(series: Path, path: Path) -> Path:
     ("other series", ("references another series",)),
     ("empty ROI", ("Empty ROI 'GTV_Mass_MR_T1'",)),
     ("one point", ("Degenerate contour", "has 1 point(s)")),
-    ("truncated", (SMALL, "bad.dcm")),
+    ("truncated", ("Damaged DICOM file for case 'STS_002'", "bad.dcm", "truncated")),
     ("two segments", ("Ambiguous segment", "'GTVp', 'GTVn'", "data.mask_roi")),
     ("unknown ROI", ("No single ROI 'Bladder'", "'GTV_Mass_MR_T1'")),
 ])

@@ -31,12 +31,16 @@ CONTOUR_KINDS = ("RTSTRUCT", "SEG")
 SLICE_TOLERANCE = 0.3  # a contour may sit this fraction of a slice off the slice centre
 
 
-def contour_kind(path: str | Path) -> Optional[str]:
-    """'RTSTRUCT' or 'SEG' for such a DICOM file, else None (a volume, a folder, another DICOM)."""
+def contour_kind(path: str | Path, case: str = "?") -> Optional[str]:
+    """'RTSTRUCT' or 'SEG' for such a DICOM file, else None (a volume, a folder, another DICOM);
+    a one-line InputError for a DICOM file whose header cannot be read (truncated, damaged)."""
     p = Path(path)
     if not p.is_file() or not is_dicom(p):
         return None
     ds = read_header(p)
+    if ds is None:
+        raise InputError(f"Damaged DICOM file for case '{case}': '{p}' is truncated or unreadable (its header "
+                         "cannot be parsed); copy or re-export it.")
     modality = str(ds.get("Modality", "")).upper() if ds is not None else ""
     return modality if modality in CONTOUR_KINDS else None
 

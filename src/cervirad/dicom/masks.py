@@ -37,7 +37,12 @@ def resolve_contour_masks(cohort, roi: Optional[str], cache_dir: Path):
     problems: list[str] = []
     patients = []
     for p in cohort.patients:
-        if p.mask is None or contour_kind(p.mask) is None:
+        try:
+            kind = contour_kind(p.mask, p.id) if p.mask is not None else None
+        except InputError as e:
+            problems.append(str(e))
+            kind = None
+        if kind is None:
             patients.append(p)
             continue
         target = case_file(cache_dir, p.id, ".nii.gz")
