@@ -33,6 +33,11 @@ def test_index_dicom_picks_the_series_and_the_rtstruct_among_decoys(tree, tmp_pa
     assert uid == real.SeriesInstanceUID
     assert Path(m["mask"][0]) == tree / SMALL / "rt" / "RS.dcm"  # not the RTSTRUCT of organs
     assert NAME not in out.read_text() and BIRTH not in out.read_text()
+    (tree / SMALL).rename(tree / "anonymous_17")  # ids: folder names, or PatientID when asked for
+    code, _, err = cli("index-dicom", tree, "--out", tmp_path / "by_id.csv", *RULE, "--roi", "GTV.*",
+                       "--ids", "patient-id")
+    assert code == 0, err
+    assert list(pd.read_csv(tmp_path / "by_id.csv", dtype=str).patient_id) == [SMALL]
 
 
 def test_index_dicom_ambiguity_is_one_line_per_patient_and_skip_incomplete_leaves_them_out(tree, tmp_path, cli):
