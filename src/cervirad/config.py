@@ -150,8 +150,10 @@ class SegmentationConfig:
     # settings the plan leaves as configured even where they hold their default, e.g.
     # [segmentation.folds, segmentation.optimizer] (dotted keys the plan decides; see plan.yaml)
     plan_keep: tuple[str, ...] = ()
-    # wall-clock minutes for one training: the plan turns them into epochs (measured time per iteration)
-    # and training stops after the epoch that spends them (null = no limit, epochs as configured)
+    # wall-clock minutes of the WHOLE train-seg stage (every fold model, the U-Net when it trains too, warm start
+    # and scoring): the plan splits them across the models (plan.yaml: budget_split), turns each share into
+    # epochs from a timing probe, re-plans after the first real epoch, and training stops when a share is spent
+    # (null = no limit, epochs as configured)
     budget_minutes: Optional[float] = None
     # share of every training batch forced to contain lesion (nnU-Net's oversampling: the rest are random
     # slices, randomly cropped); null = the paper's sampler (every lesion slice + lesion_free_fraction)
@@ -178,6 +180,17 @@ class SegmentationConfig:
     # keep only the connected component with the highest summed probability: "auto" decides on the
     # validation patients after training (kept only if it raises their Dice), "always"/"never" force it
     component_selection: Literal["auto", "always", "never"] = "auto"
+    # 2.5-D input: the k neighbouring slices on each side stacked as extra channels of every input sequence
+    # (edge slices repeat; segmentation/context.py); 0 = the paper's 2-D. The plan chooses k from the slice
+    # spacing when this holds its default; stored in model.pt
+    context_slices: int = 0
+    # a cohort property: 'one' = one primary tumour per patient (cervix, sarcoma): keep the single 3-D component
+    # with the highest summed probability and never return an empty mask (fallback threshold chosen on the
+    # validation patients; segmentation/postprocess.py); 'any' = as many lesions as the network finds
+    lesions: Literal["one", "any"] = "any"
+    # self-supervised warm start: minutes of masked-patch inpainting on the TRAINING patients' slices (no labels)
+    # before supervised training, counted inside budget_minutes (segmentation/pretrain.py); 0 = off
+    pretrain_minutes: float = 0.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: Optional[int] = None
     also_train_unet: bool = False
@@ -608,6 +621,8 @@ VALUE_RANGES: dict[str, Range] = {
     "segmentation.infer_batch_size": COUNT,
     "segmentation.unet_width": between(0, lo_open=True, null=True),
     "segmentation.folds": COUNT,
+    "segmentation.context_slices": between(0, 4, integer=True),
+    "segmentation.pretrain_minutes": NONNEG,
     "segmentation.threshold": PROB,
     "segmentation.num_threads": between(1, integer=True, null=True),
     "segmentation.bootstrap": between(0, integer=True),

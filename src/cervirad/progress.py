@@ -2,7 +2,8 @@
 
 On a terminal (stderr is a TTY) a tqdm bar is drawn; anywhere else (CI, ``nohup``, a log file,
 pytest) there is no bar and no carriage return: :func:`progress` logs one line each time another
-10 % of the items is done (so at most 10 lines, one per item when there are fewer than 10).
+10 % of the items is done, and after any item that ends ``EVERY_S`` seconds or more after the last
+line (so slow items still show life at least every 30 s, item by item).
 ``TQDM_DISABLE=1`` turns bars off as well, like tqdm itself.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Iterable, Iterator, Optional, TypeVar
 T = TypeVar("T")
 log = logging.getLogger("cervirad")
 STEPS = 10  # one log line per 1/STEPS of the items
+EVERY_S = 30.0  # and one after an item finishing this long after the last line
 
 
 def bar_enabled() -> bool:
@@ -43,12 +45,14 @@ def progress(iterable: Iterable[T], total: Optional[int] = None, desc: str = "",
         yield from tqdm(iterable, total=total, desc=desc, unit=unit, leave=False)
         return
     logger = logger or log
-    t0 = time.perf_counter()
+    t0 = last = time.perf_counter()
     i = 0
     for i, item in enumerate(iterable, 1):
         yield item
-        if total and (i * STEPS) // total > ((i - 1) * STEPS) // total:
+        now = time.perf_counter()
+        if total and ((i * STEPS) // total > ((i - 1) * STEPS) // total or now - last >= EVERY_S):
+            last = now
             logger.info("%s: %d/%d %ss (%.0f %%) done, %.0f s", desc, i, total, unit,
-                        100.0 * i / total, time.perf_counter() - t0)
+                        100.0 * i / total, now - t0)
     if not total and i:
         logger.info("%s: %d %ss done, %.0f s", desc, i, unit, time.perf_counter() - t0)

@@ -207,6 +207,7 @@ CURVES = "curves.png"
 OVERLAYS = "overlays"
 MODEL_PT = "model.pt"
 LAST_PT = "last.pt"
+PRETRAIN_PT = "pretrain.pt"  # a network's self-supervised warm-start weights (segmentation/pretrain.py)
 FOLD_DIR = "fold_{}"
 FOLD_CURVES = "fold_curves.png"
 FEATURES_TABLE = "features.parquet"

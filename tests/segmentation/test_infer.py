@@ -72,7 +72,7 @@ def test_checkpoint_with_other_channel_count_is_refused(tmp_path):
     with pytest.raises(InputError, match="does not match architecture 'crfe' with 1 input channel"):
         load_model(ck)
     good = _checkpoint(tmp_path / "good3.pt", channels=3)
-    with pytest.raises(InputError, match="expects 3 input channel.*data has 1"):
+    with pytest.raises(InputError, match="expects 3 input sequence.*data has 1"):
         load_model(good, expect_channels=1)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..cohort import load_splits
 from ..errors import InputError
-from ..rundir import COMPARISON, CURVES, MASKS, OVERLAYS, Layout
+from ..rundir import COMPARISON, CURVES, MASKS, OVERLAYS, PRETRAIN_PT, Layout
 from .infer import segment_folder_marked, segment_paths
 
 log = logging.getLogger(__name__)
@@ -53,21 +53,44 @@ def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
     ``also_train_unet``) on the run's train/val patients and score each on its test patients.
     A killed training resumes from ``last.pt`` when the stage key is unchanged. Returns {arch: metrics}.
     With ``segmentation.plan`` the run's ``plan.yaml`` sets the recipe (:func:`.plan.planned_config`)."""
-    from .plan import planned_config
+    from .plan import architectures, planned_config
 
     cfg = planned_config(cfg, run)
-    arch = cfg.segmentation.model
-    archs = [arch] + (["unet"] if cfg.segmentation.also_train_unet and arch != "unet" else [])
+    archs = architectures(cfg)
     _check_channels(cfg, run)
-    results = {a: _train_one(cfg, run, cohort, st, a, st.key, progress) for a in archs}
+    split = stage_budget(cfg, run)
+    if split:
+        log.info("train-seg: budget split: %s", split["why"])
+        st.info["budget_split"] = split
+    results = {a: _train_one(cfg, run, cohort, st, a, st.key, progress, split) for a in archs}
     write_comparison(st, [run, st])
     st.info.update({f"{a}_test_dice": m["dice"]["value"] for a, m in results.items()})
     return results
 
 
-def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dict:
+def stage_budget(cfg, run) -> dict | None:
+    """How the stage's ``budget_minutes`` is split (plan.yaml's ``budget_split``, else computed from the
+    config's folds); a split leaving no training time is refused."""
+    from .plan import budget_split, read_plan
+
+    if not cfg.segmentation.budget_minutes:
+        return None
+    split = (read_plan(run.plan) or {}).get("budget_split") if cfg.segmentation.plan else None
+    split = split or budget_split(cfg, cfg.segmentation.folds)
+    if split["model_minutes"] <= 0:
+        raise InputError(f"segmentation.budget_minutes ({cfg.segmentation.budget_minutes:g}) leaves no training time: "
+                         f"{split['why']}; raise the budget or lower segmentation.pretrain_minutes.")
+    return split
+
+
+def _job_budget(split: dict | None) -> dict:
+    """TrainJob fields of one model under ``split``."""
+    return {"budget_minutes": split["model_minutes"], "max_epochs": split["max_epochs"]} if split else {}
+
+
+def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool, split: dict | None = None) -> dict:
     if cfg.segmentation.folds >= 2:
-        return _train_ensemble(cfg, run, cohort, st, arch, key, progress, cfg.segmentation.folds)
+        return _train_ensemble(cfg, run, cohort, st, arch, key, progress, cfg.segmentation.folds, split)
     from .distributed import announce
     from .infer import load_model
     from .model import count_parameters
@@ -78,7 +101,8 @@ def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dic
                          "preprocess.split.val > 0 and rerun preprocess.")
     work = st.segmentation_dir(arch)
     work.mkdir(parents=True, exist_ok=True)
-    job = TrainJob(cfg, arch, run.path, work, key)
+    job = TrainJob(cfg, arch, run.path, work, key, **_job_budget(split), pretrain_path=work / PRETRAIN_PT)
+    pretrained = _warm_start(job)
     announce(job)  # under torchrun the other ranks train it alongside (.distributed)
     trainer = job.trainer(progress)
     resumed = trainer.resume()
@@ -87,7 +111,7 @@ def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dic
     post = _choose_postprocessing(cfg, run, st.seg_model(arch), [(st.seg_model(arch), trainer.val_set.patients)])
     model = load_model(st.seg_model(arch), cfg.segmentation.device)
     extra = {"model": arch, "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
-             "postprocessing": post,
+             "postprocessing": post, "warm_start": pretrained, "budget_minutes": job.budget_minutes,
              "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "resumed": resumed,
              "train_seconds": round(result.seconds, 1), "train_slices_per_s": result.train_slices_per_s,
              "parameters": count_parameters(model.net), "unet_width": model.info.get("unet_width"),
@@ -96,41 +120,76 @@ def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool) -> dic
 
 
 def _choose_postprocessing(cfg, run, model_path: Path, parts: list[tuple[Path, list[str]]]) -> dict:
-    """Component selection, decided once per training as nnU-Net does: with ``auto``, kept only if it
-    raises the mean 3D Dice of the validation patients, each predicted by the model of ``parts``
-    listing it (one model and its validation patients, or every fold's model and its held-out
-    patients: the pooled out-of-fold predictions). The choice is written into ``model_path``."""
-    import numpy as np
-
-    from ..preprocess import load_patient_slices
-    from .infer import load_model, predict_slices, read_checkpoint, select_component
+    """Post-processing, decided once per training on the validation patients (each predicted by the model
+    of ``parts`` listing it: one model and its validation patients, or every fold's model and its held-out
+    patients), as nnU-Net does. ``lesions: any`` with ``component_selection: auto``: component selection
+    kept only if it raises their mean 3D Dice. ``lesions: one``: component selection always, and the
+    fallback threshold for a volume with no voxel above the threshold (:mod:`.postprocess`) chosen there.
+    The choice is written into ``model_path``."""
+    from .infer import read_checkpoint
+    from .postprocess import FALLBACK_CANDIDATES, choose_fallback_scores, component_at_max, select_component
     from .metrics import overlap_metrics
     from .train import save_checkpoint
 
     s = cfg.segmentation
-    out: dict = {"component_selection": s.component_selection == "always", "rule": s.component_selection}
-    if s.component_selection == "auto":
-        without, with_sel = [], []
-        for part_model, val_ids in parts:
-            model = load_model(part_model, s.device, tta_mirror=s.tta_mirror, sliding_window=s.sliding_window)
-            for pid in val_ids:
-                images, truth = load_patient_slices(run.path, pid)
-                probs, _ = predict_slices(model, images, s.infer_batch_size)
-                without.append(overlap_metrics(probs > s.threshold, truth > 0)["dice"])
-                with_sel.append(overlap_metrics(select_component(probs, s.threshold) > s.threshold,
-                                                truth > 0)["dice"])
+    one = s.lesions == "one"
+    out: dict = {"component_selection": s.component_selection == "always" or one, "rule": s.component_selection,
+                 "lesions": s.lesions}
+    if one or s.component_selection == "auto":
+        without, with_sel, fallback = [], [], []
+        for probs, truth in _validation_predictions(cfg, run, parts):
+            without.append(overlap_metrics(probs > s.threshold, truth)["dice"])
+            with_sel.append(overlap_metrics(select_component(probs, s.threshold) > s.threshold, truth)["dice"])
+            if one:
+                fallback.append({t: overlap_metrics(component_at_max(probs, t), truth)["dice"]
+                                 for t in FALLBACK_CANDIDATES})
         out.update(val_dice_without=float(np.mean(without)), val_dice_with=float(np.mean(with_sel)),
                    n_val_patients=len(without))
-        out["component_selection"] = out["val_dice_with"] > out["val_dice_without"]
+        if not one:
+            out["component_selection"] = out["val_dice_with"] > out["val_dice_without"]
+        else:
+            out["fallback_threshold"], out["fallback_val_dice"] = choose_fallback_scores(fallback)
     ck = read_checkpoint(model_path)
-    ck["component_selection"] = bool(out["component_selection"])
+    ck.update({k: out[k] for k in POST_KEYS if k in out})
     save_checkpoint(ck, model_path)
-    log.info("train-seg: component selection %s (%s)", "on" if out["component_selection"] else "off",
-             ", ".join(f"{k} {v:.4f}" for k, v in out.items() if k.startswith("val_dice")) or f"rule {out['rule']}")
+    log.info("train-seg: component selection %s, lesions %s%s (%s)", "on" if out["component_selection"] else "off",
+             s.lesions, f", fallback threshold {out['fallback_threshold']:g}" if one else "",
+             ", ".join(f"{k} {v:.4f}" for k, v in out.items() if k.startswith("val_dice_")) or f"rule {out['rule']}")
     return out
 
 
-def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k: int) -> dict:
+POST_KEYS = ("component_selection", "lesions", "fallback_threshold")
+
+
+def _validation_predictions(cfg, run, parts: list[tuple[Path, list[str]]]):
+    """(probabilities, reference mask) of every validation patient, each by its model, with progress lines."""
+    from ..preprocess import load_patient_slices
+    from ..progress import progress
+    from .infer import load_model, predict_slices
+
+    s = cfg.segmentation
+    pairs = [(m, pid) for m, ids in parts for pid in ids]
+    model, current = None, None
+    for part_model, pid in progress(pairs, len(pairs), "post-processing choice (validation)", "patient", log):
+        if part_model != current:
+            model = load_model(part_model, s.device, tta_mirror=s.tta_mirror, sliding_window=s.sliding_window)
+            current = part_model
+        images, truth = load_patient_slices(run.path, pid)
+        probs, _ = predict_slices(model, images, s.infer_batch_size)
+        yield probs, np.asarray(truth) > 0
+
+
+def _warm_start(job) -> dict | None:
+    """Pretrain the job's network (segmentation.pretrain_minutes > 0) unless its weights exist; what was done."""
+    from .pretrain import warm_start
+    from .train import read_checkpoint_any
+
+    path = warm_start(job)
+    return None if path is None else read_checkpoint_any(path)["info"]
+
+
+def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k: int,
+                    split: dict | None = None) -> dict:
     """``k`` models on the train+val patients split into ``k`` folds (:mod:`.folds`), each in its own
     folder; post-processing chosen on the pooled out-of-fold predictions; fold 0 alone and the
     ensemble both scored on the test patients (``single_fold_test`` in the ensemble's metrics)."""
@@ -148,11 +207,15 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
     log.info("train-seg %s: %d-fold ensemble over %d training+validation patients (held out per fold: %s)", arch, k,
              len(patients), ", ".join(str(len(p)) for p in parts))
     results, resumed, pools = [], [], {}  # pools: the train+val slices, read once for every fold
+    pretrain_path = st.segmentation_dir(arch) / PRETRAIN_PT  # one warm start per network, shared by its folds
+    pretrained = None
     for i, held in enumerate(parts):
         work = st.fold_dir(i, arch)
         work.mkdir(parents=True, exist_ok=True)
         fold_cfg = cfg.with_overrides([f"run.seed={cfg.run.seed + i}"])  # fold 0 = the run's seed
-        job = TrainJob(fold_cfg, arch, run.path, work, key, tuple(p for p in patients if p not in held), tuple(held))
+        job = TrainJob(fold_cfg, arch, run.path, work, key, tuple(p for p in patients if p not in held), tuple(held),
+                       **_job_budget(split), pretrain_path=pretrain_path)
+        pretrained = _warm_start(job) if i == 0 else pretrained
         announce(job)
         trainer = job.trainer(progress, pools)
         resumed.append(trainer.resume())
@@ -167,7 +230,7 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
     post = _choose_postprocessing(cfg, run, st.seg_model(arch), list(zip(models, parts)))
     s = cfg.segmentation
     single = load_model(models[0], s.device)
-    single.info["component_selection"] = post["component_selection"]  # the ensemble's post-processing
+    single.info.update({k: post[k] for k in POST_KEYS if k in post})  # the ensemble's post-processing
     test_ids = load_splits(run.path)["test"]
     per_patient, _ = evaluate_patients(single, run.path, cohort, test_ids, st.fold_dir(0, arch) / MASKS,
                                        s.infer_batch_size, 0, cfg.data.mask_label)
@@ -182,6 +245,7 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
              "best_val_dice": float(np.mean([r.best_val_dice for r in results])), "postprocessing": post,
              "epochs_run": sum(r.epochs_run for r in results), "stopped_early": all(r.stopped_early for r in results),
              "resumed": any(resumed), "train_seconds": round(time.perf_counter() - t0, 1),
+             "warm_start": pretrained, "budget_minutes": split["model_minutes"] if split else None,
              "train_slices_per_s": float(np.mean([r.train_slices_per_s for r in results])),
              "parameters": count_parameters(model.net), "unet_width": model.info.get("unet_width"),
              "device": str(model.device),
@@ -202,7 +266,10 @@ def _evaluate(cfg, run, cohort, out: Layout, model, arch: str, extra: dict) -> d
     work = out.segmentation_dir(arch)
     save_overlays(overlays, work / OVERLAYS, arch.upper())
     inference = {"tta_mirror": model.tta_mirror, "sliding_window": model.sliding_window,
-                 "train_patch": model.train_patch, "n_models": len(model.nets)}  # what produced these numbers
+                 "train_patch": model.train_patch, "n_models": len(model.nets),
+                 "context_slices": model.context, "lesions": model.postprocessing.lesions}  # what produced these numbers
+    if "lesion_fallback" in per_patient:  # one lesion per patient: cases the never-empty fallback produced
+        extra = {**extra, "n_lesion_fallback": int(per_patient.lesion_fallback.sum())}
     return write_evaluation(per_patient, work, cfg.segmentation.bootstrap, cfg.run.seed,
                             {**extra, "inference": inference})
 

@@ -32,7 +32,7 @@ slice allows); lesion-free slices are cut anywhere. Validation and inference use
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -45,6 +45,7 @@ from ..errors import InputError
 from ..preprocess import load_patient_slices
 from ..rundir import Layout
 from .augment import EXTRA, extra_augment
+from .context import input_channels, stack_context
 
 
 @dataclass
@@ -55,12 +56,17 @@ class SliceSet:
     rows: pd.DataFrame  # patient_id, slice, has_lesion, lesion_pixels
     images: dict  # pid -> (S, C, H, W) float16 memmap
     masks: dict  # pid -> (S, H, W) uint8 memmap
+    context: int = 0  # neighbouring slices per side stacked as channels (segmentation.context_slices)
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image (C, H, W) float32, mask (H, W) uint8) of row ``i``."""
+        """(image (C · (2k + 1), H, W) float32, mask (H, W) uint8) of row ``i`` (:mod:`.context`)."""
         r = self.rows.iloc[i]
-        return (np.asarray(self.images[r.patient_id][r.slice], dtype=np.float32),
+        return (stack_context(self.images[r.patient_id], [r.slice], self.context)[0],
                 np.asarray(self.masks[r.patient_id][r.slice], dtype=np.uint8))
+
+    def with_context(self, k: int) -> "SliceSet":
+        """The same slices with ``k`` context slices per side."""
+        return replace(self, context=int(k))
 
     @property
     def patients(self) -> list[str]:
@@ -68,11 +74,18 @@ class SliceSet:
 
     @property
     def n_channels(self) -> int:
+        """Sequences per slice as stored (without context)."""
         return next(iter(self.images.values())).shape[1]
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of a network input: sequences x (2 · context + 1)."""
+        return input_channels(self.n_channels, self.context)
 
-def load_slice_set(run_path: Path, part: str) -> SliceSet:
-    """The slices of ``part`` ('train' | 'val' | 'test') as listed by splits.json and slices.csv."""
+
+def load_slice_set(run_path: Path, part: str, masks: bool = True) -> SliceSet:
+    """The slices of ``part`` ('train' | 'val' | 'test') as listed by splits.json and slices.csv
+    (``masks=False``: images only, no mask file opened, e.g. for the label-free warm start)."""
     run_path = Path(run_path)
     ids = load_splits(run_path)[part]
     index_path = Layout(run_path).slices_index
@@ -84,14 +97,17 @@ def load_slice_set(run_path: Path, part: str) -> SliceSet:
     if missing:
         raise InputError(f"Split part '{part}' lists patient '{missing[0]}' that preprocess/slices.csv lacks; "
                          "rerun `cervirad preprocess` for this run.")
-    images, masks = {}, {}
+    images, masks_ = {}, {}
     for pid in ids:
+        if not masks:
+            images[pid] = np.load(Layout(run_path).slice_file(pid, "image"), mmap_mode="r")
+            continue
         img, m = load_patient_slices(run_path, pid)
         if m is None:
             raise InputError(f"Patient '{pid}' of split part '{part}' has no lesion mask in the preprocess output; "
                              "segmentation training and evaluation need a mask for every patient.")
-        images[pid], masks[pid] = img, m
-    return SliceSet(run_path, rows, images, masks)
+        images[pid], masks_[pid] = img, m
+    return SliceSet(run_path, rows, images, masks_)
 
 
 def epoch_slices(rows: pd.DataFrame, cfg: SegmentationConfig, rng: np.random.Generator) -> np.ndarray:

@@ -19,9 +19,9 @@ from ..errors import InputError
 from ..dicom.export import export_case, is_series
 from ..io import Cohort, read_image, read_mask, to_array, write_image, write_table
 from ..jsonutil import jsonable
-from ..preprocess import load_meta, load_patient_slices, restore_mask
+from ..preprocess import load_meta, load_patient_slices
 from ..rundir import METRICS, PER_PATIENT, case_file, write_json
-from .infer import LoadedModel, postprocess, predict_slices
+from .infer import LoadedModel, predict_slices, restore_nonempty
 from .metrics import image_diagonal_mm, patient_metrics, summarise
 
 
@@ -36,20 +36,21 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
     from ..progress import progress  # a bar on a terminal, else one log line per 10 % of the patients
 
     rows, overlay_pool = [], []
-    thr = model.info["threshold"]
+    post = model.postprocessing
+    thr = post.threshold
     seq0 = model.sequences[0]
     _warm_up(model, run_path, ids[0], batch_size)
     for pid in progress(ids, len(ids), "segment test", "patient", logging.getLogger(__name__)):
         images, truth_sq = load_patient_slices(run_path, pid)
         raw, seconds = predict_slices(model, images, batch_size)
-        probs = postprocess(raw, thr, model.component_selection)
+        probs, fallback = post.apply(raw)
         pred_sq = (probs > thr).astype(np.uint8)
         patient = cohort.patient(pid)
         if patient.mask is None:
             raise InputError(f"Test patient '{pid}' has no reference mask in the manifest; the test split is scored "
                              "against manual masks — add the mask or use `cervirad segment --model --input` instead.")
         reference = read_image(patient.images[seq0], pid, seq0)
-        pred_img = restore_mask(probs, load_meta(run_path, pid), reference, thr)
+        pred_img = restore_nonempty(probs, load_meta(run_path, pid), reference, thr, post.lesions == "one")
         write_image(pred_img, case_file(masks_dir, pid, ".nii.gz"))
         if export and is_series(patient.images[seq0]):
             export_case(pred_img, patient.images[seq0], masks_dir, pid, export)
@@ -59,6 +60,7 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
                             diagonal_mm=image_diagonal_mm(reference.GetSize(), reference.GetSpacing()))
         m["infer_ms_per_slice"] = 1000.0 * seconds / max(1, len(probs))
         rows.append({"patient_id": pid, "n_slices": len(probs), "lesion_voxels": int(truth.sum()),
+                     "lesion_fallback": bool(fallback),
                      "predicted_voxels": int((to_array(pred_img, np.uint8) > 0).sum()), **m})
         if truth_sq is not None and truth_sq.any():
             k = int(np.argmax(truth_sq.reshape(len(truth_sq), -1).sum(1)))

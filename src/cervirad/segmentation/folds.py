@@ -49,7 +49,7 @@ def run_fold_parts(run_path: Path, k: int, seed: int) -> tuple[list[str], list[l
 def merge(a: SliceSet, b: SliceSet) -> SliceSet:
     """The slices of two split parts as one set."""
     rows = pd.concat([a.rows, b.rows]).sort_values(["patient_id", "slice"]).reset_index(drop=True)
-    return SliceSet(a.run_path, rows, {**a.images, **b.images}, {**a.masks, **b.masks})
+    return SliceSet(a.run_path, rows, {**a.images, **b.images}, {**a.masks, **b.masks}, a.context)
 
 
 def subset(data: SliceSet, ids: list[str]) -> SliceSet:
@@ -57,7 +57,7 @@ def subset(data: SliceSet, ids: list[str]) -> SliceSet:
     keep = set(ids)
     rows = data.rows[data.rows.patient_id.isin(keep)].reset_index(drop=True)
     return SliceSet(data.run_path, rows, {p: v for p, v in data.images.items() if p in keep},
-                    {p: v for p, v in data.masks.items() if p in keep})
+                    {p: v for p, v in data.masks.items() if p in keep}, data.context)
 
 
 def ensemble_checkpoint(fold_models: list[Path], held_out: list[list[str]], read) -> dict:

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from scipy import ndimage
 
 from ..config import PreprocessConfig
 from ..errors import InputError
@@ -34,7 +33,9 @@ from ..dicom.series import is_dicom
 from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
 from ..preprocess import prepare_volume, restore_mask
 from ..rundir import case_file
+from .context import stack_context
 from .model import ARCHITECTURES, RECURRENCES, build_model, optimise_for_inference, predict_proba
+from .postprocess import Postprocessing, select_component
 from .tta import predict as tta_predict
 
 FORMAT = "cervirad-seg-v1"
@@ -81,7 +82,23 @@ class LoadedModel:
 
     @property
     def in_channels(self) -> int:
+        """Channels of the network input (sequences x (2 · context + 1))."""
         return int(self.info["in_channels"])
+
+    @property
+    def context(self) -> int:
+        """Neighbouring slices per side stacked as channels (0 in checkpoints written before 2.5-D)."""
+        return int(self.info.get("context_slices", 0))
+
+    @property
+    def n_sequences(self) -> int:
+        """Sequences the model reads (the input volumes per case)."""
+        return self.in_channels // (2 * self.context + 1)
+
+    @property
+    def postprocessing(self) -> Postprocessing:
+        """Threshold, component selection and the one-lesion rule chosen at training."""
+        return Postprocessing.from_info(self.info)
 
     @property
     def sequences(self) -> list[str]:
@@ -154,8 +171,9 @@ def load_model(path: str | Path, device: str = "auto", expect_channels: int | No
     if expect_arch is not None and ck["arch"] != expect_arch:
         raise InputError(f"Checkpoint '{path}' is a '{ck['arch']}' model but '{expect_arch}' was requested; pass the "
                          f"{expect_arch} checkpoint or --model {ck['arch']}.")
-    if expect_channels is not None and int(ck["in_channels"]) != expect_channels:
-        raise InputError(f"Checkpoint '{path}' expects {ck['in_channels']} input channel(s) "
+    n_seq = int(ck["in_channels"]) // (2 * int(ck.get("context_slices", 0)) + 1)
+    if expect_channels is not None and n_seq != expect_channels:
+        raise InputError(f"Checkpoint '{path}' expects {n_seq} input sequence(s) "
                          f"({', '.join(ck['input_sequences'])}) but the data has {expect_channels}; set "
                          "segmentation.input_sequences to match or retrain.")
     dev = resolve_device(device)
@@ -173,15 +191,17 @@ def load_model(path: str | Path, device: str = "auto", expect_channels: int | No
 
 
 def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, float]:
-    """Probabilities (S, H, W) for slices (S, C, H, W), and the network seconds spent."""
-    if images.shape[1] != model.in_channels:
-        raise InputError(f"Input has {images.shape[1]} channel(s) but the model expects {model.in_channels} "
+    """Probabilities (S, H, W) for slices (S, C, H, W) of one volume (each slice with its context slices
+    when the model was trained 2.5-D), and the network seconds spent."""
+    if images.shape[1] != model.n_sequences:
+        raise InputError(f"Input has {images.shape[1]} channel(s) but the model expects {model.n_sequences} "
                          f"({', '.join(model.sequences)}); provide exactly those sequences.")
     out = np.empty((images.shape[0],) + images.shape[2:], dtype=np.float32)
     seconds = 0.0
     use_bf16 = model.device.type == "cuda"
     for s in range(0, images.shape[0], batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size], dtype=np.float32)).to(model.device)
+        idx = np.arange(s, min(s + batch_size, images.shape[0]))
+        x = torch.from_numpy(stack_context(images, idx, model.context)).to(model.device)
         x = x.contiguous(memory_format=torch.channels_last)
         t0 = time.perf_counter()
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -193,34 +213,43 @@ def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8) 
     return out, seconds
 
 
-def select_component(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """Probabilities with every 26-connected foreground component but one set to 0: the component
-    with the highest SUMMED probability (a confident lesion beats a larger, fainter blob)."""
-    m = probs > threshold
-    lab, n = ndimage.label(m, structure=np.ones((3,) * m.ndim))
-    if n <= 1:
-        return probs
-    mass = ndimage.sum_labels(probs, lab, index=np.arange(1, n + 1))
-    keep = lab == (1 + int(np.argmax(mass)))
-    return np.where(keep | ~m, probs, 0.0).astype(probs.dtype)
-
-
 def postprocess(probs: np.ndarray, threshold: float, component_selection: bool) -> np.ndarray:
     """The probabilities that are exported: component selection when the training chose it."""
     return select_component(probs, threshold) if component_selection else probs
 
 
+def restore_nonempty(probs: np.ndarray, meta: dict, reference: sitk.Image, threshold: float,
+                     never_empty: bool) -> sitk.Image:
+    """:func:`cervirad.preprocess.restore_mask`; with ``never_empty`` (one lesion per patient) a mask that
+    restoration emptied (a component thinner than the original grid) becomes the voxel nearest to the
+    maximum-probability point."""
+    mask = restore_mask(probs, meta, reference, threshold)
+    if not never_empty or sitk.GetArrayViewFromImage(mask).any():
+        return mask
+    from ..preprocess import grid_image
+
+    grid = grid_image(np.asarray(probs, dtype=np.float32), meta)
+    arr = sitk.GetArrayViewFromImage(grid)  # (z, y, x) of the canonical grid
+    peak = np.unravel_index(int(np.argmax(arr)), arr.shape)
+    point = grid.TransformIndexToPhysicalPoint(tuple(int(i) for i in peak[::-1]))
+    index = reference.TransformPhysicalPointToIndex(point)
+    size = reference.GetSize()
+    index = tuple(int(min(max(i, 0), n - 1)) for i, n in zip(index, size))
+    mask[index] = 1
+    return mask
+
+
 def segment_volume(model: LoadedModel, images: list[sitk.Image], batch_size: int = 8,
                    threshold: float | None = None, component_selection: bool | None = None) -> sitk.Image:
     """Predicted mask of one case (one image per model sequence) on the first image's grid."""
-    if len(images) != model.in_channels:
-        raise InputError(f"Model expects {model.in_channels} sequence(s) ({', '.join(model.sequences)}) but "
+    if len(images) != model.n_sequences:
+        raise InputError(f"Model expects {model.n_sequences} sequence(s) ({', '.join(model.sequences)}) but "
                          f"{len(images)} volume(s) were given; provide exactly those sequences.")
     prep = prepare_volume(images, model.preprocess_config())
     probs, _ = predict_slices(model, prep.image, batch_size)
-    thr = model.info["threshold"] if threshold is None else threshold
-    select = model.component_selection if component_selection is None else component_selection
-    return restore_mask(postprocess(probs, thr, select), prep.meta, images[0], thr)
+    post = Postprocessing.from_info(model.info, threshold, component_selection)
+    probs, _ = post.apply(probs)
+    return restore_nonempty(probs, prep.meta, images[0], post.threshold, post.lesions == "one")
 
 
 def _is_volume(p: Path) -> bool:

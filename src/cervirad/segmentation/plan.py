@@ -74,6 +74,9 @@ VAL_SHARE = 0.25  # validation takes at most this share of an epoch's time
 VAL_COST = 1 / 3  # forward-only cost of a pixel relative to a training step
 SMALL_COHORT, FOLDS = 40, 5
 SGD_MIN_STEPS = 1000  # fewer planned optimiser steps than this: Adam instead of SGD (nnU-Net runs 250 000)
+SCORING_SHARE = 0.15  # of the stage budget kept for post-processing choice and test scoring (budget_split)
+CONTEXT_MM = 8.0  # 2.5-D context: neighbours within this distance on each side, at most MAX_CONTEXT
+MAX_CONTEXT = 2
 NNUNET_RECIPE: dict[str, Any] = {
     "segmentation.optimizer": "sgd", "segmentation.lr": 1e-2, "segmentation.scheduler": "poly",
     "segmentation.deep_supervision": True, "segmentation.foreground_oversampling": 0.33,
@@ -90,6 +93,59 @@ def patch_side(spacings: np.ndarray, sizes: np.ndarray, target: list[float]) -> 
     side = int(min(MAX_PATCH, max(MIN_PATCH, side)))
     return side, (f"median in-plane shape {int(round(extent_px[1]))} x {int(round(extent_px[0]))} px at the target "
                   f"spacing, rounded up to a multiple of {STRIDE}, within [{MIN_PATCH}, {MAX_PATCH}]")
+
+
+def plan_context(thickness_mm: float) -> tuple[int, str]:
+    """Context slices per side (2.5-D input): as many neighbours as lie within ``CONTEXT_MM`` on each
+    side, at most ``MAX_CONTEXT``; thick slices (> CONTEXT_MM) get none."""
+    k = int(min(MAX_CONTEXT, math.floor(CONTEXT_MM / max(float(thickness_mm), 1e-6))))
+    return k, (f"{k} neighbour(s) per side lie within {CONTEXT_MM:g} mm at {float(thickness_mm):.2f} mm slices "
+               f"(at most {MAX_CONTEXT})")
+
+
+def architectures(cfg: Config) -> list[str]:
+    """The networks train-seg trains, in order: ``segmentation.model`` and the U-Net baseline when asked."""
+    arch = cfg.segmentation.model
+    return [arch] + (["unet"] if cfg.segmentation.also_train_unet and arch != "unet" else [])
+
+
+def budget_split(cfg: Config, folds: int) -> dict | None:
+    """How ``segmentation.budget_minutes`` (the WHOLE train-seg stage, as the user reads it) is spent:
+    ``SCORING_SHARE`` kept for post-processing and test scoring, ``pretrain_minutes`` per network, the
+    rest shared equally by the models (every fold of every network). None without a budget."""
+    s = cfg.segmentation
+    if not s.budget_minutes:
+        return None
+    archs = architectures(cfg)
+    n_models = len(archs) * max(1, int(folds))
+    reserve = s.budget_minutes * SCORING_SHARE
+    pretrain = s.pretrain_minutes * len(archs)
+    per_model = (s.budget_minutes - reserve - pretrain) / n_models
+    return {"total_minutes": float(s.budget_minutes), "architectures": archs, "folds": int(folds),
+            "n_models": n_models, "scoring_reserve_minutes": round(reserve, 3),
+            "pretrain_minutes_per_network": float(s.pretrain_minutes), "model_minutes": round(per_model, 3),
+            "max_epochs": int(s.epochs),
+            "why": (f"{s.budget_minutes:g} min for the stage = {SCORING_SHARE:.0%} scoring reserve ({reserve:.1f} min)"
+                    f" + warm start {pretrain:g} min + {n_models} model(s) x {per_model:.2f} min "
+                    f"({', '.join(archs)}, {folds} fold(s) each)")}
+
+
+def check_budget(cfg: Config, folds: int) -> None:
+    """A budget that leaves no training time after scoring and warm start is refused in one line."""
+    from ..errors import ConfigError
+
+    split = budget_split(cfg, folds)
+    if split is not None and split["model_minutes"] <= 0:
+        raise ConfigError(f"Config key 'segmentation.budget_minutes' ({cfg.segmentation.budget_minutes:g}) leaves no "
+                          f"training time: {split['why']}; raise the budget or lower segmentation.pretrain_minutes.")
+
+
+def world_size() -> int:
+    """Processes that train together (torchrun's WORLD_SIZE; 1 for a single process)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 # --------------------------------------------------------------------------- resources
@@ -196,7 +252,8 @@ def _current(cfg: Config, key: str) -> Any:
     return node
 
 
-PLANNED_KEYS = ("preprocess.spacing", "segmentation.train_crop", *NNUNET_RECIPE, "segmentation.batch_size",
+PLANNED_KEYS = ("preprocess.spacing", "segmentation.train_crop", "segmentation.context_slices", *NNUNET_RECIPE,
+                "segmentation.batch_size",
                 "segmentation.epochs", "segmentation.max_train_slices_per_epoch", "segmentation.max_val_slices",
                 "segmentation.folds")
 
@@ -255,6 +312,7 @@ def make_plan(fp: dict, cfg: Config, device: str = "cpu", memory: int | None = N
     target = d.set("preprocess.spacing", *target_spacing(spacings, sizes))
     patch = d.set("segmentation.train_crop", *patch_side(spacings, sizes, list(target)))
     patch = patch or cfg.preprocess.slice_size
+    d.set("segmentation.context_slices", *plan_context(float(target[2])))
     for key, value in NNUNET_RECIPE.items():
         if key == "segmentation.lr" and d.items["segmentation.optimizer"]["value"] != "sgd":
             d.items[key] = {"value": s.lr, "source": "config", "why": "the config's optimizer keeps its lr"}
@@ -271,18 +329,22 @@ def make_plan(fp: dict, cfg: Config, device: str = "cpu", memory: int | None = N
     split = cfg.preprocess.split
     n_dev = int(round(n * (split.train + split.val)))
     slices_per_patient = float(np.median(n_slices))
-    if s.budget_minutes and s_per_sample:
+    folds, folds_why = plan_folds(n_dev)
+    folds = d.set("segmentation.folds", folds, folds_why)
+    budget = budget_split(d.config(), folds)
+    if budget and s_per_sample and budget["model_minutes"] > 0:
         ratio = float(np.median(px[:, 0] * px[:, 1])) / (patch * patch)
-        sched = plan_schedule(s.budget_minutes, s_per_sample, int(n * split.train * slices_per_patient),
-                              int(max(1, n * split.val) * slices_per_patient), ratio, batch, s.epochs)
+        # a fold model trains on (K-1)/K of the development patients, a single model on the train part
+        n_train = n_dev * (folds - 1) / folds if folds > 1 else n * split.train
+        n_val = n_dev / folds if folds > 1 else max(1, n * split.val)
+        sched = plan_schedule(budget["model_minutes"], s_per_sample, int(n_train * slices_per_patient),
+                              int(n_val * slices_per_patient), ratio, batch * world_size(), s.epochs)
         for key, (value, why) in sched.items():
             if key == "segmentation.epochs" and key not in s.plan_keep:  # the config's epochs is the ceiling
                 d.items[key] = {"value": value, "source": "plan", "why": why}
             else:
                 d.set(key, value, why)
     _few_steps_optimizer(d, s)
-    folds, folds_why = plan_folds(n_dev)
-    folds = d.set("segmentation.folds", folds, folds_why)
     return {
         "version": PLAN_VERSION,
         "cohort": {"patients": n, "development_patients": n_dev, "sequence": seq,
@@ -291,6 +353,7 @@ def make_plan(fp: dict, cfg: Config, device: str = "cpu", memory: int | None = N
         "normalization": {q: "zscore" for q in s.input_sequences},
         "folds": folds,
         "folds_reason": folds_why,
+        "budget_split": budget,
         "resources": {"device": device, "memory_gib": round(mem / 2**30, 2),
                       "seconds_per_sample": None if s_per_sample is None else round(s_per_sample, 4),
                       "arch": arch or s.model},
@@ -306,7 +369,8 @@ def _few_steps_optimizer(d: _Decisions, s) -> None:
     per_epoch = v.get("segmentation.max_train_slices_per_epoch")
     if d.items["segmentation.optimizer"]["source"] != "plan" or not per_epoch:
         return
-    steps = v["segmentation.epochs"] * math.ceil(per_epoch / v["segmentation.batch_size"])
+    # optimiser steps of the GLOBAL batch: under torchrun every step consumes batch_size x WORLD_SIZE samples
+    steps = v["segmentation.epochs"] * math.ceil(per_epoch / (v["segmentation.batch_size"] * world_size()))
     if steps >= SGD_MIN_STEPS:
         return
     why = (f"{steps} optimiser steps fit the budget (< {SGD_MIN_STEPS}): SGD with momentum 0.99 barely moves in so "
@@ -389,13 +453,15 @@ def plan_stage(cfg: Config, run, cohort, st) -> dict:
         if cfg.segmentation.budget_minutes:
             planned = apply_decisions(cfg, first["decisions"])
             patch = planned.segmentation.train_crop or planned.preprocess.slice_size
-            s_per = probe_seconds_per_sample(planned, cfg.segmentation.model, len(cfg.segmentation.input_sequences),
-                                             patch, device)
+            in_ch = len(cfg.segmentation.input_sequences) * (2 * planned.segmentation.context_slices + 1)
+            s_per = probe_seconds_per_sample(planned, cfg.segmentation.model, in_ch, patch, device)
         plan = {"enabled": True, **make_plan(fp, cfg, device, memory, s_per)}
         plan["resources"]["memory_source"] = source
     for key, d in plan["decisions"].items():
         log.info("plan: %s = %s (%s: %s)", key, d["value"], d["source"], d["why"])
     log.info("plan: folds = %s (%s)", plan["folds"], plan["folds_reason"])
+    if plan.get("budget_split"):
+        log.info("plan: budget split: %s", plan["budget_split"]["why"])
     text = yaml.safe_dump(plan, sort_keys=False, default_flow_style=None, width=110)
     from ..rundir import write_text
 

@@ -87,7 +87,8 @@ def checkpoint_header(cfg: Config, arch: str, in_channels: int) -> dict:
                            "slice_axis": cfg.preprocess.slice_axis, "slice_size": cfg.preprocess.slice_size},
             "threshold": s.threshold, "component_selection": s.component_selection == "always", "config": cfg.to_dict(),
             "unet_width": unet_width(cfg, in_channels) if arch == "unet" else None,
-            "train_patch": s.train_crop or cfg.preprocess.slice_size}  # sliding_window=auto compares slices with it
+            "train_patch": s.train_crop or cfg.preprocess.slice_size,  # sliding_window=auto compares slices with it
+            "context_slices": int(s.context_slices), "lesions": s.lesions}
 
 
 def unet_width(cfg: Config, in_channels: int) -> float:
@@ -109,14 +110,31 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int):
-    """Stepped once per epoch: ``cosine`` (to 0 over ``epochs``), ``poly`` (nnU-Net), or None (``none``)."""
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs):
+    """Stepped once per epoch: ``cosine`` (to 0 over the epochs), ``poly`` (nnU-Net), or None (``none``).
+    ``epochs``: an int, or a callable returning the current number of epochs (a re-planned training
+    changes it after its first epoch; the schedule follows)."""
+    total = epochs if callable(epochs) else (lambda: epochs)
     if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, max(1, total())) / max(1, total()))))
     if name == "poly":
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda e: max(0.0, 1.0 - e / max(1, epochs)) ** POLY_EXPONENT)
+            optimizer, lambda e: max(0.0, 1.0 - e / max(1, total())) ** POLY_EXPONENT)
     return None
+
+
+def replanned_epochs(done: int, spent_s: float, epoch_s: float, budget_s: float, ceiling: int) -> int:
+    """Epochs of a budgeted training after ``done`` epochs that took ``spent_s`` seconds, the last
+    ``epoch_s``: those done plus what the rest of the budget affords at the measured pace, at most
+    ``ceiling`` (the config's epochs) and never fewer than are done."""
+    more = int(max(0.0, budget_s - spent_s) // max(epoch_s, 1e-9))
+    return int(max(done, min(ceiling, done + more)))
+
+
+def read_checkpoint_any(path: Path) -> dict:
+    """A checkpoint dict this code wrote (weights only), without the model.pt header checks."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
@@ -139,22 +157,31 @@ class Trainer:
     """Trains one architecture on a run's train/val slices; checkpoints into ``work_dir``."""
 
     def __init__(self, cfg: Config, arch: str, train: SliceSet, val: SliceSet, work_dir: Path, key: str,
-                 progress: bool = True):
+                 progress: bool = True, budget_minutes: float | None = None, max_epochs: int | None = None,
+                 init_weights: Path | None = None):
         self.cfg, self.s, self.arch = cfg, cfg.segmentation, arch
-        self.train_set, self.val_set = train, val
+        k = self.s.context_slices
+        self.train_set, self.val_set = train.with_context(k), val.with_context(k)
+        # this model's share of the stage's budget (segmentation/plan.py budget_split); None = no limit
+        self.budget_minutes = budget_minutes
+        self.epochs = int(self.s.epochs)  # planned; re-planned after the first epoch under a budget
+        self.max_epochs = int(max_epochs or self.s.epochs)  # the ceiling a re-plan may raise them to
         self.work_dir, self.key, self.progress = Path(work_dir), key, progress
         self.device = resolve_device(self.s.device)
         if self.s.num_threads:
             torch.set_num_threads(self.s.num_threads)
         self.world = ddp.current()  # torchrun: this rank (module docstring of .distributed)
         torch.manual_seed(cfg.run.seed)
-        self.net = build_model(arch, train.n_channels, self.s.lstm_hidden, self.s.deep_supervision,
-                               self.s.recurrence, unet_width(cfg, train.n_channels)).to(self.device)
+        in_ch = self.train_set.in_channels
+        self.net = build_model(arch, in_ch, self.s.lstm_hidden, self.s.deep_supervision,
+                               self.s.recurrence, unet_width(cfg, in_ch)).to(self.device)
+        if init_weights is not None:  # the self-supervised warm start (.pretrain)
+            self.net.load_state_dict(read_checkpoint_any(init_weights)["state_dict"])
         self.model = ddp.wrap(self.net, self.device, self.world)  # the net itself for a single process
         if self.world.distributed:
             torch.manual_seed(cfg.run.seed + self.world.rank)
         self.optimizer = make_optimizer(self.net, self.s.optimizer, self.s.lr)
-        self.scheduler = make_scheduler(self.optimizer, self.s.scheduler, self.s.epochs)
+        self.scheduler = make_scheduler(self.optimizer, self.s.scheduler, lambda: self.epochs)
         self.stopper = EarlyStopping(self.s.early_stopping_patience, self.s.early_stopping_min_delta)
         sx, sy = cfg.preprocess.spacing[0], cfg.preprocess.spacing[1]
         self.loss_fn = SegLoss(self.s, pixel_area_mm2=sx * sy)
@@ -173,7 +200,7 @@ class Trainer:
         return self.work_dir / MODEL_PT
 
     def header(self) -> dict:
-        return checkpoint_header(self.cfg, self.arch, self.train_set.n_channels)
+        return checkpoint_header(self.cfg, self.arch, self.train_set.in_channels)
 
     def save_last(self, epoch: int) -> None:
         if not self.world.main:
@@ -181,7 +208,7 @@ class Trainer:
         save_checkpoint({**self.header(), "key": self.key, "epoch": epoch, "best_val_dice": self.best,
                          "state_dict": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict() if self.scheduler else {},
-                         "early_stopping": self.stopper.state_dict(), "log": list(self.rows),
+                         "early_stopping": self.stopper.state_dict(), "log": list(self.rows), "epochs": self.epochs,
                          "torch_rng": torch.get_rng_state()}, self.last_path)
 
     def resume(self) -> bool:
@@ -206,6 +233,7 @@ class Trainer:
         self.rows = list(ck["log"])
         self.best = float(ck["best_val_dice"])
         self.start_epoch = int(ck["epoch"]) + 1
+        self.epochs = int(ck.get("epochs", self.epochs))
         log.info("train-seg %s: resuming after epoch %d (best val Dice %.4f)", self.arch, ck["epoch"], self.best)
         return True
 
@@ -214,15 +242,16 @@ class Trainer:
         t_start = time.perf_counter()
         n_seen, t_train = 0, 0.0
         stopped = bool(self.rows) and self.stopper.bad_epochs >= self.stopper.patience
-        budget_s = self.s.budget_minutes * 60.0 if self.s.budget_minutes else math.inf
+        budget_s = self.budget_minutes * 60.0 if self.budget_minutes else math.inf
         spent = sum(r["seconds"] for r in self.rows)  # a resumed training counts its earlier epochs
         epoch = self.start_epoch - 1
-        for epoch in range(self.start_epoch, self.s.epochs + 1):
+        while epoch < self.epochs:
+            epoch += 1
             if stopped:
                 break
             if spent >= budget_s:
                 log.info("train-seg %s: time budget of %.1f min spent after epoch %d; stopping", self.arch,
-                         self.s.budget_minutes, epoch - 1)
+                         self.budget_minutes, epoch - 1)
                 stopped = True
                 break
             t0 = time.perf_counter()
@@ -245,6 +274,8 @@ class Trainer:
                               "val_dice": val_dice, "best_val_dice": self.best,
                               "seconds": round(seconds, 2), "improved": improved})
             spent += self.rows[-1]["seconds"]
+            if epoch == 1 and budget_s < math.inf:
+                self.replan(epoch, spent, seconds, budget_s)
             self.save_last(epoch)
             if not self.world.main:
                 continue
@@ -255,9 +286,19 @@ class Trainer:
         best_row = df.loc[df.val_dice.idxmax()] if len(df) else None
         return TrainResult(best_epoch=int(best_row.epoch) if best_row is not None else 0,
                            best_val_dice=float(self.best), epochs_run=len(df),
-                           stopped_early=stopped and len(df) < self.s.epochs, log=df,
+                           stopped_early=stopped and len(df) < self.epochs, log=df,
                            seconds=time.perf_counter() - t_start,
                            train_slices_per_s=n_seen / t_train if t_train else float("nan"))
+
+    def replan(self, done: int, spent_s: float, epoch_s: float, budget_s: float) -> None:
+        """After the first real epoch: the epochs that the rest of this model's budget affords at the
+        measured pace (the plan's probe runs one step and under contention misjudges it); the learning-rate
+        schedule follows the new length. Every rank decides alike (``epoch_s`` is all-reduced)."""
+        new = replanned_epochs(done, spent_s, epoch_s, budget_s, self.max_epochs)
+        if new != self.epochs:
+            log.info("train-seg %s: re-planned after epoch %d (%.1f s measured): %d epochs instead of %d to fill "
+                     "the %.1f min budget", self.arch, done, epoch_s, new, self.epochs, budget_s / 60.0)
+            self.epochs = new
 
     def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None, np.random.Generator]:
         """(row indices, forced, augmentation generator) of this rank in ``epoch``. Under torchrun every
@@ -286,7 +327,7 @@ class Trainer:
         patch = self.s.train_crop or self.cfg.preprocess.slice_size
         bar = tqdm(training_batches(self.train_set, order, self.s, rng, patch, forced),
                    total=n_batches(len(order), self.s.batch_size),
-                   desc=f"{self.arch} epoch {epoch}/{self.s.epochs}", unit="batch", leave=False,
+                   desc=f"{self.arch} epoch {epoch}/{self.epochs}", unit="batch", leave=False,
                    disable=not (self.progress and bar_enabled()))
         use_bf16 = self.device.type == "cuda"
         for imgs, masks in bar:
@@ -343,6 +384,9 @@ class TrainJob:
     key: str
     train_ids: tuple | None = None
     val_ids: tuple | None = None
+    budget_minutes: float | None = None  # this model's share of the stage budget (plan.budget_split)
+    max_epochs: int | None = None  # the config's epochs: the ceiling of a re-plan
+    pretrain_path: Path | None = None  # warm-start weights (.pretrain), shared by the folds of a network
 
     def trainer(self, progress: bool, pools: dict | None = None) -> "Trainer":
         """The job's Trainer. ``pools``: a dict kept across the jobs of one stage, so the folds of an
@@ -359,7 +403,9 @@ class TrainJob:
                                              load_slice_set(self.run_path, "val"))
             pool = pools[self.run_path]
             train, val = subset(pool, list(self.train_ids)), subset(pool, list(self.val_ids))
-        return Trainer(self.cfg, self.arch, train, val, self.work, self.key, progress)
+        init = self.pretrain_path if self.pretrain_path is not None and Path(self.pretrain_path).is_file() else None
+        return Trainer(self.cfg, self.arch, train, val, self.work, self.key, progress, self.budget_minutes,
+                       self.max_epochs, init)
 
 
 def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
