@@ -172,6 +172,29 @@ def mapping_ceiling(prep: Path, cohort, ids: list[str]) -> "pd.DataFrame":
 
 # --------------------------------------------------------------------------- recipes (issue 12)
 RECIPES = ("plan", "plan_adam", "paper", "unet")
+# issue 25: a recipe may carry modifiers, e.g. plan+ctx2+one+warm1 or unet+ctx+one:
+#   +ctxK  segmentation.context_slices = K (kept over the plan); +ctx = the plan's choice from the slice spacing;
+#          without it context_slices stays 0 (today's 2-D recipe)
+#   +one   segmentation.lesions = one (one component per patient, never empty)
+#   +warmM segmentation.pretrain_minutes = M (self-supervised warm start inside the budget)
+
+
+def parse_recipe(name: str) -> tuple[str, dict]:
+    """(base recipe, {context: int | 'plan', one: bool, warm: float}) of ``name``."""
+    base, *mods = name.split("+")
+    out: dict = {"context": 0, "one": False, "warm": 0.0}
+    for m in mods:
+        if m == "ctx":
+            out["context"] = "plan"
+        elif m.startswith("ctx") and m[3:].isdigit():
+            out["context"] = int(m[3:])
+        elif m == "one":
+            out["one"] = True
+        elif m.startswith("warm"):
+            out["warm"] = float(m[4:] or 1)
+        else:
+            sys.exit(f"unknown recipe modifier {m!r} in {name!r}; use +ctx, +ctxK, +one, +warmM")
+    return base, out
 
 
 def recipe_config(a: argparse.Namespace, base, recipe: str, budget: float):
@@ -193,9 +216,14 @@ def recipe_config(a: argparse.Namespace, base, recipe: str, budget: float):
     """
     from cervirad.config import from_dict
 
+    recipe, mods = parse_recipe(recipe)
     d = base.to_dict()
     seg = d["segmentation"]
     seg["budget_minutes"] = budget
+    seg["lesions"] = "one" if mods["one"] else "any"
+    seg["pretrain_minutes"] = mods["warm"]
+    if mods["context"] != "plan":
+        seg["context_slices"] = mods["context"]
     if recipe == "paper":
         seg.update(plan=False, tta_mirror=False, sliding_window="never")
         return from_dict(d)
@@ -204,10 +232,13 @@ def recipe_config(a: argparse.Namespace, base, recipe: str, budget: float):
                 "max_val_slices", *(() if a.no_tta else ("tta_mirror", "sliding_window"))):
         seg[key] = getattr(defaults, key)
     seg["folds"] = a.inner_folds  # 1 (default) or nnU-Net's k-fold ensemble inside each outer fold
-    keep = ["segmentation.folds", "preprocess.spacing"]
+    keep = ["segmentation.folds", "preprocess.spacing"] + (["segmentation.context_slices"]
+                                                           if mods["context"] != "plan" else [])
     if recipe == "plan_adam":
         keep += ["segmentation.optimizer", "segmentation.scheduler"]
     seg.update(plan=True, plan_keep=keep, model="unet" if recipe == "unet" else "crfe")
+    if recipe == "unet":  # its parameter count matched to CRFE's at the same input channels
+        seg["unet_width"] = None
     return from_dict(d)
 
 
@@ -232,7 +263,7 @@ def compare_recipes(a: argparse.Namespace, work: Path, prep: Path, base, splits:
     from cervirad.segmentation.plan import apply_decisions, make_plan, probe_seconds_per_sample
 
     recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
-    bad = [r for r in recipes if r not in RECIPES]
+    bad = [r for r in recipes if parse_recipe(r)[0] not in RECIPES]
     if bad:
         sys.exit(f"unknown recipe {bad[0]!r}; choose from {', '.join(RECIPES)}")
     budgets = [float(b) for b in a.budgets.split(",")] if a.budgets else [a.budget]
@@ -247,9 +278,10 @@ def compare_recipes(a: argparse.Namespace, work: Path, prep: Path, base, splits:
             s_per, plan = None, None
             if cfg.segmentation.plan:
                 first = apply_decisions(cfg, make_plan(fp, cfg, "cpu")["decisions"])
-                s_per = probe_seconds_per_sample(first, cfg.segmentation.model, 1,
+                s_per = probe_seconds_per_sample(first, cfg.segmentation.model,
+                                                 2 * first.segmentation.context_slices + 1,
                                                  first.segmentation.train_crop, "cpu")
-            per_all, t0 = [], time.perf_counter()
+            per_all, t0, train_s, epochs = [], time.perf_counter(), [], []
             for sp in folds:
                 fold_dir = work / f"{recipe}_{budget:g}" / f"fold{sp['fold']}"
                 fold_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +289,11 @@ def compare_recipes(a: argparse.Namespace, work: Path, prep: Path, base, splits:
                 per, m, sec = run_fold(cfg, prep, fold_dir, sp, cohort, arch=cfg.segmentation.model,
                                        plan_yaml=yaml.safe_dump(plan, sort_keys=False) if plan else None)
                 per_all.append(per.assign(fold=sp["fold"]))
-                print(f"  {recipe:9s} {budget:g} min fold {sp['fold']}: test Dice {per.dice.mean():.3f} | HD95 "
+                train_s.append(m["train_seconds"])
+                epochs.append(m["epochs_run"])
+                unproc = (f" (before post-processing {per.dice_unprocessed.mean():.3f}, fallback "
+                          f"{int(per.lesion_fallback.sum())})" if "dice_unprocessed" in per else "")
+                print(f"  {recipe:9s} {budget:g} min fold {sp['fold']}: test Dice {per.dice.mean():.3f}{unproc} | HD95 "
                       f"{np.nanmean(per.hd95_mm):.1f} mm | detected {int(per.detected.sum())}/{len(per)} | epochs "
                       f"{m['epochs_run']} (best {m['best_epoch']}, val Dice {m['best_val_dice']:.3f}) | train "
                       f"{m['train_seconds']:.0f} s | fold {sec:.0f} s", flush=True)
@@ -269,14 +305,18 @@ def compare_recipes(a: argparse.Namespace, work: Path, prep: Path, base, splits:
                        if v["source"] == "plan" and "augmentation" not in k}
                 print(f"  {recipe} plan (last fold): {dec}; probe {s_per:.3f} s/sample")
             rows.append({"recipe": recipe, "budget_min": budget, "n": len(per), "summary": summ, "wall_s": wall,
-                         "per": per})
+                         "per": per, "train_min": float(np.mean(train_s)) / 60.0, "epochs": float(np.mean(epochs))})
     print("\nrecipe x budget -> pooled over the test patients of every fold (95 % bootstrap CI over patients)")
-    print(f"  {'recipe':9s} {'min/fold':>8s}  {'Dice':>22s}  {'HD95 mm':>22s}  {'detection':>22s}  misses  wall")
+    print(f"  {'recipe':22s} {'min/fold':>8s}  {'Dice':>22s}  {'HD95 mm':>22s}  {'detection':>22s}  misses  "
+          "Dice before post-proc  train min/fold  epochs  wall")
     for r in rows:
         d, h, det = r["summary"]["dice"], r["summary"]["hd95_mm"], r["summary"]["detection_rate"]
-        print(f"  {r['recipe']:9s} {r['budget_min']:8g}  {d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]  "
+        u = r["summary"].get("dice_unprocessed")
+        ustr = f"{u['value']:.3f} [{u['ci_low']:.3f}, {u['ci_high']:.3f}]" if u else "-"
+        print(f"  {r['recipe']:22s} {r['budget_min']:8g}  {d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]  "
               f"{h['value']:6.1f} [{h['ci_low']:6.1f}, {h['ci_high']:6.1f}]  {det['value']:.3f} [{det['ci_low']:.3f}, "
-              f"{det['ci_high']:.3f}]  {r['summary'].get('n_patients_missed', 0):6d}  {r['wall_s'] / 60:.1f} min")
+              f"{det['ci_high']:.3f}]  {r['summary'].get('n_patients_missed', 0):6d}  {ustr:22s}  "
+              f"{r['train_min']:14.1f}  {r['epochs']:6.1f}  {r['wall_s'] / 60:.1f} min")
     if len(budgets) > 1:
         print("Dice vs budget: " + " | ".join(
             f"{rec}: " + ", ".join(f"{r['budget_min']:g} min {r['summary']['dice']['value']:.3f}"

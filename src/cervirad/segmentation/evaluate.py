@@ -22,7 +22,7 @@ from ..jsonutil import jsonable
 from ..preprocess import load_meta, load_patient_slices
 from ..rundir import METRICS, PER_PATIENT, case_file, write_json
 from .infer import LoadedModel, predict_slices, restore_nonempty
-from .metrics import image_diagonal_mm, patient_metrics, summarise
+from .metrics import image_diagonal_mm, overlap_metrics, patient_metrics, summarise
 
 
 def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: list[str], masks_dir: Path,
@@ -59,6 +59,10 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
         m = patient_metrics(to_array(pred_img, np.uint8) > 0, truth, spacing_zyx, probs, truth_sq,
                             diagonal_mm=image_diagonal_mm(reference.GetSize(), reference.GetSpacing()))
         m["infer_ms_per_slice"] = 1000.0 * seconds / max(1, len(probs))
+        if post.component_selection or post.lesions == "one":  # what post-processing changed, per patient
+            m["dice_unprocessed"] = overlap_metrics(
+                to_array(restore_nonempty(raw, load_meta(run_path, pid), reference, thr, False), np.uint8) > 0,
+                truth)["dice"]
         rows.append({"patient_id": pid, "n_slices": len(probs), "lesion_voxels": int(truth.sum()),
                      "lesion_fallback": bool(fallback),
                      "predicted_voxels": int((to_array(pred_img, np.uint8) > 0).sum()), **m})

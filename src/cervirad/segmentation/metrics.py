@@ -59,7 +59,7 @@ from scipy import ndimage
 METRICS = ("dice", "f1", "iou_foreground", "iou_background", "iou_mean_fg_bg", "pixel_accuracy", "precision",
            "recall", "specificity", "mae", "hausdorff_mm", "hd95_mm", "hausdorff_mm_detected", "hd95_mm_detected",
            "slice_dice", "slice_iou_foreground", "slice_detection_accuracy", "slice_detection_sensitivity",
-           "slice_detection_specificity", "mae_255", "infer_ms_per_slice")
+           "slice_detection_specificity", "mae_255", "infer_ms_per_slice", "dice_unprocessed")
 #: per-patient column -> metrics.json name, for the ones that are renamed when averaged
 RATES = {"detected": "detection_rate"}
 HD_MISS_PENALTY = "image diagonal (mm)"

@@ -109,23 +109,43 @@ def architectures(cfg: Config) -> list[str]:
     return [arch] + (["unet"] if cfg.segmentation.also_train_unet and arch != "unet" else [])
 
 
-def budget_split(cfg: Config, folds: int) -> dict | None:
-    """How ``segmentation.budget_minutes`` (the WHOLE train-seg stage, as the user reads it) is spent:
-    ``SCORING_SHARE`` kept for post-processing and test scoring, ``pretrain_minutes`` per network, the
-    rest shared equally by the models (every fold of every network). None without a budget."""
+def scoring_minutes(cfg: Config, folds: int, s_per_sample: float, slice_hw: tuple[float, float], patch: int,
+                    n_val_slices: float, n_test_slices: float) -> float:
+    """Estimated minutes of the scoring after training: the post-processing choice (each validation slice by
+    its model) and the test slices (by every ensemble member, plus fold 0 alone for an ensemble), each slice
+    costing ``VAL_COST`` x a training sample per patch-sized window, times 4 with test-time mirroring."""
+    from .tta import window_starts
+
+    s = cfg.segmentation
+    h, w = (max(1, int(round(v))) for v in slice_hw)
+    if s.sliding_window == "auto" and (h > patch or w > patch):
+        windows = len(window_starts(h, min(patch, h))) * len(window_starts(w, min(patch, w)))
+    else:
+        windows = h * w / float(patch * patch)
+    per_pass = s_per_sample * VAL_COST * windows * (4 if s.tta_mirror else 1)
+    members = max(1, int(folds))
+    passes = n_val_slices + n_test_slices * (members + (1 if members > 1 else 0))
+    return float(per_pass * passes * len(architectures(cfg)) / 60.0)
+
+
+def budget_split(cfg: Config, folds: int, scoring_min: float | None = None) -> dict | None:
+    """How ``segmentation.budget_minutes`` (the WHOLE train-seg stage, as the user reads it) is spent: the
+    scoring after training (``scoring_min`` as estimated by :func:`scoring_minutes`, at least
+    ``SCORING_SHARE`` of the budget), ``pretrain_minutes`` per network, the rest shared equally by the
+    models (every fold of every network). None without a budget."""
     s = cfg.segmentation
     if not s.budget_minutes:
         return None
     archs = architectures(cfg)
     n_models = len(archs) * max(1, int(folds))
-    reserve = s.budget_minutes * SCORING_SHARE
+    reserve = max(s.budget_minutes * SCORING_SHARE, scoring_min or 0.0)
     pretrain = s.pretrain_minutes * len(archs)
     per_model = (s.budget_minutes - reserve - pretrain) / n_models
     return {"total_minutes": float(s.budget_minutes), "architectures": archs, "folds": int(folds),
             "n_models": n_models, "scoring_reserve_minutes": round(reserve, 3),
             "pretrain_minutes_per_network": float(s.pretrain_minutes), "model_minutes": round(per_model, 3),
             "max_epochs": int(s.epochs),
-            "why": (f"{s.budget_minutes:g} min for the stage = {SCORING_SHARE:.0%} scoring reserve ({reserve:.1f} min)"
+            "why": (f"{s.budget_minutes:g} min for the stage = scoring reserve {reserve:.1f} min"
                     f" + warm start {pretrain:g} min + {n_models} model(s) x {per_model:.2f} min "
                     f"({', '.join(archs)}, {folds} fold(s) each)")}
 
@@ -331,12 +351,18 @@ def make_plan(fp: dict, cfg: Config, device: str = "cpu", memory: int | None = N
     slices_per_patient = float(np.median(n_slices))
     folds, folds_why = plan_folds(n_dev)
     folds = d.set("segmentation.folds", folds, folds_why)
-    budget = budget_split(d.config(), folds)
+    # a fold model trains on (K-1)/K of the development patients, a single model on the train part
+    n_train = n_dev * (folds - 1) / folds if folds > 1 else n * split.train
+    n_val = n_dev / folds if folds > 1 else max(1, n * split.val)
+    scoring = None
+    if s_per_sample:
+        n_val_all = n_dev if folds > 1 else n_val  # post-processing is chosen on every held-out patient
+        scoring = scoring_minutes(d.config(), folds, s_per_sample, (float(np.median(px[:, 1])),
+                                                                     float(np.median(px[:, 0]))), patch,
+                                  n_val_all * slices_per_patient, n * split.test * slices_per_patient)
+    budget = budget_split(d.config(), folds, scoring)
     if budget and s_per_sample and budget["model_minutes"] > 0:
         ratio = float(np.median(px[:, 0] * px[:, 1])) / (patch * patch)
-        # a fold model trains on (K-1)/K of the development patients, a single model on the train part
-        n_train = n_dev * (folds - 1) / folds if folds > 1 else n * split.train
-        n_val = n_dev / folds if folds > 1 else max(1, n * split.val)
         sched = plan_schedule(budget["model_minutes"], s_per_sample, int(n_train * slices_per_patient),
                               int(n_val * slices_per_patient), ratio, batch * world_size(), s.epochs)
         for key, (value, why) in sched.items():
