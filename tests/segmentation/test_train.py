@@ -70,7 +70,7 @@ def test_train_seg_resumes_after_a_crash_and_writes_every_artifact(seg_run, monk
     n_test = len(json.loads((run.path / "splits.json").read_text(encoding="utf-8"))["test"])
     assert len(list((seg / "overlays").glob("*.png"))) == min(2, n_test)
     ck = torch.load(seg / "model.pt", weights_only=True)
-    assert ck["arch"] == "crfe" and ck["in_channels"] == 1 and ck["lstm_hidden"] == 16
+    assert ck["arch"] == "crfe" and ck["in_channels"] == 2 * ck["context_slices"] + 1 and ck["lstm_hidden"] == 16
     last = torch.load(seg / "last.pt", weights_only=True)
     assert "optimizer" in last and last["epoch"] == 2
     log = pd.read_csv(seg / "train_log.csv")
