@@ -132,3 +132,12 @@ def test_trainer_replans_when_the_first_epoch_differs_from_the_probe(seg_run, tm
     lr0 = tr.optimizer.param_groups[0]["lr"]
     tr.scheduler.step()
     assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(lr0 * 0.5 * (1 + np.cos(np.pi / 50)))
+
+
+def test_report_counts_the_fallback_cases_and_names_the_context():
+    from cervirad.report.segmentation_recipe import input_post_html
+
+    html = input_post_html({"inference": {"context_slices": 2}, "n_patients": 7, "n_lesion_fallback": 1,
+                            "postprocessing": {"lesions": "one", "fallback_threshold": 0.2, "n_val_patients": 5}})
+    assert "2 context slice(s)" in html and "1 of 7 test patients" in html and "0.200" in html
+    assert "fallback" not in input_post_html({"inference": {"context_slices": 0}, "postprocessing": {"lesions": "any"}})

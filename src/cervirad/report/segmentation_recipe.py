@@ -110,11 +110,35 @@ def folds_html(run: RunDir, m: dict) -> str:
     return "".join(out)
 
 
+def input_post_html(m: dict) -> str:
+    """2.5-D context, warm start, the one-lesion rule (fallback cases counted) and the budget split."""
+    inf, post = m.get("inference") or {}, m.get("postprocessing") or {}
+    if not inf and not post:
+        return ""
+    items = [f"input: {_cell(inf.get('context_slices', 0))} context slice(s) per side"]
+    if post.get("lesions") == "one":
+        items.append(f"one lesion per patient: {_cell(m.get('n_lesion_fallback', 0))} of {_cell(m.get('n_patients'))} "
+                     f"test patients had no voxel above the threshold and got the fallback component (threshold "
+                     f"{_cell(post.get('fallback_threshold'))}, chosen on {_cell(post.get('n_val_patients'))} "
+                     "validation patients)")
+    if "dice_unprocessed" in m:
+        items.append(f"Dice before post-processing {_cell(m['dice_unprocessed'])}, after {_cell(m.get('dice'))}")
+    warm = m.get("warm_start")
+    if warm:
+        items.append(f"self-supervised warm start: {_cell(warm.get('steps'))} in-painting steps in "
+                     f"{_cell(warm.get('seconds'))} s on {len(warm.get('patients') or [])} training patients "
+                     f"(loss {_cell(warm.get('loss_first'))} -> {_cell(warm.get('loss_last'))})")
+    if m.get("budget_minutes"):
+        items.append(f"training budget of this model: {_cell(m['budget_minutes'])} min (its share of "
+                     "segmentation.budget_minutes; plan.yaml: budget_split)")
+    return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
 def recipe_sections(run: RunDir) -> list[Section]:
     """The segmentation-recipe section (plan, inference, folds), or none when train-seg has not run."""
     path = run.segmentation_dir() / METRICS
     m = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    body = plan_html(run) + (inference_html(run, m) if m else "") + folds_html(run, m)
+    body = plan_html(run) + (inference_html(run, m) + input_post_html(m) if m else "") + folds_html(run, m)
     return [("seg-recipe", "Segmentation recipe: plan, test-time augmentation, fold ensemble", body)] if body else []
 
 
