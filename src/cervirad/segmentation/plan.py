@@ -109,23 +109,35 @@ def architectures(cfg: Config) -> list[str]:
     return [arch] + (["unet"] if cfg.segmentation.also_train_unet and arch != "unet" else [])
 
 
-def scoring_minutes(cfg: Config, folds: int, s_per_sample: float, slice_hw: tuple[float, float], patch: int,
-                    n_val_slices: float, n_test_slices: float) -> float:
-    """Estimated minutes of the scoring after training: the post-processing choice (each validation slice by
-    its model) and the test slices (by every ensemble member, plus fold 0 alone for an ensemble), each slice
-    costing ``VAL_COST`` x a training sample per patch-sized window, times 4 with test-time mirroring."""
+PATIENT_OVERHEAD_S = 2.0  # per scored patient: restoration onto its grid, metrics, writing its mask
+
+
+def windows_per_slice(hw: tuple[float, float], patch: int, sliding: bool) -> float:
+    """Network passes of one slice in patch-sized units: sliding windows, or the whole slice's pixel ratio."""
     from .tta import window_starts
 
+    h, w = (max(1, int(round(v))) for v in hw)
+    if sliding and (h > patch or w > patch):
+        return float(len(window_starts(h, min(patch, h))) * len(window_starts(w, min(patch, w))))
+    return h * w / float(patch * patch)
+
+
+def scoring_minutes(cfg: Config, folds: int, s_per_sample: float, slice_hw, patch: int,
+                    n_val_patients: float, n_test_patients: float, slices_per_patient: float) -> float:
+    """Estimated minutes of the scoring after training: the post-processing choice (each validation patient by
+    its model) and the test patients (by every ensemble member, plus fold 0 alone for an ensemble), each slice
+    costing ``VAL_COST`` x a training sample per patch-sized window (averaged over the cohort's slice shapes
+    ``slice_hw``, a list of (rows, cols)), times 4 with test-time mirroring, plus ``PATIENT_OVERHEAD_S`` per
+    scored patient. Checked on the 37 STS volumes (one CRFE, 2.5-D, mirroring + windows, probe 0.088 s per
+    sample): estimated 3.0 min, measured 2.9 min of scoring after training (scripts/bench/sts_cv.py fold 1)."""
     s = cfg.segmentation
-    h, w = (max(1, int(round(v))) for v in slice_hw)
-    if s.sliding_window == "auto" and (h > patch or w > patch):
-        windows = len(window_starts(h, min(patch, h))) * len(window_starts(w, min(patch, w)))
-    else:
-        windows = h * w / float(patch * patch)
-    per_pass = s_per_sample * VAL_COST * windows * (4 if s.tta_mirror else 1)
+    windows = float(np.mean([windows_per_slice(hw, patch, s.sliding_window == "auto") for hw in slice_hw]))
+    per_slice = s_per_sample * VAL_COST * windows * (4 if s.tta_mirror else 1)
     members = max(1, int(folds))
-    passes = n_val_slices + n_test_slices * (members + (1 if members > 1 else 0))
-    return float(per_pass * passes * len(architectures(cfg)) / 60.0)
+    test_passes = n_test_patients * (members + (1 if members > 1 else 0))
+    seconds = per_slice * slices_per_patient * (n_val_patients + test_passes)
+    seconds += PATIENT_OVERHEAD_S * (n_val_patients + test_passes)
+    return float(seconds * len(architectures(cfg)) / 60.0)
 
 
 def budget_split(cfg: Config, folds: int, scoring_min: float | None = None) -> dict | None:
@@ -357,9 +369,8 @@ def make_plan(fp: dict, cfg: Config, device: str = "cpu", memory: int | None = N
     scoring = None
     if s_per_sample:
         n_val_all = n_dev if folds > 1 else n_val  # post-processing is chosen on every held-out patient
-        scoring = scoring_minutes(d.config(), folds, s_per_sample, (float(np.median(px[:, 1])),
-                                                                     float(np.median(px[:, 0]))), patch,
-                                  n_val_all * slices_per_patient, n * split.test * slices_per_patient)
+        scoring = scoring_minutes(d.config(), folds, s_per_sample, list(zip(px[:, 1], px[:, 0])), patch,
+                                  n_val_all, n * split.test, slices_per_patient)
     budget = budget_split(d.config(), folds, scoring)
     if budget and s_per_sample and budget["model_minutes"] > 0:
         ratio = float(np.median(px[:, 0] * px[:, 1])) / (patch * patch)
