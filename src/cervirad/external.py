@@ -229,7 +229,8 @@ def _harmonization_hint(feats: pd.DataFrame, card: dict, harmonization: dict) ->
         return [f"shift: harmonisation — the {len(shifted)} shifted feature(s) ({names}) were harmonised "
                 "transductively (evaluate --harmonize; values above are before ComBat)"]
     if not card.get("batch_levels"):
-        return [f"shift: harmonisation — {len(shifted)} selected feature(s) would need scanner harmonisation: {names} "
+        return [f"shift: harmonisation — {len(shifted)} selected feature(s) would need scanner harmonisation: "
+                f"{names} "
                 "(train with classification.harmonize: combat and data.batch_column, then evaluate --harmonize)"]
     return []
 

@@ -135,7 +135,9 @@ def write_harmonization(out: Path, res, plain: Table, labels: np.ndarray, levels
     for part, t, b in (("fit", fit_b, b_fit), ("test", test_b, b_test)):
         Xh = combat.transform(t.X)
         rows = feature_effects(names, plain.features, t.X[:, :-1], Xh, b)
-        effects[part] = {"summary": summarise(rows), "features": rows}
+        image = [f for f, h in zip(plain.features, combat.harmonised_) if h]  # every harmonised column
+        effects[part] = {"summary": summarise(rows), "features": rows,
+                         "all_image_features": summarise(feature_effects(image, plain.features, t.X[:, :-1], Xh, b))}
     classes = [str(c) for c in plain.classes]
     mix = {str(lev): {classes[c]: int(((labels == lev) & (plain.y == c)).sum()) for c in range(len(classes))}
            for lev in levels}
@@ -146,7 +148,8 @@ def write_harmonization(out: Path, res, plain: Table, labels: np.ndarray, levels
         "class_mix_by_batch": mix,
         "definition": ("batch effect per feature: Kruskal-Wallis H test across batches and eta squared (between-batch "
                        "/ total sum of squares); 'fit' = train+val rows (ComBat fitted on them), 'test' = test rows "
-                       "(frozen ComBat); features = those selected by the harmonised and the unharmonised model. "
+                       "(frozen ComBat); features = those selected by the harmonised and the unharmonised model "
+                       "(all_image_features: every harmonised column). "
                        "Metrics: the run's final model with and without ComBat on the same test patients; "
                        "difference = with - without, paired stratified bootstrap over the same resamples"),
         "selected_by": {"with": selected_features(pipe_with, batched.features),

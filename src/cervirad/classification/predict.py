@@ -219,7 +219,8 @@ def _with_batch(df: pd.DataFrame, pipe, card: dict, where: str, harmonize: bool)
     if not levels:
         if harmonize:
             raise InputError("--harmonize needs a model trained with classification.harmonize: combat; this model "
-                             f"(card '{card.get('model')}') was not harmonised, so there is no ComBat step to re-estimate.")
+                             f"(card '{card.get('model')}') was not harmonised, so there is no ComBat step to "
+                             "re-estimate.")
         return df
     if col not in df.columns:
         raise InputError(f"Feature table '{where}' has no '{col}' column, but the model was harmonised (ComBat) over "

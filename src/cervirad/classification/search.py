@@ -92,7 +92,8 @@ def _task(model: str, ccfg, seed: int, X, y, tr, te, k: int, method: str, cache_
     pipe = build_pipeline(model, ccfg, seed, cache_dir, frame=hasattr(X, "iloc"), icc=icc, harmonizer=harmonizer)
     pipe.set_params(select__k=k, select__method=method)
     Xtr, Xte = rows(X, tr), rows(X, te)
-    for name in [s for s in ("harmonize", "robust", "impute", "drop_constant", "scale", "select") if s in pipe.named_steps]:
+    cleaning = ("harmonize", "robust", "impute", "drop_constant", "scale", "select")
+    for name in [s for s in cleaning if s in pipe.named_steps]:
         step = pipe.named_steps[name]
         Xtr = step.fit_transform(Xtr, y[tr])
         Xte = step.transform(Xte)

@@ -38,7 +38,8 @@ def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
         return []
     doc = json.loads(path.read_text(encoding="utf-8"))
     if doc.get("note") and "metrics" not in doc:
-        return [("harmonization", "Scanners and ComBat harmonisation", f"<p class='warn'>{html.escape(doc['note'])}</p>")]
+        note = f"<p class='warn'>{html.escape(doc['note'])}</p>"
+        return [("harmonization", "Scanners and ComBat harmonisation", note)]
     run_mode = doc.get("run_harmonize")
     parts = [f"<p>This run: <b>classification.harmonize: {html.escape(str(run_mode))}</b> (ComBat, "
              f"{html.escape(str(doc.get('prior')))} empirical Bayes, covariates "
@@ -62,6 +63,12 @@ def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
                      f"after ComBat; features with Kruskal-Wallis p &lt; {ALPHA}: "
                      f"{s.get(f'n_kw_p_below_{ALPHA}_before')} before, {s.get(f'n_kw_p_below_{ALPHA}_after')} after, "
                      f"of {s.get('n_features')}.</p>")
+        a = eff.get("all_image_features") or {}
+        if a:
+            parts.append(f"<p class='muted'>All {a.get('n_features')} harmonised image features: median eta² "
+                         f"{_f(a.get('eta2_median_before'))} before, {_f(a.get('eta2_median_after'))} after; "
+                         f"Kruskal-Wallis p &lt; {ALPHA}: {a.get(f'n_kw_p_below_{ALPHA}_before')} before, "
+                         f"{a.get(f'n_kw_p_below_{ALPHA}_after')} after.</p>")
         rows = eff.get("features") or []
         if rows:
             parts.append("<details><summary>Per feature</summary>" + _table(
