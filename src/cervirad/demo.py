@@ -39,8 +39,9 @@ cohort where some patients were scanned on a second machine, and a ``scanner`` c
 table (``Siemens Skyra 3T`` / ``Philips Ingenia 3T``, the paper's two). The category order and every
 first-scanner patient are exactly those of the one-scanner cohort (the scanner is drawn from a random
 stream of its own); a second-scanner patient has the same anatomy and lesion biology in millimetres
-but T2W voxels of 0.8 x 0.8 x 4.0 mm (24 x 224 x 224; DWI/ADC 1.6 x 1.6 x 4.0 mm), 1.8 x site A's
-noise and another intensity calibration (T2W x 1.35 + 25, DWI x 0.8 + 10, ADC x 1.15). The share of
+but T2W voxels of 0.9 x 0.9 x 4.8 mm (20 x 200 x 200, the same field of view; DWI/ADC 1.8 x 1.8 x 4.8
+mm), 2.2 x site A's noise and another intensity calibration (T2W x 1.35 + 40, DWI x 0.8 + 15, ADC x 1.15
++ 30; the offset applies to the whole volume, background included). The share of
 patients on the second scanner depends on the category (0: 70 %, 2: 60 %, 7: 50 %, 4: 30 %,
 6: 25 %; about 43 % overall), so scanner and class are confounded, as in real multi-scanner cohorts.
 The default (one scanner) writes the same bytes as before.
@@ -90,8 +91,8 @@ SITES = {
 
 
 # the second scanner of site A (demo_scanners: 2): another resolution, noise and calibration
-SCANNER_2 = Site("CX", CATEGORY_MIX, (24, 224, 224), (0.8, 0.8, 4.0), {"t2w": 1.35, "dwi": 0.8, "adc": 1.15},
-                 {"t2w": 25.0, "dwi": 10.0, "adc": 0.0}, 1.8, 0, ())
+SCANNER_2 = Site("CX", CATEGORY_MIX, (20, 200, 200), (0.9, 0.9, 4.8), {"t2w": 1.35, "dwi": 0.8, "adc": 1.15},
+                 {"t2w": 40.0, "dwi": 15.0, "adc": 30.0}, 2.2, 0, ())
 SCANNER_NAMES = ("Siemens Skyra 3T", "Philips Ingenia 3T")
 SECOND_SCANNER_SHARE = {0: 0.70, 2: 0.60, 7: 0.50, 4: 0.30, 6: 0.25}  # by category: the class mix differs
 

@@ -101,7 +101,7 @@ def test_two_scanner_demo_changes_scanner_two_only_and_confounds_class(tmp_path)
     assert set(b["scanner"]) == set(SCANNER_NAMES)
     for pid, scanner in zip(b.patient_id, b.scanner):
         img = sitk.ReadImage(str(m2.parent / m.loc[pid, "t2w"]))
-        assert np.allclose(img.GetSpacing(), (0.7, 0.7, 4.0) if scanner == SCANNER_NAMES[0] else (0.8, 0.8, 4.0))
+        assert np.allclose(img.GetSpacing(), (0.7, 0.7, 4.0) if scanner == SCANNER_NAMES[0] else (0.9, 0.9, 4.8))
     # a first-scanner patient is the one-scanner cohort's patient: the same random stream and site
     i = int(np.where(b.scanner == SCANNER_NAMES[0])[0][0])
     row = b.iloc[i]
