@@ -149,3 +149,14 @@ def test_paired_difference_is_zero_for_identical_predictions():
     P = rng.dirichlet([1, 1], 40)
     d = paired_difference(y, P, P, np.arange(40).astype(str), 100, 0)
     assert d["auc_macro"]["value"] == 0 and d["auc_macro"]["ci_low"] == 0 == d["auc_macro"]["ci_high"]
+
+
+def test_nested_cv_fits_combat_inside_every_outer_fold():
+    from cervirad.classification.core import nested_cv
+
+    df = synthetic_table({0: 18, 1: 18}, n_features=25, informative=6, signal=1.5, seed=4)
+    labels = np.where(np.arange(len(df)) % 3 == 0, "S2", "S1")
+    t = attach_batch(load_table(df, "patient_id", LABEL, ("split",)), labels, ["S1", "S2"])
+    res = nested_cv(t, replace(_cc(), outer_folds=3), 0, 1, None, final=False)
+    P = res.probs["lr"][0]
+    assert P.shape == (36, 2) and not np.isnan(P).any() and len(res.folds) == 3

@@ -499,6 +499,7 @@ def _run_targets(st: StageContext, cfg: Config, subs: list[str], fit: Table, tes
     out = st.classification_dir
     metrics = {"pathologic_typing": json.loads((out / METRICS).read_text(encoding="utf-8"))}
     n_test, positives = {"pathologic_typing": len(test.y)}, {}
+    levels = json.loads((out / MODEL_CARD).read_text(encoding="utf-8")).get("batch_levels")  # harmonised: the same
     for t in subs:
         f, e = binary_table(fit, t), binary_table(test, t)
         check_both_classes(f, t)
@@ -506,7 +507,8 @@ def _run_targets(st: StageContext, cfg: Config, subs: list[str], fit: Table, tes
         with parallel_backend(cfg.execution), _cache(st.staging) as cache, threadpool_limits(1, user_api="blas"):
             r = evaluate_holdout(f, e, cfg.classification, cfg.run.seed, cfg.execution.workers, cache, icc=icc)
         write_outputs(out / TARGETS / t, r, f, e, cfg, train_hash,
-                      {"split": "test", "target": t, "target_definition": definition(t)}, predicted=p)
+                      {"split": "test", "target": t, "target_definition": definition(t)}, predicted=p,
+                      batch_levels=levels)
         metrics[t] = json.loads((out / TARGETS / t / METRICS).read_text(encoding="utf-8"))
         n_test[t], positives[t] = len(e.y), int(e.y.sum())
     table = side_by_side(metrics, n_test, positives)
