@@ -157,11 +157,12 @@ def write_harmonization(out: Path, res, plain: Table, labels: np.ndarray, levels
         "batch_effect": effects, "metrics": metrics,
     }
     write_json(out / HARMONIZATION, jsonable(doc))
-    s = effects["test"]["summary"]
-    log.info("classify: batch effect of %d selected feature(s), test rows: median eta2 %.3f -> %.3f; %s macro AUC "
-             "with ComBat %.3f, without %.3f", s["n_features"], s["eta2_median_before"] or np.nan,
-             s["eta2_median_after"] or np.nan, best, metrics["with"]["auc_macro"]["value"],
-             metrics["without"]["auc_macro"]["value"])
+    s, a = effects["test"]["summary"], effects["fit"]["all_image_features"]
+    log.info("classify: batch effect (median eta2, before -> after ComBat): %d image features on train+val %.3f -> "
+             "%.3f, %d selected features on test %.3f -> %.3f; %s macro AUC with ComBat %.3f, without %.3f",
+             a["n_features"], a["eta2_median_before"] or np.nan, a["eta2_median_after"] or np.nan, s["n_features"],
+             s["eta2_median_before"] or np.nan, s["eta2_median_after"] or np.nan, best,
+             metrics["with"]["auc_macro"]["value"], metrics["without"]["auc_macro"]["value"])
     return {"harmonization": {"eta2_median_test_before": s["eta2_median_before"],
                               "eta2_median_test_after": s["eta2_median_after"],
                               "auc_with": metrics["with"]["auc_macro"]["value"],
