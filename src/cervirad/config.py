@@ -857,10 +857,6 @@ def _check_values(cfg: Config) -> None:
         problems.append(f"Config key 'classification.min_icc' is {show(cfg.classification.min_icc)} but "
                         "features.robustness.perturbations is 0: there is no ICC to filter by; set "
                         "features.robustness.perturbations (e.g. 5) or classification.min_icc: null.")
-    if cfg.classification.harmonize != "none" and cfg.data.batch_column is None:
-        problems.append(f"Config key 'classification.harmonize' is {show(cfg.classification.harmonize)} but "
-                        "data.batch_column is null: ComBat needs each patient's scanner; set data.batch_column (a "
-                        "clinical-table or manifest column, or auto) or classification.harmonize: none.")
     if cfg.segmentation.dice_weight == 0 and cfg.segmentation.bce_weight == 0:
         problems.append("Config keys 'segmentation.dice_weight' and 'segmentation.bce_weight' are both 0: the network "
                         "would learn nothing; set at least one > 0 (defaults 1.0).")

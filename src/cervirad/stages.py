@@ -93,7 +93,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("features-predicted", "cervirad.features.stage:run_predicted", needs=("preprocess", "train-seg"),
           config=("features", "data.batch_column"), reads_cohort=True, outputs=_fixed(*R.features_files("predicted")), **_RADIOMICS),
     Stage("classify", "cervirad.classification.stage:run", needs=("features",), uses=("features-predicted",),
-          config=("classification",), outputs=_fixed(R.classification_dir), labels=True),
+          config=("classification",), outputs=_fixed(R.classification_dir), labels=True,
+          check="cervirad.classification.harmonize:check_settings"),
     Stage("report", "cervirad.report:report_stage",
           uses=("validate", "preprocess", "train-seg", "features", "features-predicted", "classify"),
           config=("report",), outputs=_fixed(R.report, R.report_files)),
@@ -103,7 +104,7 @@ STAGES: tuple[Stage, ...] = (
 TABLE_STAGES: tuple[Stage, ...] = (
     Stage("classify", "cervirad.classification.stage:run_table", config=("classification",),
           options=("table", "id_column", "label_column"), file_options=("table",),
-          outputs=_fixed(R.classification_dir)),
+          outputs=_fixed(R.classification_dir), check="cervirad.classification.harmonize:check_settings"),
 )
 
 # `cervirad evaluate`: a finished run (option "development") applied unchanged to an external cohort

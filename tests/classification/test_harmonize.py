@@ -134,12 +134,17 @@ def test_batch_codes_keep_development_order_and_append_new_scanners():
 
 
 def test_config_needs_a_batch_column_for_combat():
+    from cervirad.classification.harmonize import check_settings
     from cervirad.config import load_config
     from cervirad.errors import ConfigError
+    from cervirad.stages import STAGES, TABLE_STAGES
 
     with pytest.raises(ConfigError, match="data.batch_column is null"):
-        load_config(None, ["classification.harmonize=combat"])
+        check_settings(load_config(None, ["classification.harmonize=combat"]))
+    assert all(s.check == "cervirad.classification.harmonize:check_settings"
+               for s in (*STAGES, *TABLE_STAGES) if s.name == "classify")  # run before any stage runs
     cfg = load_config(None, ["classification.harmonize=combat", "data.batch_column=auto"])
+    check_settings(cfg)
     assert cfg.classification.harmonize_prior == "parametric" and load_config(None).classification.harmonize == "none"
 
 

@@ -274,6 +274,19 @@ def _filled(A: np.ndarray, fill: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the batch with the rows
+def check_settings(cfg) -> None:
+    """Before a classify stage runs: ComBat needs each patient's scanner (``data.batch_column``). (Not a
+    config-load rule: ``evaluate`` freezes a harmonised model's config with the external cohort's data
+    section, where no batch column means "one new scanner".)"""
+    from ..config import show
+    from ..errors import ConfigError
+
+    if cfg.classification.harmonize != "none" and cfg.data.batch_column is None:
+        raise ConfigError(f"Config key 'classification.harmonize' is {show(cfg.classification.harmonize)} but "
+                          "data.batch_column is null: ComBat needs each patient's scanner; set data.batch_column (a "
+                          "clinical-table or manifest column, or auto) or classification.harmonize: none.")
+
+
 def make_harmonizer(ccfg, features: list[str]) -> ComBat | None:
     """The unfitted ComBat step for ``classification.harmonize`` over ``features`` (the batch-code
     column last); image features are harmonised, clinical ``clin_*`` columns are not, and
