@@ -58,7 +58,7 @@ def scores(y: np.ndarray, P: np.ndarray) -> dict:
     pred = P.argmax(axis=1)  # the reported class: arg-max of the (calibrated) probabilities
     bacc = float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
     return {"auc": roc_auc_score(y, p), "brier": float(np.mean((p - y) ** 2)), "log_loss": log_loss(y, p),
-            "intercept": cal["intercept"], "slope": cal["slope"], "bacc": bacc}
+            "intercept": cal["intercept"]["value"], "slope": cal["slope"]["value"], "bacc": bacc}
 
 
 def imbalance(table, share: float, seed: int):

@@ -97,14 +97,32 @@ def test_intercept_and_slope_of_a_perfectly_calibrated_predictor():
     assert intercept_slope(y, 1 / (1 + np.exp(-(lp - 1))))[0] == pytest.approx(1.0, abs=0.05)
     # binary P: the model value is the positive class's, multiclass: the mean over classes
     m = calibration_metrics(y, np.column_stack([1 - p, p]))
-    assert m["intercept"] == pytest.approx(a) and m["slope"] == pytest.approx(b)
-    assert m["per_class"][0]["intercept"] == pytest.approx(-a, abs=1e-6)
+    assert m["intercept"]["value"] == pytest.approx(a) and m["slope"]["value"] == pytest.approx(b)
+    assert m["per_class"][0]["intercept"]["value"] == pytest.approx(-a, abs=1e-6)
+    # each class: its positives and a Wald interval around the estimate
+    s1 = m["per_class"][1]["slope"]
+    assert s1["ci_method"] == "wald" and s1["n"] == int(y.sum()) and s1["ci_low"] < b < s1["ci_high"]
+    assert s1["ci_high"] - s1["ci_low"] < 0.2  # 20 000 rows: a narrow interval
 
 
 def test_separated_outcomes_give_no_slope():
     y = np.array([0, 0, 0, 1, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
     assert intercept_slope(y, p)[1] is None  # complete separation: no finite maximum-likelihood slope
+
+
+def test_a_class_whose_fit_fails_is_marked_and_voids_the_model_mean():
+    """Issue 23 item 3: the model-level value no longer averages only the classes that converged."""
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+    P = np.full((12, 3), 0.2)
+    P[np.arange(12), y] = 0.6
+    P[:6] = [[0.9, 0.05, 0.05]] * 3 + [[0.05, 0.9, 0.05]] * 3  # classes 0 and 1 perfectly separated
+    P[6:, 2] = [0.55, 0.7, 0.4, 0.65, 0.5, 0.6]
+    P[6:, :2] = (1 - P[6:, 2:]) / 2
+    m = calibration_metrics(y, P, n_boot=50, seed=0)
+    assert 0 in m["classes_not_converged"] and m["per_class"][0]["slope"]["converged"] is False
+    assert m["per_class"][0]["n_positive"] == 3 and m["per_class"][2]["slope"]["n"] == 6
+    assert m["slope"]["value"] is None and m["slope"]["n_classes"] == 3
 
 
 def test_prior_of_a_fitted_pipeline_equals_a_fresh_fit(imbalanced):

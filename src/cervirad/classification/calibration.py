@@ -28,8 +28,9 @@ calibration, on the uncalibrated pipeline's labels (tuning every candidate throu
 CalibratedClassifierCV would multiply the grid's cost by ``calibration_folds + 1``); with
 ``calibration: none`` tuning and reporting use one rule.
 
-Metrics (:func:`calibration_metrics`), per class one-vs-rest on the evaluated rows, for every
-class the model saw in training with both positives and negatives among the evaluated rows:
+Metrics (:func:`calibration_metrics`, the ONE definition for internal test, nested CV, predicted masks
+and external validation; ``cervirad evaluate`` calls it too), per class one-vs-rest on the evaluated
+rows, for every class the model saw in training with both positives and negatives among them:
 
 * calibration intercept ("calibration-in-the-large"): ``a`` in ``logit P(y=c) = a + logit(p_c)``
   (the logit of the predicted probability as offset, slope fixed at 1); 0 = the mean predicted
@@ -37,10 +38,15 @@ class the model saw in training with both positives and negatives among the eval
 * calibration slope: ``b`` in ``logit P(y=c) = a + b * logit(p_c)``; 1 = ideal, < 1 = too extreme
   (overfitting), > 1 = too timid;
 
-both by unpenalised maximum likelihood (Newton; probabilities clipped to [1e-6, 1 - 1e-6]; None
-when the fit does not converge, e.g. complete separation in a tiny test set). The model-level
-values are the plain means over those classes (binary: the positive class only, since the two
-one-vs-rest fits mirror each other). The Brier score (``evaluate``) carries the bootstrap CI.
+both by unpenalised maximum likelihood (Newton; probabilities clipped to [1e-6, 1 - 1e-6]). A fit
+that does not converge (e.g. complete separation in a tiny test set) is kept as a row with value
+null and ``converged: false`` - never silently dropped. Each class carries its positive count; its
+95 % interval is the Wald interval from the fit's observed information, and none below
+``MIN_CLASS_N`` positives (``n_too_small``). The model-level value is the mean over the classes
+(binary: the positive class only, since the two one-vs-rest fits mirror each other) only when every
+class's fit converged - otherwise null, with the classes that did not converge named; its interval
+is a percentile bootstrap over patients (not stratified), over the resamples in which every class's
+fit converged (``n_boot_valid``).
 """
 from __future__ import annotations
 
@@ -51,8 +57,15 @@ METHODS = ("none", "prior", "sigmoid", "isotonic")
 CALIBRATION_DEFINITION = (
     "per class one-vs-rest on the evaluated rows (classes seen in training, with positives and negatives): "
     "intercept a of logit P(y=c) = a + logit(p_c) (offset, slope 1; 0 ideal) and slope b of logit P(y=c) = "
-    "a + b logit(p_c) (1 ideal), unpenalised maximum likelihood; model value = mean over those classes "
-    "(binary: the positive class); null where the fit does not converge")
+    "a + b logit(p_c) (1 ideal), unpenalised maximum likelihood, each with its positive count, converged flag and "
+    "Wald 95 % interval (none below 5 positives); model value = mean over those classes (binary: the positive "
+    "class) only when every class's fit converged, else null; its interval a patient bootstrap")
+METHOD_TEXT = {
+    "none": "none: the pipeline's own probabilities",
+    "prior": "prior: prior-shift correction undoing SMOTE's class prior (Saerens et al. 2002), no extra data",
+    "sigmoid": "sigmoid: Platt maps on out-of-fold probabilities of the training rows (CalibratedClassifierCV)",
+    "isotonic": "isotonic: isotonic maps on out-of-fold probabilities of the training rows (CalibratedClassifierCV)",
+}
 CLIP = 1e-6
 
 
@@ -185,8 +198,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _newton(Z: np.ndarray, y: np.ndarray, offset: np.ndarray, iters: int = 50) -> np.ndarray | None:
-    """Unpenalised logistic regression ``logit P(y) = offset + Z beta``; None if it does not converge."""
+def _newton(Z: np.ndarray, y: np.ndarray, offset: np.ndarray, iters: int = 50) -> tuple | None:
+    """Unpenalised logistic regression ``logit P(y) = offset + Z beta``: (beta, covariance) or None if it
+    does not converge."""
     beta = np.zeros(Z.shape[1])
     for _ in range(iters):
         eta = np.clip(offset + Z @ beta, -50, 50)
@@ -199,54 +213,133 @@ def _newton(Z: np.ndarray, y: np.ndarray, offset: np.ndarray, iters: int = 50) -
             return None
         beta = beta + step
         if np.max(np.abs(step)) < 1e-8:
-            return beta if np.all(np.abs(beta) < 1e3) else None
+            if not np.all(np.abs(beta) < 1e3):
+                return None
+            try:
+                return beta, np.linalg.inv(H)
+            except np.linalg.LinAlgError:
+                return None
     return None
 
 
-def intercept_slope(y: np.ndarray, p: np.ndarray) -> tuple[float | None, float | None]:
-    """Calibration intercept (slope fixed at 1) and slope of binary outcomes ``y`` given probabilities ``p``."""
+def _fits(y: np.ndarray, p: np.ndarray) -> tuple[tuple | None, tuple | None]:
+    """(intercept, its SE) and (slope, its SE) of binary outcomes ``y`` given probabilities ``p``; None where
+    the fit does not converge."""
     y = np.asarray(y, dtype=float)
     lp = _logit(p)
     if y.min() == y.max():
         return None, None
     a = _newton(np.ones((len(y), 1)), y, lp)
     b = _newton(np.column_stack([np.ones(len(y)), lp]), y, np.zeros(len(y))) if np.ptp(lp) > 0 else None
-    return (None if a is None else float(a[0])), (None if b is None else float(b[1]))
+    ia = None if a is None else (float(a[0][0]), float(np.sqrt(a[1][0, 0])))
+    ib = None if b is None else (float(b[0][1]), float(np.sqrt(b[1][1, 1])))
+    return ia, ib
 
 
-def calibration_metrics(y: np.ndarray, P: np.ndarray, known: np.ndarray | None = None) -> dict:
-    """``{"per_class": {code: {intercept, slope, n_positive}}, "intercept": mean, "slope": mean}``
-    (module docstring); ``known``: classes the model saw in training (others are left out)."""
-    y = np.asarray(y)
-    C = P.shape[1]
-    known = np.ones(C, dtype=bool) if known is None else np.asarray(known, dtype=bool)
-    per_class = {}
-    for c in range(C):
-        yc = (y == c).astype(float)
-        if not known[c] or yc.min() == yc.max():
-            continue
-        a, b = intercept_slope(yc, P[:, c])
-        per_class[c] = {"intercept": a, "slope": b, "n_positive": int(yc.sum())}
+def intercept_slope(y: np.ndarray, p: np.ndarray) -> tuple[float | None, float | None]:
+    """Calibration intercept (slope fixed at 1) and slope of binary outcomes ``y`` given probabilities ``p``."""
+    a, b = _fits(y, p)
+    return (None if a is None else a[0]), (None if b is None else b[0])
+
+
+def _wald(fit: tuple | None, n_pos: int) -> dict:
+    from .evaluate import MIN_CLASS_N, _z
+
+    if fit is None:
+        return {"value": None, "ci_low": None, "ci_high": None, "ci_method": "not converged", "n": n_pos,
+                "converged": False}
+    if n_pos < MIN_CLASS_N:
+        return {"value": fit[0], "ci_low": None, "ci_high": None, "ci_method": "n_too_small", "n": n_pos,
+                "converged": True, "n_too_small": True}
+    return {"value": fit[0], "ci_low": fit[0] - _z() * fit[1], "ci_high": fit[0] + _z() * fit[1],
+            "ci_method": "wald", "n": n_pos, "converged": True}
+
+
+def _evaluated(y: np.ndarray, C: int, known: np.ndarray) -> list[int]:
+    """Classes with a calibration fit: seen in training, with positives and negatives among the rows."""
+    return [c for c in range(C) if known[c] and 0 < (y == c).sum() < len(y)]
+
+
+def _model_level(per_class: dict, C: int) -> dict[str, float | None]:
     use = [per_class[C - 1]] if C == 2 and (C - 1) in per_class else list(per_class.values())
-
-    def _mean(key):
-        vals = [v[key] for v in use if v[key] is not None]
-        return float(np.mean(vals)) if vals else None
-
-    return {"per_class": per_class, "intercept": _mean("intercept"), "slope": _mean("slope")}
-
-
-def flat_calibration(model: str, y: np.ndarray, P: np.ndarray, classes: np.ndarray, known: np.ndarray) -> dict:
-    """metrics.json keys: ``<model>.calibration_intercept`` / ``_slope`` and per class
-    ``<model>.class_<label>.calibration_intercept`` / ``_slope``."""
-    cal = calibration_metrics(y, P, known)
-    out = {f"{model}.calibration_intercept": _round(cal["intercept"]),
-           f"{model}.calibration_slope": _round(cal["slope"])}
-    for c, v in cal["per_class"].items():
-        out[f"{model}.class_{classes[c]}.calibration_intercept"] = _round(v["intercept"])
-        out[f"{model}.class_{classes[c]}.calibration_slope"] = _round(v["slope"])
+    out = {}
+    for key in ("intercept", "slope"):
+        vals = [v[key]["value"] for v in use]
+        out[key] = float(np.mean(vals)) if vals and all(v is not None for v in vals) else None
     return out
 
 
-def _round(v):
-    return None if v is None else round(float(v), 6)
+def calibration_metrics(y: np.ndarray, P: np.ndarray, known: np.ndarray | None = None, n_boot: int = 0,
+                        seed: int = 0, groups: np.ndarray | None = None) -> dict:
+    """``{"per_class": {code: {intercept, slope: {value, ci_low, ci_high, ci_method, n, converged},
+    n_positive}}, "intercept": {...}, "slope": {...}}`` (module docstring); ``known``: classes the model saw in
+    training (others are left out); ``n_boot``: resamples of the model-level interval."""
+    y = np.asarray(y)
+    C = P.shape[1]
+    known = np.ones(C, dtype=bool) if known is None else np.asarray(known, dtype=bool)
+    classes = _evaluated(y, C, known)
+    per_class = {}
+    for c in classes:
+        yc = (y == c).astype(float)
+        a, b = _fits(yc, P[:, c])
+        n_pos = int(yc.sum())
+        per_class[c] = {"intercept": _wald(a, n_pos), "slope": _wald(b, n_pos), "n_positive": n_pos}
+    point = _model_level(per_class, C)
+    failed = [c for c, v in per_class.items() if not (v["intercept"]["converged"] and v["slope"]["converged"])]
+    out = {"per_class": per_class, "classes_not_converged": failed}
+    boots = _boot_model_level(y, P, classes, C, n_boot, seed, groups) if n_boot and classes else None
+    for key in ("intercept", "slope"):
+        rec = {"value": point[key], "ci_low": None, "ci_high": None, "ci_method": "bootstrap",
+               "n": int(len(np.unique(groups)) if groups is not None else len(y)), "n_boot_valid": 0,
+               "n_classes": len(classes)}
+        if boots is not None and point[key] is not None:
+            v = np.asarray([b[key] for b in boots if b[key] is not None], dtype=float)
+            rec["n_boot_valid"] = int(v.size)
+            if v.size >= max(10, n_boot // 10):
+                rec["ci_low"], rec["ci_high"] = (float(q) for q in np.percentile(v, [2.5, 97.5]))
+        out[key] = rec
+    return out
+
+
+def _boot_model_level(y, P, classes, C, n_boot, seed, groups) -> list[dict]:
+    """Model-level intercept and slope in patient resamples (None where a class's fit fails)."""
+    from .evaluate import patient_draws
+
+    groups = np.arange(len(y)).astype(str) if groups is None else groups
+    out = []
+    for idx in patient_draws(groups, n_boot, seed):
+        yb, Pb = y[idx], P[idx]
+        per = {}
+        for c in classes:
+            yc = (yb == c).astype(float)
+            if yc.min() == yc.max():
+                per = None
+                break
+            a, b = _fits(yc, Pb[:, c])
+            per[c] = {"intercept": {"value": None if a is None else a[0]}, "slope": {"value": None if b is None
+                                                                                    else b[0]}}
+        out.append(_model_level(per, C) if per else {"intercept": None, "slope": None})
+    return out
+
+
+def flat_calibration(model: str, y: np.ndarray, P: np.ndarray, classes: np.ndarray, known: np.ndarray,
+                     n_boot: int = 0, seed: int = 0, groups: np.ndarray | None = None) -> dict:
+    """metrics.json keys: ``<model>.calibration_intercept`` / ``_slope`` (model level) and per class
+    ``<model>.class_<label>.calibration_intercept`` / ``_slope`` (with ``n`` = its positives, ``converged``)."""
+    cal = calibration_metrics(y, P, known, n_boot, seed, groups)
+    out = {f"{model}.calibration_intercept": _rounded(cal["intercept"]),
+           f"{model}.calibration_slope": _rounded(cal["slope"]),
+           f"{model}.calibration_not_converged": [_plain(classes[c]) for c in cal["classes_not_converged"]]}
+    for c, v in cal["per_class"].items():
+        out[f"{model}.class_{classes[c]}.calibration_intercept"] = _rounded(v["intercept"])
+        out[f"{model}.class_{classes[c]}.calibration_slope"] = _rounded(v["slope"])
+    return out
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _rounded(rec: dict) -> dict:
+    return {k: (round(float(v), 6) if isinstance(v, (float, np.floating)) and np.isfinite(v) else
+                (None if isinstance(v, (float, np.floating)) else v)) for k, v in rec.items()}

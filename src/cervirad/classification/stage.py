@@ -51,15 +51,17 @@ from ..rundir import (CLASSIFICATION, COLUMNS, CONFUSION, FIGURES, METRICS, METR
 from ..rundir import ABLATION, TABLE1, TARGETS, TARGETS_SUMMARY
 from ..signing import ALGORITHM as SIGNATURE_ALGORITHM, key_id, load_key, sign_file
 from .ablation import importance_share
-from .calibration import CALIBRATION_DEFINITION, flat_calibration
+from .calibration import CALIBRATION_DEFINITION, METHOD_TEXT as CALIBRATION_METHODS, flat_calibration
 from .core import Result, evaluate_holdout, nested_cv, proba_full
 from .data import Table, feature_matrix, load_table, normalise_labels, table_hash
-from .evaluate import AUC_MACRO_DEFINITION, HEADLINE, bootstrap_metrics, ci_method, confusion, flatten
+from .evaluate import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, bootstrap_metrics, ci_method, confusion, flatten,
+                       nested_cv_intervals)
 from .estimators import model_importance, scorer, selected_features, strip_cache, transform_to_selected
 from .harmonize import BATCH_FEATURE, attach_batch, batch_codes
 
 log = logging.getLogger(__name__)
-SMALL_SAMPLE = 30  # fewer evaluated patients than this: metrics.json and the log say so
+SMALL_SAMPLE = 30
+CAL_BOOT = 500  # resamples of the model-level calibration interval (each refits C x 2 logistic models)  # fewer evaluated patients than this: metrics.json and the log say so
 ID = "patient_id"
 
 
@@ -309,7 +311,7 @@ def write_outputs(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
                                          for m in res.probs},
     }
     if predicted is not None:
-        summary["predicted_masks"] = _write_predicted(out, res, predicted, cfg, classes, known, best,
+        summary["predicted_masks"] = _write_predicted(out, res, predicted, ev, fit, cfg, classes, known, best,
                                                       id_column, label_column)
     importance, correlation = _importance(best_pipe, fit, ev, cc, cfg.run.seed)
     from .figures import write_figures
@@ -345,27 +347,50 @@ def _smote_report(pipe, classes) -> dict | None:
 
 
 def _metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
+    """Every model's metrics with intervals (:mod:`.evaluate`; nested CV: Nadeau-Bengio over the outer folds),
+    calibration (:mod:`.calibration`) and ``best.*``: the final model's (hold-out) or, in nested CV, the
+    whole procedure's with the model chosen inside each outer fold."""
     metrics: dict = {}
     support = np.bincount(y, minlength=len(classes))
     for i, (m, P) in enumerate(probs.items()):
-        boot = bootstrap_metrics(y, P, groups, cc.bootstrap, 1000 + i)
-        metrics.update(flatten(m, boot, classes, support))
-        metrics.update(flat_calibration(m, y, np.mean(P, axis=0), classes, known))
+        metrics.update(flatten(m, _intervals(y, P, groups, res, cc, 1000 + i), classes, support))
+        metrics.update(flat_calibration(m, y, np.mean(P, axis=0), classes, known, min(cc.bootstrap, CAL_BOOT), 1000 + i,
+                                        groups))
         if m in res.searches:
             metrics[f"{m}.inner_cv_score"] = round(float(res.searches[m].best_score_), 6)
     best = res.best_model
     metrics["best_model"] = best
     if res.choice:
         metrics["best_model_rule"] = res.choice["rule"]
-    for k in HEADLINE:
-        metrics[f"best.{k}"] = metrics[f"{best}.{k}"]
+    if res.selected:  # nested CV: the procedure (choice inside every outer fold), not the best of four scores
+        sel = flatten("best", _intervals(y, res.selected, groups, res, cc, 999), classes, support)
+        for k in HEADLINE:
+            metrics[f"best.{k}"] = sel[f"best.{k}"]
+        metrics["best_definition"] = ("nested CV of the whole procedure: inside every outer training part the four "
+                                      "models are tuned and one is chosen by the final-model rule; best.* scores "
+                                      "that choice on its outer fold (no winner's curse)")
+        metrics["chosen_in_outer_folds"] = {m: sum(1 for f in res.folds if f["model"] == m and f.get("chosen_in_fold"))
+                                            for m in probs}
+    else:
+        for k in HEADLINE:
+            metrics[f"best.{k}"] = metrics[f"{best}.{k}"]
+        metrics["best_definition"] = "the final model (chosen on the fitting patients' inner CV) on the test patients"
     metrics["auc_macro_definition"] = AUC_MACRO_DEFINITION
-    metrics["ci_method"] = ci_method(cc.bootstrap)
+    metrics["ci_method"] = (ci_method(cc.bootstrap) if res.mode != "nested_cv" else
+                            "95 % intervals: " + CI_METHODS["nadeau_bengio"])
+    metrics["ci_methods"] = CI_METHODS
     metrics["calibration_method"] = getattr(cc, "calibration", "none")
     metrics["calibration_definition"] = CALIBRATION_DEFINITION
     # scored like any other class (zero probability), but the model cannot recognise them: flagged
     metrics["classes_absent_from_training"] = [py_value(classes[c]) for c in range(len(classes)) if not known[c]]
     return metrics
+
+
+def _intervals(y, P: list, groups, res: Result, cc, seed: int) -> dict:
+    """Point values and intervals of one model's (or the procedure's) probabilities, one matrix per repeat."""
+    if res.mode == "nested_cv" and res.outer:
+        return nested_cv_intervals(y, P, res.outer, bootstrap_metrics(y, P, groups, 0, seed))
+    return bootstrap_metrics(y, P, groups, cc.bootstrap, seed)
 
 
 def _write_predictions(path: Path, res: Result, mean_P: dict, classes, known, best, id_column, label_column) -> None:
@@ -379,13 +404,36 @@ def _write_predictions(path: Path, res: Result, mean_P: dict, classes, known, be
     write_table(df, path)
 
 
-def _write_predicted(out: Path, res: Result, pred: Table, cfg: Config, classes, known, best, id_column,
-                     label_column) -> dict:
-    """Score the fitted models on features from predicted masks: metrics_predicted.json + predictions."""
-    probs = {m: [proba_full(gs.best_estimator_, pred.X, len(classes))] for m, gs in res.searches.items()}
-    sub = Result("predicted_masks", pred.y, pred.ids, probs, res.searches)
-    metrics = _metrics(pred.y, probs, pred.ids, sub, cfg.classification, classes, known)
-    metrics["n_eval_patients"] = int(len(np.unique(pred.ids)))
+FAILED_MASK_SCORING = ("scored from the training class prior: probability = each class's share of the fitting "
+                       "patients, predicted class = the most frequent one; counted among the evaluated patients")
+
+
+def prior_probs(fit_y: np.ndarray, n_classes: int, n_rows: int) -> np.ndarray:
+    """The fitting patients' class shares as the probabilities of ``n_rows`` patients without features."""
+    shares = np.bincount(fit_y, minlength=n_classes) / max(len(fit_y), 1)
+    return np.tile(shares, (n_rows, 1))
+
+
+def _write_predicted(out: Path, res: Result, pred: Table, ev: Table, fit: Table, cfg: Config, classes, known, best,
+                     id_column, label_column) -> dict:
+    """Score the fitted models on features from predicted masks: metrics_predicted.json + predictions. Every
+    evaluated patient stays a row: one whose predicted mask gave no features (failed or empty mask) is scored
+    from the prior (:data:`FAILED_MASK_SCORING`) and counted."""
+    missing = ~np.isin(ev.ids, pred.ids)
+    failed_ids, failed_y = ev.ids[missing], ev.y[missing]
+    C = len(classes)
+    prior = prior_probs(fit.y, C, int(missing.sum()))
+    probs = {m: [np.vstack([proba_full(gs.best_estimator_, pred.X, C), prior])] for m, gs in res.searches.items()}
+    y, ids = np.concatenate([pred.y, failed_y]), np.concatenate([pred.ids, failed_ids])
+    sub = Result("predicted_masks", y, ids, probs, res.searches)
+    metrics = _metrics(y, probs, ids, sub, cfg.classification, classes, known)
+    metrics["n_eval_patients"] = int(len(np.unique(ids)))
+    metrics["n_failed_masks"] = int(missing.sum())
+    metrics["failed_mask_patients"] = [str(i) for i in failed_ids]
+    metrics["failed_mask_scoring"] = FAILED_MASK_SCORING
+    if missing.any():
+        log.warning("classify: %d test patient(s) have no predicted-mask features (e.g. '%s'); %s",
+                    int(missing.sum()), failed_ids[0], FAILED_MASK_SCORING)
     write_json(out / METRICS_PREDICTED, metrics)
     _write_predictions(out / PREDICTIONS_PREDICTED, sub, {m: P[0] for m, P in probs.items()}, classes, known,
                        best, id_column, label_column)
@@ -447,6 +495,12 @@ def _write_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, trai
         # raw training range of every feature some saved model selects (predict warns far outside it)
         "training_ranges": _training_ranges(fit, used),
         "training_table_sha256": train_hash, "training_rows": int(len(fit.y)),
+        "training_class_counts": {str(py_value(c)): int(n) for c, n in
+                                  zip(fit.classes, np.bincount(fit.y, minlength=len(fit.classes)))},
+        # the ONE calibration of the saved probabilities; the report and `evaluate` read it from here
+        "calibration": {"method": cfg.classification.calibration,
+                        "description": CALIBRATION_METHODS[cfg.classification.calibration],
+                        "metrics_definition": CALIBRATION_DEFINITION},
         "training_patients": int(len(np.unique(fit.ids))), "evaluation": res.mode,
         "cv_scores": {m: {"scoring": cfg.classification.scoring, "inner_cv_score": float(gs.best_score_),
                           "best_params": py_dict(gs.best_params_)} for m, gs in res.searches.items()},

@@ -64,6 +64,9 @@ def _fmt(v: Any) -> str:
         val, lo, hi = v.get("value"), v.get("ci_low"), v.get("ci_high")
         if val is None:
             return "n/a"
+        if v.get("n_too_small"):  # issue 23: no per-class interval below 5 patients
+            return (f"{val:.3f} <span class='warn' title='no interval below 5 patients of the class'>n too small "
+                    f"(n={v.get('n')})</span>")
         if lo is None or hi is None:
             return _fmt(val)
         ci = f"{val:.3f} <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>"

@@ -28,6 +28,8 @@ def _cell(v: Any) -> str:
         val, lo, hi = v.get("value"), v.get("ci_low"), v.get("ci_high")
         if val is None:
             return "n/a"
+        if v.get("n_too_small"):
+            return f"{val:.3f} <span class='warn'>n too small (n={v.get('n')})</span>"
         out = f"{val:.3f}" + ("" if lo is None or hi is None else f" <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>")
         return out + (f" <span class='warn'>n={v['n']}</span>" if lo is not None and lo == hi and "n" in v else "")
     if v is None:

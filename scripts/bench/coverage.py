@@ -1,0 +1,41 @@
+"""Coverage of the classification intervals at n = 15 and n = 60 (issue 23): the table in the README.
+
+    PYTHONPATH=src python scripts/bench/coverage.py [--reps 400] [--boot 300]
+
+Runs :mod:`cervirad.classification.coverage` with whatever ``cervirad`` is on PYTHONPATH; with an older
+checkout (no coverage module) it uses its ``bootstrap_metrics`` the same way (the 'before' column).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=400)
+    ap.add_argument("--boot", type=int, default=300)
+    ap.add_argument("--mu", type=float, default=1.5)
+    a = ap.parse_args()
+    from cervirad.classification import evaluate as ev
+
+    try:
+        from cervirad.classification.coverage import DESIGNS, TRUE_KEYS, coverage
+    except ImportError:  # an older checkout: the same simulation, copied
+        from coverage_sim import DESIGNS, TRUE_KEYS, coverage
+
+    def fn(y, probs, ids, seed):
+        return ev.bootstrap_metrics(y, probs, ids, a.boot, seed)
+
+    print(f"cervirad from {ev.__file__}; mu {a.mu}, {a.reps} draws, {a.boot} bootstrap resamples")
+    print("n   " + "  ".join(f"{k:>18}" for k in TRUE_KEYS))
+    for n, counts in DESIGNS.items():
+        cov = coverage(fn, counts, a.mu, a.reps, keys=TRUE_KEYS)
+        print(f"{n:<4}" + "  ".join(f"{100 * cov[k]:>17.1f}%" for k in TRUE_KEYS), flush=True)
+
+
+if __name__ == "__main__":
+    main()
