@@ -333,6 +333,13 @@ class ExecutionConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     dca_category: Optional[int] = 6
+    # statements only the study team can make (issue 23); the report's checklist shows "not reported" while empty:
+    # how the reference masks were drawn (CLAIM 14/17), by whom (CLAIM 16), their agreement (CLAIM 18), and
+    # how the sample size was arrived at (TRIPOD+AI 10)
+    annotation_protocol: str = ""
+    annotators: str = ""
+    inter_reader_agreement: str = ""
+    sample_size_statement: str = ""
 
 
 @dataclass(frozen=True)

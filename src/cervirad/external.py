@@ -122,7 +122,6 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
     its own patients (transductive, no labels) - else a harmonised model refuses it."""
     from .classification.predict import predict_table
     from .io import write_table
-    from .shift import clinical_shift, feature_shift, fingerprint_shift, shift_warnings
 
     dev = Layout(development)
     out = st.classification_dir
@@ -131,6 +130,7 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
     harmonization = _check_scanners(card, run, dev, cfg, harmonize)
     if harmonization:
         summary["harmonization"] = harmonization
+    labels = _cohort_labels(cohort, cfg)
     for masks, metrics_name, pred_name in (("predicted", METRICS_PREDICTED, PREDICTIONS_PREDICTED),
                                            ("manual", METRICS, PREDICTIONS)):
         table = run.features_table(masks)
@@ -143,38 +143,30 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
                         ", ".join(absent))
             df = df.assign(**{c: np.nan for c in absent})
             summary["imputed_clinical_columns"] = absent
-        pred = predict_table(dev.classification_dir, df, harmonize=harmonize)
+        pred = _with_missing_patients(predict_table(dev.classification_dir, df, harmonize=harmonize), labels, card)
         write_table(pred, out / pred_name)
-        if LABEL in df.columns:
-            metrics = score_predictions(pred, card, cfg)
+        if LABEL in pred.columns and pred[LABEL].notna().any():
+            metrics = score_predictions(pred[pred[LABEL].notna()], card, cfg)
             if harmonization:
                 metrics["harmonization"] = harmonization
             write_json(out / metrics_name, metrics)
             summary["sources"][masks] = {k: metrics[f"{card['model']}.{k}"]["value"]
                                          for k in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")}
-    # the shift check: the cohorts, then the selected features (development: its fitting patients)
-    dev_fp = json.loads(dev.fingerprint.read_text(encoding="utf-8"))
-    ext_fp = json.loads(run.fingerprint.read_text(encoding="utf-8"))
-    rows = fingerprint_shift(dev_fp, ext_fp)
-    dev_feat = pd.read_parquet(dev.features_table("manual"))
-    dev_feat = dev_feat[dev_feat["split"].isin(["train", "val"])]
-    ext_feat = pd.read_parquet(run.features_table("predicted"))
-    clinical = [c for c in dev_feat.columns if c.startswith("clin_") and c in ext_feat.columns]
-    rows += clinical_shift(dev_feat, ext_feat, clinical)  # clinical variable ranges (a cohort without a table: none)
-    selected = [f for f in card.get("selected_features", []) if f in ext_feat.columns and f in dev_feat.columns]
-    feats = feature_shift(dev_feat, ext_feat, selected)
-    warnings = shift_warnings(rows, feats) + _harmonization_hint(feats, card, harmonization)
-    for w in warnings:
+            summary["sources"][masks]["n_without_features"] = metrics["n_without_prediction"]
+    shift = shift_check(dev, run, card)
+    pred_feats = pd.DataFrame((shift["features_by_mask_source"].get("predicted") or {}).get("features") or [])
+    shift["warnings"] += _harmonization_hint(pred_feats, card, harmonization)
+    for w in shift["warnings"]:
         log.warning("%s", w)
-    write_json(out / SHIFT, {"cohort": rows, "features": feats.to_dict(orient="records"), "warnings": warnings})
-    summary["shift_warnings"] = warnings
+    write_json(out / SHIFT, shift)
+    summary["shift_warnings"] = shift["warnings"]
     internal = dev.classification_dir / METRICS
     if internal.is_file():
         m = json.loads(internal.read_text(encoding="utf-8"))
         summary["development_internal_test"] = {k: m.get(f"{card['model']}.{k}", {}).get("value")
                                                 for k in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")}
     write_json(out / SUMMARY, summary)
-    st.info["shift_warnings"] = len(warnings)
+    st.info["shift_warnings"] = len(shift["warnings"])
     return summary
 
 
@@ -235,39 +227,120 @@ def _harmonization_hint(feats: pd.DataFrame, card: dict, harmonization: dict) ->
     return []
 
 
+def _cohort_labels(cohort: Cohort | None, cfg: Config) -> dict[str, object]:
+    """Pathologic_typing of every cohort patient the clinical table labels ({} without one)."""
+    if cohort is None or getattr(cohort, "clinical", None) is None:
+        return {}
+    from .cohort import pathologic_typing
+
+    try:
+        y = pathologic_typing(cohort.clinical.drop_duplicates(cfg.data.id_column), cfg.data)
+    except Exception as e:  # noqa: BLE001 - a cohort without the label columns has no labels to add
+        log.info("evaluate: no labels for patients without features (%s)", e)
+        return {}
+    return {str(pid): int(y[pid]) for pid in cohort.ids if pid in y.index}
+
+
+def _with_missing_patients(pred: pd.DataFrame, labels: dict, card: dict) -> pd.DataFrame:
+    """Every labelled cohort patient stays a row: one whose mask gave no features (failed or empty mask) is
+    added with an empty prediction; :func:`score_predictions` scores it from the development prior."""
+    id_col = card["id_column"]
+    have = set(pred[id_col].astype(str))
+    missing = [pid for pid in labels if pid not in have]
+    if not missing:
+        return pred
+    log.warning("evaluate: %d patient(s) have no features from this mask source (e.g. '%s'); %s", len(missing),
+                missing[0], FAILED_MASK_SCORING)
+    add = pd.DataFrame({id_col: missing, "predicted": [None] * len(missing),
+                        "warning": ["no features (segmentation or extraction failed)"] * len(missing)})
+    if LABEL in pred.columns or labels:
+        add[LABEL] = [labels[p] for p in missing]
+    return pd.concat([pred, add], ignore_index=True)
+
+
+def shift_check(dev: Layout, run: RunDir, card: dict) -> dict:
+    """The cohorts, then the selected features - each mask source compared with its own kind, so site and
+    mask source are not confounded: development manual masks (fitting patients) vs external manual masks,
+    and development predicted masks vs external predicted masks. The development run extracts predicted-mask
+    features for its TEST patients only (no out-of-fold predicted masks of its fitting patients exist), so the
+    predicted-vs-predicted comparison uses the development test patients, and says so."""
+    from .shift import clinical_shift, feature_shift, fingerprint_shift, shift_warnings
+
+    dev_fp = json.loads(dev.fingerprint.read_text(encoding="utf-8"))
+    ext_fp = json.loads(run.fingerprint.read_text(encoding="utf-8"))
+    rows = fingerprint_shift(dev_fp, ext_fp)
+    dev_manual = pd.read_parquet(dev.features_table("manual"))
+    dev_fit = dev_manual[dev_manual["split"].isin(["train", "val"])]
+    ext_any = pd.read_parquet(run.features_table("predicted"))
+    clinical = [c for c in dev_fit.columns if c.startswith("clin_") and c in ext_any.columns]
+    rows += clinical_shift(dev_fit, ext_any, clinical)  # clinical variable ranges (a cohort without a table: none)
+    comparisons, warnings = {}, []
+    pairs = [("manual", dev_fit, run.features_table("manual"),
+              "development manual masks (fitting patients) vs external manual masks"),
+             ("predicted", _dev_predicted(dev), run.features_table("predicted"),
+              "development predicted masks (its TEST patients: the run has no out-of-fold predicted masks of its "
+              "fitting patients) vs external predicted masks")]
+    for source, dev_feat, ext_path, what in pairs:
+        if dev_feat is None or not ext_path.is_file():
+            comparisons[source] = {"compared": what, "skipped": "no features of this mask source on both sides"}
+            continue
+        ext_feat = pd.read_parquet(ext_path)
+        selected = [f for f in card.get("selected_features", []) if f in ext_feat.columns and f in dev_feat.columns]
+        feats = feature_shift(dev_feat, ext_feat, selected)
+        comparisons[source] = {"compared": what, "n_development": int(len(dev_feat)), "n_external": int(len(ext_feat)),
+                               "features": feats.to_dict(orient="records")}
+        warnings += [f"{source} masks: {w}" for w in shift_warnings([], feats)]
+    warnings = shift_warnings(rows) + warnings
+    return {"cohort": rows, "features_by_mask_source": comparisons, "warnings": warnings}
+
+
+def _dev_predicted(dev: Layout) -> pd.DataFrame | None:
+    p = dev.features_table("predicted")
+    return pd.read_parquet(p) if p.is_file() else None
+
+
 def score_predictions(pred: pd.DataFrame, card: dict, cfg: Config) -> dict:
-    """Metrics of the frozen model's predictions with bootstrap CIs; classes unseen in development
-    get a zero-probability column (scored, and listed); calibration-in-the-large and slope."""
-    from .classification.evaluate import (AUC_MACRO_DEFINITION, HEADLINE, bootstrap_metrics, ci_method, flatten)
+    """Metrics of the frozen model's predictions with the classify stage's intervals; classes unseen in development
+    get a zero-probability column (scored, and listed); a patient without a prediction is scored from the
+    development training prior and counted; calibration by the classify stage's one definition."""
+    from .classification.calibration import CALIBRATION_DEFINITION, flat_calibration
+    from .classification.evaluate import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, bootstrap_metrics, ci_method,
+                                          flatten)
 
     dev_classes = list(card["class_codes"])
     truth = pred[LABEL].tolist()
     unseen = sorted({t for t in truth if t not in dev_classes}, key=str)
     classes = np.asarray(dev_classes + unseen, dtype=object)
     ok = pred["predicted"].notna().to_numpy()
-    P = np.zeros((int(ok.sum()), len(classes)))
+    P = np.zeros((len(pred), len(classes)))
     for j, c in enumerate(classes):
         col = f"prob_{c}"
         if col in pred.columns:
-            P[:, j] = pred.loc[ok, col].to_numpy(dtype=float)
+            P[ok, j] = pred.loc[ok, col].to_numpy(dtype=float)
+    P[~ok] = _prior(card, classes)
     code = {c: i for i, c in enumerate(classes)}
-    y = np.array([code[t] for t in np.asarray(truth, dtype=object)[ok]])
-    ids = pred.loc[ok, card["id_column"]].astype(str).to_numpy()
+    y = np.array([code[t] for t in np.asarray(truth, dtype=object)])
+    ids = pred[card["id_column"]].astype(str).to_numpy()
     model = card["model"]
-    metrics = flatten(model, bootstrap_metrics(y, [P], ids, cfg.classification.bootstrap, cfg.run.seed), classes,
+    n_boot = cfg.classification.bootstrap
+    metrics = flatten(model, bootstrap_metrics(y, [P], ids, n_boot, cfg.run.seed), classes,
                       np.bincount(y, minlength=len(classes)))
     why = undefined_aucs(y, classes, len(dev_classes))  # per class: auc_ovr already gives none (NaN -> null)
     if "macro" in why:  # no class the model scores has positives and negatives: no AUC at all, never "0.5"
         metrics[f"{model}.auc_macro"].update(value=None, ci_low=None, ci_high=None, n_boot_valid=0)
+    known = np.array([c in dev_classes for c in classes])
+    metrics.update(flat_calibration(model, y, P, classes, known, min(n_boot, 500), cfg.run.seed, ids))
     for k in HEADLINE:
         metrics[f"best.{k}"] = metrics[f"{model}.{k}"]
+    cal = card.get("calibration") or {"method": (card.get("config") or {}).get("calibration", "none")}
     metrics.update({
         "auc_undefined": why,
-        "best_model": model, "n_eval_patients": int(len(ids)), "n_without_prediction": int((~ok).sum()),
+        "best_model": model, "n_eval_patients": int(len(np.unique(ids))), "n_without_prediction": int((~ok).sum()),
+        "patients_without_prediction": [str(i) for i in ids[~ok]], "without_prediction_scoring": FAILED_MASK_SCORING,
         "classes_unseen_in_development": [_plain(c) for c in unseen],
         "classes_absent_externally": [_plain(c) for c in dev_classes if c not in set(truth)],
-        "auc_macro_definition": AUC_MACRO_DEFINITION, "ci_method": ci_method(cfg.classification.bootstrap),
-        "calibration": calibration(y, P, classes),
+        "auc_macro_definition": AUC_MACRO_DEFINITION, "ci_method": ci_method(n_boot), "ci_methods": CI_METHODS,
+        "calibration_method": cal["method"], "calibration_definition": CALIBRATION_DEFINITION,
     })
     return metrics
 
@@ -296,21 +369,19 @@ def undefined_aucs(y: np.ndarray, classes: np.ndarray, n_dev: int) -> dict[str, 
     return out
 
 
-def calibration(y: np.ndarray, P: np.ndarray, classes: np.ndarray) -> dict:
-    """Per class (one vs rest): calibration-in-the-large (observed rate − mean predicted probability)
-    and calibration slope (logistic regression of the outcome on the logit of the probability)."""
-    from sklearn.linear_model import LogisticRegression
+FAILED_MASK_SCORING = ("scored from the development training class prior (probability = each class's share of the "
+                       "fitting patients, predicted class = the most frequent), counted among the evaluated patients")
 
-    out = {}
-    for j, c in enumerate(classes):
-        yc = (y == j).astype(int)
-        if yc.min() == yc.max():
-            continue
-        p = np.clip(P[:, j], 1e-6, 1 - 1e-6)
-        logit = np.log(p / (1 - p)).reshape(-1, 1)
-        slope = float(LogisticRegression(C=1e6, max_iter=1000).fit(logit, yc).coef_[0, 0]) if np.ptp(logit) else None
-        out[str(_plain(c))] = {"in_the_large": float(yc.mean() - p.mean()), "slope": slope, "n_positive": int(yc.sum())}
-    return out
+
+def _prior(card: dict, classes: np.ndarray) -> np.ndarray:
+    """The development fitting patients' class shares over ``classes`` (uniform over the development classes for a
+    model card without ``training_class_counts``)."""
+    counts = card.get("training_class_counts")
+    if counts:
+        v = np.array([float(counts.get(str(c), 0)) for c in classes])
+    else:
+        v = np.array([1.0 if c in set(card["class_codes"]) else 0.0 for c in classes])
+    return v / v.sum()
 
 
 def _plain(v):

@@ -61,9 +61,14 @@ def test_every_external_artifact_and_nothing_refitted(e2e_run, site_b, external)
         m = read_json(out / "classification" / name)
         auc = m[f"{card['model']}.auc_macro"]
         assert auc["value"] is not None and auc["ci_low"] <= auc["value"] <= auc["ci_high"]
-        assert "calibration" in m and "classes_unseen_in_development" in m and "classes_absent_externally" in m
+        assert "classes_unseen_in_development" in m and "classes_absent_externally" in m
+        # the classify stage's one calibration definition, its method read from the model card (issue 23)
+        assert m["calibration_method"] == card["calibration"]["method"] and "calibration_definition" in m
+        assert f"{card['model']}.calibration_slope" in m and m["n_without_prediction"] >= 0
     shift = read_json(out / "classification" / "shift.json")
     assert shift["cohort"] and isinstance(shift["warnings"], list)
+    by_source = shift["features_by_mask_source"]  # manual vs manual, predicted vs predicted: never mixed
+    assert set(by_source) == {"manual", "predicted"} and "TEST patients" in by_source["predicted"]["compared"]
     assert {r["item"] for r in shift["cohort"] if r["kind"] == "clinical"} >= {"clin_age", "clin_figo_stage"}
     html = (out / "external_report.html").read_text(encoding="utf-8")
     assert "External validation" in html and "http://" not in html

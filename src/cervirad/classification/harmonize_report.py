@@ -28,7 +28,7 @@ from ..rundir import write_json
 from .core import evaluate_holdout
 from .data import Table
 from .estimators import selected_features
-from .evaluate import bootstrap_metrics, point_metrics, stratified_draws
+from .evaluate import bootstrap_metrics, patient_draws, point_metrics
 from .harmonize import attach_batch
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def paired_difference(y, P_with, P_without, groups, n_boot: int, seed: int) -> d
     """With minus without, per metric: the point difference and its paired percentile-bootstrap CI."""
     a, b = point_metrics(y, P_with), point_metrics(y, P_without)
     diffs: dict[str, list[float]] = {k: [] for k in SHOWN}
-    for idx in stratified_draws(y, groups, n_boot, seed):
+    for idx in patient_draws(groups, n_boot, seed):  # not stratified by class (issue 23)
         pa, pb = point_metrics(y[idx], P_with[idx]), point_metrics(y[idx], P_without[idx])
         for k in SHOWN:
             diffs[k].append(pa[k] - pb[k])

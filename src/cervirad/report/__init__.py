@@ -23,7 +23,7 @@ from ..rundir import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, FOLD_CURVES, M
                       MODEL_CARD, OVERLAYS, PREDICTIONS, SUMMARY, Layout, RunDir, StageContext, save_figure, write_text)
 from .checklist import build_checklist
 from .harmonization import external_note, harmonization_sections
-from .paper_results import results_sections, table1_sections
+from .paper_results import calibration_table, results_sections, table1_sections
 from .robustness import robustness_sections
 from .segmentation_recipe import recipe_sections
 
@@ -259,6 +259,26 @@ def _features_section(run: RunDir) -> str:
     return "".join(parts)
 
 
+def _headline(m: dict, pred: dict | None, best: str | None) -> str:
+    """The deployable result first: the final model on the test patients' CRFE (predicted) masks - what a new
+    patient gets - with the expert-mask result beside it (issue 23)."""
+    if not best:
+        return ""
+    b = m.get("best_definition") or ""
+    if not pred:
+        return (f"<h3>Headline: {html.escape(str(best))}, expert masks</h3><p class='note'>This run has no features "
+                "from predicted masks, so the headline rests on expert masks - not what deployment would get.</p>"
+                + _table([[k, m.get(f"best.{k}", "")] for k in HEADLINE], ["metric", "expert masks [95 % CI]"]))
+    rows = [[k, pred.get(f"{best}.{k}", ""), m.get(f"{best}.{k}", "")] for k in HEADLINE]
+    failed = pred.get("n_failed_masks") or 0
+    note = (f"<p class='warn'>{failed} test patient(s) without predicted-mask features: "
+            f"{html.escape(str(pred.get('failed_mask_scoring', '')))}.</p>" if failed else "")
+    return (f"<h3>Headline: {html.escape(str(best))} end to end (CRFE masks -> features -> classifier), "
+            f"{pred.get('n_eval_patients', '?')} test patients</h3>"
+            + _table(rows, ["metric", "end to end: predicted masks [95 % CI]", "expert masks [95 % CI]"]) + note
+            + f"<p class='muted'>{html.escape(b)}. Intervals: each metric's own method (metrics.json ci_method).</p>")
+
+
 def _classification_section(run: RunDir, models: list[str]) -> str:
     d = run.classification_dir
     if not d.is_dir():
@@ -270,6 +290,7 @@ def _classification_section(run: RunDir, models: list[str]) -> str:
         rule = m.get("best_model_rule") or "inner cross-validation"
         parts.append(f"<p>Final model (never chosen on the test set): <b>{html.escape(str(best))}</b>, by "
                      f"{html.escape(rule)}.</p>")
+    parts.append(_headline(m, _read_json(d / METRICS_PREDICTED), best))
     if m.get("small_sample_warning"):
         parts.append(f"<p class='note'>Small sample: {html.escape(m['small_sample_warning'])}.</p>")
     absent = m.get("classes_absent_from_training")
@@ -347,8 +368,9 @@ def _dca_section(run: RunDir, category: int | None, out: Layout) -> tuple[str, b
 
 
 def _checklist_section(items: list[dict]) -> str:
-    cls = {"filled": "ok", "user": "warn", "missing": "bad"}
-    label = {"filled": "filled from the run", "user": "TO COMPLETE by the study team", "missing": "missing in this run"}
+    cls = {"filled": "ok", "user": "warn", "missing": "bad", "not_reported": "bad"}
+    label = {"filled": "filled from the run", "user": "TO COMPLETE by the study team", "missing": "missing in this run",
+             "not_reported": "not reported (config field empty)"}
     rows = "".join(f"<tr><td>{html.escape(i['ref'])}</td><td>{html.escape(i['item'])}</td>"
                    f"<td class='{cls[i['status']]}'>{label[i['status']]}</td><td>{html.escape(i['evidence'])}</td></tr>"
                    for i in items)
@@ -394,11 +416,12 @@ def _external_section(run: RunDir, development: str) -> str:
         if per_class:
             parts.append(f"<p class='muted'>No AUC ({name}) for " + "; ".join(
                 f"class {html.escape(c)}: {html.escape(r)}" for c, r in per_class.items()) + ".</p>")
-        cal = m.get("calibration") or {}
-        if cal:
-            parts.append(f"<h3>Calibration ({name})</h3>" + _table(
-                [[c, v.get("in_the_large"), v.get("slope"), v.get("n_positive")] for c, v in cal.items()],
-                ["class", "calibration-in-the-large", "calibration slope", "positives"]))
+        if m.get("n_without_prediction"):
+            parts.append(f"<p class='warn'>{m['n_without_prediction']} patient(s) without features ({name}): "
+                         f"{html.escape(', '.join(m.get('patients_without_prediction', [])))} - "
+                         f"{html.escape(str(m.get('without_prediction_scoring', '')))}.</p>")
+        if m.get("best_model"):
+            parts.append(f"<h3>Calibration ({name})</h3>" + calibration_table(m, str(m["best_model"])))
     shift = _read_json(run.classification_dir / "shift.json") or {}
     warns = shift.get("warnings") or []
     parts.append("<h3>Shift check</h3>" + ("".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warns)
@@ -407,12 +430,15 @@ def _external_section(run: RunDir, development: str) -> str:
     if flagged:
         parts.append(_table([[r.get("kind"), r.get("item"), r.get("development"), r.get("external"), r.get("shift")]
                              for r in flagged], ["kind", "item", "development", "external", "shift"]))
-    feats = shift.get("features") or []
-    if feats:
-        cols = [c for c in ("feature", "smd", "ks_stat", "ks_p", "dev_median", "ext_median", "flag")
-                if c in feats[0]]
-        parts.append("<h3>Selected features, largest shift first</h3>"
-                     + _table([[f.get(c) for c in cols] for f in feats[:15]], cols))
+    for source, comp in (shift.get("features_by_mask_source") or {}).items():
+        feats = comp.get("features") or []
+        head = f"<h3>Selected features, {html.escape(source)} masks: {html.escape(comp.get('compared', ''))}</h3>"
+        if not feats:
+            parts.append(head + f"<p class='muted'>{html.escape(comp.get('skipped', 'no features'))}</p>")
+            continue
+        cols = [c for c in ("feature", "smd", "ks_stat", "ks_p", "dev_median", "ext_median", "flag") if c in feats[0]]
+        parts.append(head + f"<p class='muted'>{sum(1 for f in feats if f.get('flag'))} of {len(feats)} flagged; "
+                     "largest shift first</p>" + _table([[f.get(c) for c in cols] for f in feats[:15]], cols))
     return "".join(parts)
 
 
@@ -432,6 +458,7 @@ def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None =
     facts = {"run": info, "fingerprint": fp or {}, "splits": splits or {}, "config": cfg,
              "seg_metrics": _read_json(run.seg_metrics()) or {},
              "cls_metrics": _read_json(run.classification_dir / METRICS) or {},
+             "cls_predicted": _read_json(run.classification_dir / METRICS_PREDICTED) or {},
              "feature_counts": {k: v for k, v in counts.items() if k != "total"}, "dca": has_dca,
              "external": external}
     sections = [

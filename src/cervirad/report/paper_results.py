@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..rundir import ABLATION, FIGURES, METRICS, SUMMARY, TABLE1, TARGETS_SUMMARY, RunDir
+from ..rundir import ABLATION, FIGURES, METRICS, MODEL_CARD, SUMMARY, TABLE1, TARGETS_SUMMARY, RunDir
 
 Section = tuple[str, str, str]
 
@@ -69,15 +69,39 @@ def table1_sections(run: RunDir) -> list[Section]:
 
 def _calibration(d: Path) -> str:
     m = _read(d / METRICS) or {}
-    models = [k[: -len(".brier")] for k in m if k.endswith(".brier") and k.count(".") == 1]
-    if not models:
+    best = m.get("best_model")
+    if not best:
         return ""
+    card = _read(d / MODEL_CARD) or {}
+    method = (card.get("calibration") or {}).get("method")
+    if method:  # the model card names the calibration of the saved probabilities
+        m = {**m, "calibration_method": method}
+    models = [k[: -len(".brier")] for k in m if k.endswith(".brier") and k.count(".") == 1]
     rows = [[mod, m.get(f"{mod}.brier"), m.get(f"{mod}.calibration_intercept"), m.get(f"{mod}.calibration_slope")]
             for mod in models]
-    return (f"<p>Calibration: <b>{html.escape(str(m.get('calibration_method', 'none')))}</b> "
-            "(classification.calibration). Probabilities, metrics and the decision curve are the calibrated ones.</p>"
-            + _table(rows, ["model", "Brier [95 % CI]", "calibration intercept (0 ideal)",
-                            "calibration slope (1 ideal)"])
+    return (calibration_table(m, str(best))
+            + "<h3>Every model</h3>" + _table(rows, ["model", "Brier [95 % CI]", "calibration intercept (0 ideal)",
+                                                    "calibration slope (1 ideal)"]))
+
+
+def calibration_table(m: dict, model: str) -> str:
+    """Per class: calibration intercept and slope with intervals, positives, converged (the classify stage's
+    one definition, internal and external alike); the model-level row last."""
+    rows = []
+    for k in m:
+        if k.startswith(f"{model}.class_") and k.endswith(".calibration_slope"):
+            label = k[len(f"{model}.class_"):-len(".calibration_slope")]
+            a, b = m.get(f"{model}.class_{label}.calibration_intercept") or {}, m[k]
+            rows.append([label, a, b, b.get("n"), "yes" if b.get("converged", True) and a.get("converged", True)
+                         else "NO (value not estimable)"])
+    a, b = m.get(f"{model}.calibration_intercept") or {}, m.get(f"{model}.calibration_slope") or {}
+    failed = m.get(f"{model}.calibration_not_converged") or []
+    rows.append([f"model (mean of {b.get('n_classes', '?')} classes)", a, b, "",
+                 "all" if not failed else f"not estimable: class(es) {', '.join(map(str, failed))} did not converge"])
+    return (f"<p>Calibration of the saved probabilities: <b>{html.escape(str(m.get('calibration_method', '?')))}"
+            "</b> (from the model card).</p>"
+            + _table(rows, ["class", "intercept (0 ideal) [95 % CI]", "slope (1 ideal) [95 % CI]", "positives",
+                            "fit converged"])
             + f"<p class='muted'>{html.escape(str(m.get('calibration_definition', '')))}</p>")
 
 
