@@ -41,7 +41,8 @@ def classified_run(tmp_path_factory, fast_cfg, demo_like):
     pred = demo_like.copy()
     feats = pred.columns[3:]
     pred[feats] = pred[feats] * (1 + np.random.default_rng(0).normal(0, 0.05, (len(pred), len(feats))))
-    write_table(pred, d / "features" / "predicted" / "features.parquet")
+    failed = sorted(demo_like.loc[demo_like.split == "test", "patient_id"])[0]  # its predicted mask gave no features
+    write_table(pred[pred.patient_id != failed], d / "features" / "predicted" / "features.parquet")
     summary = run(fast_cfg, r)
     return r, summary
 
@@ -54,18 +55,28 @@ def test_run_writes_metrics_with_cis_for_all_models(classified_run):
         for k in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
                   "precision_weighted", "recall_weighted", "auc_macro", "class_6.auc", "class_6.f1"):
             v = m[f"{model}.{k}"]
-            assert {"value", "ci_low", "ci_high", "n", "n_boot_valid"} <= set(v), k
+            assert {"value", "ci_low", "ci_high", "n", "n_boot_valid", "ci_method"} <= set(v), k
+            if v.get("n_too_small"):  # a per-class metric on fewer than 5 patients: no interval (issue 23)
+                assert k.startswith("class_") and v["n"] < 5 and v["ci_low"] is None, k
+                continue
             assert v["ci_low"] <= v["value"] <= v["ci_high"], k
         assert isinstance(m[f"{model}.class_6.support"], int)
-    ev = summary["model_choice"]  # the one-standard-error rule on the inner CV, then the smallest grid
+    ev = summary["model_choice"]  # the one-standard-error rule on the inner CV, then the simplest model
     top = max(ev, key=lambda k: ev[k]["inner_cv_mean"])
-    eligible = [k for k in ev if ev[k]["inner_cv_mean"] >= ev[top]["inner_cv_mean"] - ev[top]["inner_cv_se"]]
+    eligible = [k for k in ev if ev[k]["inner_cv_mean"] >= ev[top]["inner_cv_mean"] - ev[top]["inner_cv_se_corrected"]]
     assert m["best_model"] == summary["best_model"] in eligible and "one-standard-error" in m["best_model_rule"]
-    assert ev[m["best_model"]]["candidates"] == min(ev[k]["candidates"] for k in eligible)
+    assert ev[m["best_model"]]["parsimony_rank"] == min(ev[k]["parsimony_rank"] for k in eligible)
+    assert m["best.accuracy"] == m[f"{m['best_model']}.accuracy"]  # hold-out: best.* is the final model's
+    card = out["model_card"]
+    assert card["calibration"]["method"] == m["calibration_method"] and sum(card["training_class_counts"].values())
     assert all(ev[k]["inner_cv_mean"] == pytest.approx(m[f"{k}.inner_cv_score"], abs=1e-6) for k in ev)
     assert m["n_eval_patients"] == len(json.loads((r.path / "splits.json").read_text(encoding="utf-8"))["test"])
     assert set(out["figures"]) == FIGURES
-    assert out["metrics_predicted"]["rf.accuracy"]["value"] is not None
+    mp = out["metrics_predicted"]  # every test patient stays a row: the failed one is scored from the prior
+    assert mp["rf.accuracy"]["value"] is not None and mp["n_failed_masks"] == 1
+    assert mp["n_eval_patients"] == m["n_eval_patients"] and "prior" in mp["failed_mask_scoring"]
+    pp = pd.read_csv(r.path / "classification" / "predictions_predicted.csv")
+    assert mp["failed_mask_patients"][0] in set(pp.patient_id.astype(str)) and len(pp) == m["n_eval_patients"]
     assert summary["evaluation"] == "test_split"
 
 

@@ -292,7 +292,10 @@ def metric_intervals(y: np.ndarray, probs: list[np.ndarray], groups: np.ndarray,
                "n_boot_valid": 0} for k, v in point.items()}
     exact = _exact_intervals(y, P, inv, n_pat, per_class, seed)
     for k, (method, lo, hi) in exact.items():
-        if k in out:
+        if k in out:  # the boundary convention (as Jeffreys' for x = n): the interval always holds the estimate
+            v = out[k]["value"]
+            if np.isfinite(v) and np.isfinite(lo) and np.isfinite(hi):
+                lo, hi = min(lo, v), max(hi, v)
             out[k].update(ci_method=method, ci_low=lo, ci_high=hi)
     small = [k for k in out if k.startswith("class_") and out[k]["n"] < MIN_CLASS_N]
     for k in small:

@@ -116,8 +116,8 @@ def comparison_figure(metrics: dict, models: list[str], best: str):
             d = metrics.get(f"{m}.{k}") or {}
             v = d.get("value")
             vals.append(np.nan if v is None else v)
-            lo.append(0 if v is None or d.get("ci_low") is None else v - d["ci_low"])
-            hi.append(0 if v is None or d.get("ci_high") is None else d["ci_high"] - v)
+            lo.append(0 if v is None or d.get("ci_low") is None else max(0.0, v - d["ci_low"]))
+            hi.append(0 if v is None or d.get("ci_high") is None else max(0.0, d["ci_high"] - v))
         x = np.arange(len(HEADLINE)) + (i - (len(models) - 1) / 2) * width
         ax.bar(x, vals, width, yerr=[lo, hi], capsize=2,
                label=MODEL_NAMES.get(m, m) + (" (best by inner CV)" if m == best else ""))
