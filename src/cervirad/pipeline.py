@@ -354,6 +354,11 @@ def external_config(development: str | Path, cohort_data: dict, name: str) -> Co
     frozen["data"] = {**frozen.get("data", {}), "source": "manifest", "clinical": None, "batch_column": None,
                       **cohort_data}
     frozen.setdefault("run", {})["name"] = name if SAFE_ID.fullmatch(name) else "external"
+    from .features.stage import RADIOMICS_PARAMS
+
+    copy = dev.features_dir("manual") / RADIOMICS_PARAMS  # the parameters the development run used, frozen in it
+    if copy.is_file():
+        frozen.setdefault("features", {})["radiomics_params"] = str(copy.resolve())
     return from_dict(frozen)
 
 

@@ -230,6 +230,15 @@ def split_for_cohort(cohort: Cohort, cfg: Config, lesion_ml: dict[str, float] | 
     return {**parts, "seed": cfg.run.seed, "stratified_by": by, "fractions": [s.train, s.val, s.test]}
 
 
+def _development_ids(cohort: Cohort, cfg: Config) -> list[str] | None:
+    """Train + val patients of THE split when it is known before resampling (label-stratified or unstratified);
+    None when it is stratified by lesion volume, which needs the resampled masks (then all patients plan)."""
+    pre = split_for_cohort(cohort, cfg)
+    if pre["stratified_by"] == LABEL or not cfg.preprocess.split.stratify:
+        return pre["train"] + pre["val"]
+    return None
+
+
 def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
     """The preprocess stage: every patient of ``cohort`` into ``preprocess/``, and ``splits.json``.
     With ``segmentation.plan`` the spacing is the plan's target spacing (:mod:`cervirad.spacing_plan`)."""
@@ -240,7 +249,7 @@ def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
     from .spacing_plan import planned_spacing
 
     fp = json.loads(run.fingerprint.read_text(encoding="utf-8")) if run.fingerprint.is_file() else None
-    spacing, why = planned_spacing(cfg, fp)
+    spacing, why = planned_spacing(cfg, fp, _development_ids(cohort, cfg))
     if tuple(spacing) != tuple(cfg.preprocess.spacing):
         cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, spacing=tuple(spacing)))
         st.info["planned_spacing"] = {"spacing": list(spacing), "why": why}

@@ -72,9 +72,23 @@ def target_spacing(spacings: np.ndarray, sizes: np.ndarray) -> tuple[list[float]
     return [round(float(v), 4) for v in target], why
 
 
-def planned_spacing(cfg: Config, fp: dict | None) -> tuple[tuple[float, float, float], str]:
+def development_fingerprint(fp: dict, ids) -> dict:
+    """``fp`` with its per-patient facts restricted to ``ids`` - the development patients (train + val of the
+    split; the test patients never shape the plan, issue 23) - and the cohort counts kept (the split sizes
+    still follow from them). Unchanged when ``ids`` is empty or matches no patient."""
+    ids = {str(i) for i in (ids or ())}
+    keep = [p for p in fp.get("patients", []) if str(p.get("id")) in ids]
+    if not keep:
+        return fp
+    return {**fp, "patients": keep, "planned_from": f"{len(keep)} development patients (train + val)"}
+
+
+def planned_spacing(cfg: Config, fp: dict | None, development_ids=None) -> tuple[tuple[float, float, float], str]:
     """(spacing preprocess resamples to, why): the plan's target spacing when ``segmentation.plan`` is on
-    and ``preprocess.spacing`` is left at its default (and not in ``plan_keep``), else the configured one."""
+    and ``preprocess.spacing`` is left at its default (and not in ``plan_keep``), else the configured one.
+    ``development_ids``: the patients whose geometry counts (train + val), else all."""
+    if fp is not None and development_ids:
+        fp = development_fingerprint(fp, development_ids)
     if not cfg.segmentation.plan or fp is None:
         return cfg.preprocess.spacing, "preprocess.spacing (no plan)"
     if (tuple(cfg.preprocess.spacing) != tuple(default_of("preprocess.spacing"))

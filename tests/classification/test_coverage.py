@@ -13,6 +13,7 @@ from cervirad.classification.coverage import DESIGNS, coverage
 KEYS = ("accuracy", "balanced_accuracy", "auc_macro")
 
 
+@pytest.mark.slow  # about 15 s per size on one core
 @pytest.mark.parametrize("n", sorted(DESIGNS))
 def test_intervals_cover_the_truth(n):
     def exact_only(y, probs, ids, seed):  # the exact methods of these three metrics need no resampling

@@ -50,6 +50,8 @@ def external(e2e_run, site_b, tmp_path_factory) -> tuple[Path, subprocess.Comple
 def test_every_external_artifact_and_nothing_refitted(e2e_run, site_b, external):
     out, res, before = external
     assert frozen_files(e2e_run) == before  # the development run's models are untouched
+    frozen_params = e2e_run / "features" / "radiomics_params.yaml"  # issue 23: evaluate reads the run's copy
+    assert frozen_params.is_file() and str(frozen_params.resolve()) in (out / "config.yaml").read_text(encoding="utf-8")
     n = len(list((site_b).glob("images/*_mask.nii.gz")))
     assert len(list((out / "masks").glob("*.nii.gz"))) == n  # every external patient segmented
     seg = read_json(out / "segmentation" / "metrics.json")

@@ -217,3 +217,20 @@ def test_probe_times_a_training_step():
                                    "segmentation.augmentation.elastic_p=1.0"])
     s = P.probe_seconds_per_sample(cfg, "crfe", 1, 32, "cpu")
     assert 0 < s < 60
+
+
+def test_plan_reads_the_development_patients_and_a_fixed_memory_budget(monkeypatch):
+    """Issue 23 item 8: test patients never shape the plan; the batch does not follow free memory."""
+    from cervirad.spacing_plan import development_fingerprint
+
+    fp = _fp([[1.0, 1.0, 3.0]] * 4 + [[0.4, 0.4, 1.0]], [[200, 200, 30]] * 4 + [[600, 600, 90]])  # P4: a test outlier
+    cfg = Config()
+    dev = development_fingerprint(fp, ["P0", "P1", "P2", "P3"])
+    assert len(dev["patients"]) == 4 and dev["n_patients"] == 5 and "development" in dev["planned_from"]
+    assert planned_spacing(cfg, fp, ["P0", "P1", "P2", "P3"])[0] == (1.0, 1.0, 3.0)
+    assert development_fingerprint(fp, []) is fp
+    monkeypatch.setattr(P, "available_memory", lambda device: (_ for _ in ()).throw(AssertionError("free memory")))
+    a, b = P.make_plan(dev, cfg, "cpu"), P.make_plan(dev, cfg, "cpu")
+    assert a["decisions"]["segmentation.batch_size"] == b["decisions"]["segmentation.batch_size"]
+    assert a["resources"]["memory_gib"] == P.MEMORY_BUDGET["cpu"] / 2**30
+    assert a["cohort"]["planned_from"].startswith("4 development patients")

@@ -5,6 +5,13 @@ pipeline (:func:`~cervirad.classification.estimators.build_pipeline`), so it is 
 inside every fold like every other step. Its ICC values are ``features/robustness.csv``'s ICC(1,1),
 computed from perturbed extractions of the training patients only (never a test patient) and without
 labels; a column without an ICC (clinical variables, features constant across patients) is kept.
+
+An UNSUPERVISED PRE-FILTER (issue 23): the ICCs are computed once, on the perturbations of all
+fitting (train + val) patients, and the same values are applied in every inner fold - they are not
+recomputed per fold. That shares no label information (the ICC never sees a label, and no test patient),
+but the inner folds' validation patients did contribute to the ICC estimate, like a label-free
+variance filter fitted on the whole training set. Per-fold ICCs would need the perturbed extractions of
+each fold's patients, which the filter does not have at fit time.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ Outputs (``features/`` for manual masks, ``features/predicted/`` for the segment
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -34,9 +35,10 @@ from ..rundir import (COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV,
                       StageContext, case_file, write_json)
 from . import clinical as clin
 from .cases import CaseCache, CaseJob, case_key, extract_jobs, label_voxels
-from .radiomics_ext import check_subbands, load_params
+from .radiomics_ext import check_subbands, load_params, resolve_params_path
 
 log = logging.getLogger(__name__)
+RADIOMICS_PARAMS = "radiomics_params.yaml"  # the run's frozen copy of features.radiomics_params
 
 CATEGORIES = ("clinical", "shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "histogram")
 ERROR_COLUMNS = ["patient_id", "sequence", "step", "message"]
@@ -241,12 +243,14 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
     write_table(diagnostics_table(results), out / DIAGNOSTICS)
     write_table(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / ERRORS)
     write_json(out / COLUMN_COUNTS, counts)
+    # the radiomics parameters as used, frozen in the run: `cervirad evaluate` reads this copy, not the path
+    shutil.copyfile(resolve_params_path(fc.radiomics_params), out / RADIOMICS_PARAMS)
     write_json(out / COLUMNS, {
         "id_columns": ["patient_id", "split", *([BATCH] if batches is not None else [])],
         "label": LABEL if labelled else None,
         "predictors": [c for c in feature_cols if c not in excluded],
         "excluded_from_predictors": excluded,
-        "masks": masks, "radiomics_params": str(fc.radiomics_params)})
+        "masks": masks, "radiomics_params": str(fc.radiomics_params), "radiomics_params_copy": RADIOMICS_PARAMS})
     st.info.update(n_patients=len(ids), n_feature_columns=len(feature_cols), n_errors=len(errors),
                    n_cached=n_hits, extract_seconds=round(seconds, 2), masks=masks)
     if masks == "manual" and fc.robustness.perturbations and splits:  # perturbation ICC, training patients only

@@ -15,9 +15,12 @@ recorded with its value, its source and why. The rules (Isensee et al., Nature M
   target spacing (the larger of rows and columns), rounded up to a multiple of the network
   stride (``config.STRIDE``) and kept in [``MIN_PATCH``, ``MAX_PATCH``] (256 is the paper's slice
   side: CRFE's position attention grows with the fourth power of the side).
-- **Batch size** (``segmentation.batch_size``): what fits in ``MEMORY_FRACTION`` of the available
-  memory (CUDA: free GPU memory, ``torch.cuda.mem_get_info``; CPU: available RAM, psutil if
-  installed, else ``os.sysconf``) at ``bytes_per_sample(patch)``: ``BYTES_PER_PIXEL`` (the
+- **Which patients**: the geometry rules (spacing, patch, cohort pixels) read the development
+  patients only (train + val of ``splits.json``, which run-all's preprocess writes first; without
+  it, all patients, recorded as ``cohort.planned_from``): the test patients never shape the plan.
+- **Batch size** (``segmentation.batch_size``): what fits in ``MEMORY_FRACTION`` of a FIXED
+  memory budget ``MEMORY_BUDGET`` (16 GiB GPU, 8 GiB CPU - a documented cap, not the free memory
+  of the moment, so two runs on one machine plan the same batch) at ``bytes_per_sample(patch)``: ``BYTES_PER_PIXEL`` (the
   network's activations, 210 floats per input pixel for CRFE and the U-Net at any side,
   measured with forward hooks, times 2 for their gradients, 4 bytes each) plus the position
   attention's N x N matrix (N = (side/8)², 3 copies kept for backward). Then nnU-Net's cap: a
@@ -67,6 +70,9 @@ PLAN_VERSION = 1
 MIN_PATCH, MAX_PATCH = 64, 256
 BYTES_PER_PIXEL = 210 * 4 * 2
 MEMORY_FRACTION = {"cpu": 0.25, "cuda": 0.8}
+# the memory the batch rule plans for: a fixed, documented budget (a 16 GiB GPU, 8 GiB of RAM), never the free
+# memory of the moment (which made plan.yaml differ between two runs on one machine, issue 23)
+MEMORY_BUDGET = {"cpu": 8 << 30, "cuda": 16 << 30}
 MAX_BATCH, MAX_BATCH_CPU, MIN_BATCH = 32, 8, 2
 DATASET_SHARE = 0.05  # nnU-Net: a batch covers at most 5 % of the cohort's voxels
 MIN_EPOCHS = 10  # an epoch takes at most 1/MIN_EPOCHS of the budget
@@ -355,7 +361,7 @@ def make_plan(fp: dict, cfg: Config, device: str = "cpu", memory: int | None = N
     px = extent / np.asarray(target)
     n_slices = np.maximum(1, np.round(px[:, 2])).astype(int)
     cohort_pixels = float(np.sum(px[:, 0] * px[:, 1] * n_slices))
-    mem = memory if memory is not None else available_memory(device)[0]
+    mem = memory if memory is not None else MEMORY_BUDGET[device]  # fixed: plan.yaml must not follow free RAM
     batch = d.set("segmentation.batch_size", *plan_batch(patch, device, mem, cohort_pixels))
     n = int(fp.get("n_with_mask") or fp.get("n_patients") or len(spacings))
     split = cfg.preprocess.split
@@ -384,7 +390,8 @@ def make_plan(fp: dict, cfg: Config, device: str = "cpu", memory: int | None = N
     _few_steps_optimizer(d, s)
     return {
         "version": PLAN_VERSION,
-        "cohort": {"patients": n, "development_patients": n_dev, "sequence": seq,
+        "cohort": {"planned_from": fp.get("planned_from", "all patients of the fingerprint"), "patients": n,
+                   "development_patients": n_dev, "sequence": seq,
                    "slice_axis": cfg.preprocess.slice_axis, "median_slices": slices_per_patient},
         "decisions": d.items,
         "normalization": {q: "zscore" for q in s.input_sequences},
@@ -484,7 +491,13 @@ def plan_stage(cfg: Config, run, cohort, st) -> dict:
                 "folds_reason": "segmentation.plan is false"}
     else:
         device = resolve_device(cfg.segmentation.device).type
-        memory, source = available_memory(device)
+        if run.splits.is_file():  # the training patients' geometry only: test patients never shape the plan
+            from ..cohort import load_splits
+            from ..spacing_plan import development_fingerprint
+
+            sp = load_splits(run.path)
+            fp = development_fingerprint(fp, sp["train"] + sp["val"])
+        memory, source = None, f"fixed budget MEMORY_BUDGET[{device!r}] (plan.py), not this machine's free memory"
         first = make_plan(fp, cfg, device, memory)
         s_per = None
         if cfg.segmentation.budget_minutes:
