@@ -1,6 +1,6 @@
 """Benchmark: cervirad feature extraction vs a plain serial PyRadiomics loop (same cases, same settings).
 
-Cases: the 18 real T1w MRI volumes with tumour masks in ../shared/data/ibsi_sts_mri, paper preset
+Cases: the first 18 (of 37) real T1w MRI volumes with tumour masks in ../shared/data/ibsi_sts_mri, paper preset
 (configs/radiomics/paper.yaml, wavelet LLL + HHH: 851 radiomics features per case).
 
 - cervirad: the stage's job engine (:func:`cervirad.features.cases.extract_jobs`: every case cut into
@@ -78,7 +78,7 @@ def plain_pyradiomics_loop(cases: list[tuple[str, Path, Path]], params: dict) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="cervirad extraction vs serial PyRadiomics")
-    ap.add_argument("--cases", type=int, default=18, help="number of cases (default all 18)")
+    ap.add_argument("--cases", type=int, default=18, help="number of cases (default the first 18 of 37)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cervirad worker processes")
     args = ap.parse_args()
     if not DATA.is_dir():

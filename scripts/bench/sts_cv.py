@@ -1,4 +1,4 @@
-"""CRFE k-fold cross-validation on 18 real MRI volumes: test Dice / HD95 (bootstrap 95 % CI over
+"""CRFE k-fold cross-validation on the 37 real MRI volumes: test Dice / HD95 (bootstrap 95 % CI over
 patients) against the mapping ceiling (Dice of a restored PERFECT prediction), wall time, config.
 
 Data: ``../shared/data/ibsi_sts_mri/STS_xxx/MR_T1_{image,mask}.nii.gz`` (IBSI subset of TCIA
@@ -21,7 +21,7 @@ How the folds are run (true disjoint k-fold: every patient is tested exactly onc
    (early stopping on the val patients, component selection chosen on them), predicts the test
    patients, restores the probabilities onto each ORIGINAL grid and scores them
    (``segmentation/per_patient.csv``). The only glue is that splits.json and the symlink.
-4. Pooled over folds (18 test patients): mean Dice and HD95 with the library's percentile
+4. Pooled over folds (every one of the 37 patients tested once): mean Dice and HD95 with the library's percentile
    bootstrap (:func:`cervirad.segmentation.metrics.summarise`).
 
 Mapping ceiling (the "baseline" of this benchmark), per patient on its original grid:
@@ -32,7 +32,8 @@ same way, and that label restored by nearest neighbour (the pre-issue-10 mapping
 
 Usage::
 
-    .venv/bin/python scripts/bench/sts_cv.py            # 3 folds, <= ~15 min on 2 cores
+    .venv/bin/python scripts/bench/sts_cv.py            # 5 folds over the 37 volumes
+    .venv/bin/python scripts/bench/sts_cv.py --recipes plan,plan+ctx+one,plan+ctx+one+warm1 --budget 8 --threads 1  # issue 25 table
     .venv/bin/python scripts/bench/sts_cv.py --quick    # fold 1 only, 2 epochs (smoke run)
     .venv/bin/python scripts/bench/sts_cv.py --folds 6 --epochs 20 --lstm-hidden 256 --keep runs/sts_cv
     # issue 12: training recipes side by side under one wall-clock budget per fold (compare_recipes)
@@ -367,7 +368,7 @@ def time_loader(a: argparse.Namespace, prep: Path, base) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--folds", type=int, default=5, help="outer folds over all patients (every fold is run)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
     ap.add_argument("--crop", type=int, default=96, help="segmentation.train_crop (training patch side)")
