@@ -311,31 +311,37 @@ def plan(
 def train_seg(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
-    model: Optional[str] = typer.Option(None, "--model", help="crfe or unet (default: segmentation.model)."),
+    model: Optional[str] = typer.Option(None, "--model", help="crfe, unet, deeplabv3 or auto (default: "
+                                        "segmentation.model)."),
     folds: Optional[int] = typer.Option(None, "--folds", help="K >= 2: a K-fold ensemble on the train+val "
                                         "patients (default: segmentation.folds; 1 = one model)."),
     force: bool = ForceOpt,
     overrides: List[str] = SetOpt,
 ) -> None:
-    """Train the CRFE (or U-Net) network, then score it on the test patients (a killed training resumes)."""
+    """Train the CRFE (U-Net, DeepLabv3, or the best of them) network, then score it on the test patients (a killed
+    training resumes)."""
     import json
 
-    if model is not None and model not in ("crfe", "unet"):
-        raise CerviradError(f"--model must be crfe or unet, got {model!r}; pick one of them.")
+    from .segmentation.selection import homes
+
+    if model is not None and model not in ("crfe", "unet", "deeplabv3", "auto"):
+        raise CerviradError(f"--model must be crfe, unet, deeplabv3 or auto, got {model!r}; pick one of them.")
     if model is not None:
         overrides = [*overrides, f"segmentation.model={model}"]
     if folds is not None:
         overrides = [*overrides, f"segmentation.folds={folds}"]
     cfg, run = run_targets(config, overrides, run_dir, ["train-seg"], force)
-    archs = [cfg.segmentation.model] + (["unet"] if cfg.segmentation.also_train_unet else [])
-    for arch in dict.fromkeys(archs):
-        m = json.loads(run.seg_metrics(arch).read_text(encoding="utf-8"))
+    for arch, home in homes(run, cfg.segmentation).items():
+        m = json.loads(home.metrics.read_text(encoding="utf-8"))
         typer.echo(f"train-seg {arch}: test Dice {m['dice']['value']:.4f} "
                    f"[{m['dice']['ci_low']:.4f}, {m['dice']['ci_high']:.4f}], best epoch {m['best_epoch']} -> "
-                   f"{run.segmentation_dir(arch)}")
+                   f"{home.dir}")
         if m.get("single_fold_test"):
             typer.echo(f"train-seg {arch}: {m['n_folds']}-fold ensemble test Dice {m['dice']['value']:.4f} vs fold 0 "
                        f"alone {m['single_fold_test']['dice']['value']:.4f}")
+    if cfg.segmentation.model == "auto":
+        pick = json.loads(run.seg_metrics().read_text(encoding="utf-8"))["selection"]
+        typer.echo(f"train-seg auto: the run's model is {pick['chosen']} ({pick['why']}) -> {run.segmentation_dir()}")
 
 
 @app.command()
@@ -373,7 +379,7 @@ def segment(
     cfg, run = load_run(config, overrides, run_dir)
     m = rescore_segmentation(cfg, run, model, force)
     typer.echo(f"segment {m['model']}: test Dice {m['dice']['value']:.4f} over {m['n_patients']} patients -> "
-               f"{run.seg_metrics(m['model'])}")
+               f"{run.seg_metrics()}")
 
 
 @app.command("extract-features")

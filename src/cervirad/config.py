@@ -128,7 +128,12 @@ class SizePriorConfig:
 
 @dataclass(frozen=True)
 class SegmentationConfig:
-    model: Literal["crfe", "unet"] = "crfe"
+    # the run's network: crfe (the paper's), unet, deeplabv3, or auto = train every network of
+    # ``compare`` (empty: all three) on the same split and keep the highest validation Dice
+    model: Literal["crfe", "unet", "deeplabv3", "auto"] = "crfe"
+    # networks trained beside the run's model on the same split (each in segmentation/<name>/, all in the
+    # report's comparison table); with model auto, the candidates
+    compare: tuple[Literal["crfe", "unet", "deeplabv3"], ...] = ()
     # sequences stacked as input channels (1 = T2W; 3 = T2W + DWI + ADC)
     input_sequences: tuple[str, ...] = ("t2w",)
     lstm_hidden: int = 256
@@ -197,6 +202,9 @@ class SegmentationConfig:
     # U-Net baseline width multiplier on CRFE's 32/64/128 channels (1.0 = 0.57 M parameters); null =
     # the width whose parameter count is closest to CRFE's with the same settings (issue 13 item 13)
     unet_width: Optional[float] = None
+    # DeepLabv3's ResNet-18 first-stage width (ResNet's own is 64); null = the width whose parameter count
+    # is closest to CRFE's with the same settings (segmentation/deeplab.py)
+    deeplab_base: Optional[int] = None
     # test-time mirroring: probabilities averaged over the slice as it is and flipped horizontally,
     # vertically and both ways (each flipped back first); stored in model.pt (segmentation/tta.py)
     tta_mirror: bool = True
@@ -864,6 +872,9 @@ def _check_values(cfg: Config) -> None:
         problems.append(f"Config key 'classification.min_icc' is {show(cfg.classification.min_icc)} but "
                         "features.robustness.perturbations is 0: there is no ICC to filter by; set "
                         "features.robustness.perturbations (e.g. 5) or classification.min_icc: null.")
+    if cfg.segmentation.deeplab_base is not None and cfg.segmentation.deeplab_base < 4:
+        problems.append(f"Config key 'segmentation.deeplab_base' is {cfg.segmentation.deeplab_base}; give a width of at "
+                        "least 4 (ResNet-18's is 64) or null for the width matching CRFE's size.")
     if cfg.segmentation.dice_weight == 0 and cfg.segmentation.bce_weight == 0:
         problems.append("Config keys 'segmentation.dice_weight' and 'segmentation.bce_weight' are both 0: the network "
                         "would learn nothing; set at least one > 0 (defaults 1.0).")

@@ -322,8 +322,8 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
             raise InputError(f"Run '{run.path}' has its own trained segmentation; scoring '{path}' would replace its "
                              "masks and metrics. Pass --force to do so, or another --run-dir.")
         inputs = Inputs(cfg, run, {})
-        arch = read_checkpoint(path)["arch"]
-        replace = (RELATIVE.masks_dir(arch), RELATIVE.segmentation_dir(arch) / OVERLAYS)
+        read_checkpoint(path)  # one clear line for a file that is no model.pt, before anything is replaced
+        replace = (RELATIVE.masks_dir(), RELATIVE.segmentation_dir() / OVERLAYS)  # the run's results (evaluate_run)
         with run.stage("segment", key=file_hash(path), replace=replace) as st:
             metrics = evaluate_run(cfg, run, inputs.cohort, path, st)
         rec = run.stage_record("train-seg")

@@ -135,20 +135,19 @@ def test_no_lesion_slices_in_training_is_one_line_error(seg_run):
 @pytest.mark.slow
 def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
     cfg, run = seg_run
-    cfg = cfg.with_overrides(["segmentation.epochs=1", "segmentation.model=unet"])
+    cfg = cfg.with_overrides(["segmentation.epochs=1", "segmentation.compare=[unet]"])
     run_stages(cfg, run, ["train-seg"])
     unet = run.path / "segmentation" / "unet"
     assert torch.load(unet / "model.pt", weights_only=True)["arch"] == "unet"
     assert (unet / "metrics.json").is_file() and any((unet / "masks").glob("*.nii.gz"))
-    assert not (run.path / "masks").exists() and not (run.path / "segmentation" / "comparison.csv").exists()
-    crfe = json.loads((unet / "metrics.json").read_text(encoding="utf-8")) | {"model": "crfe"}
-    (run.path / "segmentation" / "metrics.json").write_text(json.dumps(crfe))
-    table = pd.read_csv(segmentation.write_comparison(run, [run]))
+    assert torch.load(run.path / "segmentation" / "model.pt", weights_only=True)["arch"] == "crfe"
+    table = pd.read_csv(run.path / "segmentation" / "comparison.csv")
     assert list(table.model) == ["crfe", "unet"] and {"dice", "dice_ci_low", "iou_mean_fg_bg"} <= set(table.columns)
+    assert table.equals(pd.read_csv(segmentation.write_comparison(run, [run])))  # found again without the list
     # the report shows it as metric rows x model columns, each metric with its interval
     from cervirad.report import _comparison_table
 
     shown = _comparison_table(table)
-    assert "<th>CRFE</th><th>UNET</th>" in shown
+    assert "<th>CRFE</th><th>U-Net</th>" in shown
     d = table.set_index("model").loc["unet"]
     assert f"<td>dice</td><td>{d.dice:.3f} <span class='muted'>[{d.dice_ci_low:.3f}, {d.dice_ci_high:.3f}]" in shown

@@ -205,7 +205,8 @@ def _lesion_size_strata(m: dict) -> str:
 
 def _comparison_table(df: pd.DataFrame) -> str:
     """comparison.csv as metric rows x model columns, each metric 'value [95 % CI]'."""
-    facts = [c for c in ("n_patients", "parameters", "unet_width", "n_folds", "best_epoch", "train_seconds")
+    facts = [c for c in ("n_patients", "parameters", "unet_width", "deeplab_base", "n_folds", "best_epoch",
+                         "best_val_dice", "train_seconds")
              if c in df.columns]
     rows = [[c] + ["—" if pd.isna(v) else v for v in df[c]] for c in facts]
     def num(v):
@@ -214,7 +215,9 @@ def _comparison_table(df: pd.DataFrame) -> str:
     for m in (c for c in df.columns if f"{c}_ci_low" in df.columns):  # the metrics, in comparison.csv's order
         rows.append([m] + [{"value": num(r[m]), "ci_low": num(r[f"{m}_ci_low"]), "ci_high": num(r.get(f"{m}_ci_high"))}
                            for _, r in df.iterrows()])
-    return _table(rows, ["", *[str(x).upper() for x in df["model"]]])
+    from ..segmentation.model import network_label
+
+    return _table(rows, ["", *[network_label(str(x)) for x in df["model"]]])
 
 
 def _segmentation_section(run: RunDir) -> str:
@@ -224,11 +227,18 @@ def _segmentation_section(run: RunDir) -> str:
     parts = []
     comp = d / COMPARISON
     if comp.is_file():
-        parts.append("<h3>CRFE vs U-Net (same split, test patients)</h3>" + _comparison_table(pd.read_csv(comp)))
-    m = _read_json(d / METRICS)
+        parts.append("<h3>Networks compared (same split, test patients)</h3>" + _comparison_table(pd.read_csv(comp)))
+    m = _read_json(d / METRICS) or {}
+    from ..segmentation.model import ARCHITECTURES, network_label
+
+    if m.get("selection"):
+        pick = m["selection"]
+        parts.append(f"<p>segmentation.model auto: the run's model is {html.escape(network_label(pick['chosen']))} "
+                     f"({html.escape(str(pick['why']))}); the test patients played no part in the choice.</p>")
     if m:
         flat = _scalar_metrics(m)
-        parts.append("<h3>CRFE test metrics (mean over test patients, bootstrap 95 % CI)</h3>")
+        parts.append(f"<h3>{html.escape(network_label(m.get('model', 'crfe')))} test metrics (mean over test patients, "
+                     "bootstrap 95 % CI)</h3>")
         parts.append(_table([[k, v] for k, v in flat.items()], ["metric", "value [95 % CI]"]))
         parts.append("<p class='muted'>foreground IoU is the lesion's IoU; mean IoU averages lesion and background "
                      "(the only reading compatible with the paper's IoU 0.94 at Dice 0.60).</p>")
@@ -237,9 +247,10 @@ def _segmentation_section(run: RunDir) -> str:
     # the fold curves belong to the recipe section
     pngs = [p for p in sorted(d.glob("*.png")) if p.name != FOLD_CURVES] + sorted((d / OVERLAYS).glob("*.png"))[:8]
     parts.append(_figs(pngs))
-    unet = run.segmentation_dir("unet")
-    if unet.is_dir():
-        parts.append("<h3>U-Net baseline</h3>" + _figs(sorted(unet.glob("*.png"))[:4]))
+    for arch in ARCHITECTURES:  # the networks trained beside the run's model
+        side = d / arch
+        if side.is_dir():
+            parts.append(f"<h3>{html.escape(network_label(arch))} (trained beside)</h3>" + _figs(sorted(side.glob("*.png"))[:4]))
     return "".join(parts)
 
 

@@ -1,13 +1,15 @@
-"""Segmentation stage: CRFE (and U-Net baseline) training, test evaluation, inference.
+"""Segmentation stage: CRFE, U-Net and DeepLabv3 training, test evaluation, inference.
 
 Entry points:
 
 - :func:`train_stage` (stage ``train-seg`` of :mod:`cervirad.stages`): train on the run's
   train/val patients, then evaluate the best checkpoint on the test patients. Writes
   ``segmentation/`` (``model.pt``, ``last.pt``, ``train_log.csv``, ``curves.png``,
-  ``metrics.json``, ``per_patient.csv``, ``overlays/``) and ``masks/<pid>.nii.gz`` for CRFE; a
-  U-Net gets ``segmentation/unet/`` (its masks in ``segmentation/unet/masks/``) and
-  ``segmentation/comparison.csv``. With ``segmentation.folds`` = K >= 2 (``train-seg --folds K``)
+  ``metrics.json``, ``per_patient.csv``, ``overlays/``) and ``masks/<pid>.nii.gz`` for the run's
+  network (``segmentation.model``); every network trained beside it (``segmentation.compare``,
+  ``also_train_unet``) gets ``segmentation/<name>/`` (its masks in ``segmentation/<name>/masks/``)
+  and ``segmentation/comparison.csv`` lists them all; ``model: auto`` trains every candidate
+  beside and copies the one with the highest validation Dice to ``segmentation/`` (:mod:`.selection`). With ``segmentation.folds`` = K >= 2 (``train-seg --folds K``)
   it trains K models on the train+val patients (:mod:`.folds`) in ``segmentation/fold_<k>/``,
   writes the ensemble as ``model.pt`` and ``fold_curves.png``, and scores fold 0 alone on the
   test patients too (``fold_0/metrics.json``; ``single_fold_test`` beside the ensemble's).
@@ -16,7 +18,8 @@ Entry points:
 - :func:`segment_paths` (``cervirad segment --model PATH --input FILE_OR_DIR --out DIR``):
   any new volume(s), masks back on each input's own grid.
 
-Module map: ``model`` (networks), ``data`` (slices, sampling, augmentation), ``losses``,
+Module map: ``model`` (CRFE, U-Net and the registry of networks), ``deeplab`` (DeepLabv3),
+``selection`` (which networks train where, ``model: auto``), ``data`` (slices, sampling, augmentation), ``losses``,
 ``train`` (loop, early stopping, checkpoints), ``folds`` (k-fold ensembles), ``infer``
 (checkpoint loading, prediction, volumes), ``tta`` (test-time mirroring, Gaussian sliding
 window), ``metrics``, ``evaluate`` (test split).
@@ -31,7 +34,7 @@ import numpy as np
 
 from ..cohort import load_splits
 from ..errors import InputError
-from ..rundir import COMPARISON, CURVES, MASKS, OVERLAYS, PRETRAIN_PT, Layout
+from ..rundir import COMPARISON, CURVES, MASKS, OVERLAYS, PRETRAIN_PT, Layout, write_json
 from .infer import segment_folder_marked, segment_paths
 
 log = logging.getLogger(__name__)
@@ -49,21 +52,32 @@ def _check_channels(cfg, run) -> None:
 
 
 def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
-    """The train-seg stage: train ``segmentation.model`` (plus a U-Net baseline when
-    ``also_train_unet``) on the run's train/val patients and score each on its test patients.
+    """The train-seg stage: train ``segmentation.model`` (plus the networks of ``segmentation.compare`` /
+    ``also_train_unet``; with ``auto`` every candidate, keeping the highest validation Dice: :mod:`.selection`)
+    on the run's train/val patients and score each on its test patients.
     A killed training resumes from ``last.pt`` when the stage key is unchanged. Returns {arch: metrics}.
     With ``segmentation.plan`` the run's ``plan.yaml`` sets the recipe (:func:`.plan.planned_config`)."""
-    from .plan import architectures, planned_config
+    from .plan import planned_config
+    from .selection import homes, pick_best, promote
 
     cfg = planned_config(cfg, run)
-    archs = architectures(cfg)
     _check_channels(cfg, run)
     split = stage_budget(cfg, run)
     if split:
         log.info("train-seg: budget split: %s", split["why"])
         st.info["budget_split"] = split
-    results = {a: _train_one(cfg, run, cohort, st, a, st.key, progress, split) for a in archs}
-    write_comparison(st, [run, st])
+    where = homes(st, cfg.segmentation)
+    results = {a: _train_one(cfg, run, cohort, home, st.key, progress, split) for a, home in where.items()}
+    if cfg.segmentation.model == "auto":
+        best, why = pick_best({a: m.get("best_val_dice") for a, m in results.items()})
+        log.info("train-seg: segmentation.model auto keeps %s: %s", best, why)
+        run_model = promote(where[best], st)
+        m = json.loads(run_model.metrics.read_text(encoding="utf-8"))
+        m["selection"] = {"rule": "segmentation.model auto", "chosen": best, "why": why,
+                          "val_dice": {a: r.get("best_val_dice") for a, r in results.items()}}
+        write_json(run_model.metrics, m)
+        st.info["auto_model"] = best
+    write_comparison(st, [run, st], list(where.values()))
     st.info.update({f"{a}_test_dice": m["dice"]["value"] for a, m in results.items()})
     return results
 
@@ -88,18 +102,19 @@ def _job_budget(split: dict | None) -> dict:
     return {"budget_minutes": split["model_minutes"], "max_epochs": split["max_epochs"]} if split else {}
 
 
-def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool, split: dict | None = None) -> dict:
+def _train_one(cfg, run, cohort, home, key: str, progress: bool, split: dict | None = None) -> dict:
     if cfg.segmentation.folds >= 2:
-        return _train_ensemble(cfg, run, cohort, st, arch, key, progress, cfg.segmentation.folds, split)
+        return _train_ensemble(cfg, run, cohort, home, key, progress, cfg.segmentation.folds, split)
     from .distributed import announce
     from .infer import load_model
-    from .model import count_parameters
+    from .model import count_parameters, network_label
     from .train import TrainJob, plot_curves
 
     if not load_splits(run.path)["val"]:
         raise InputError("The split has no validation patients, which early stopping needs; set "
                          "preprocess.split.val > 0 and rerun preprocess.")
-    work = st.segmentation_dir(arch)
+    arch = home.arch
+    work = home.dir
     work.mkdir(parents=True, exist_ok=True)
     job = TrainJob(cfg, arch, run.path, work, key, **_job_budget(split), pretrain_path=work / PRETRAIN_PT)
     pretrained = _warm_start(job)
@@ -107,16 +122,16 @@ def _train_one(cfg, run, cohort, st, arch: str, key: str, progress: bool, split:
     trainer = job.trainer(progress)
     resumed = trainer.resume()
     result = trainer.fit()
-    plot_curves(result.log, st.segmentation_dir(arch) / CURVES, f"{arch.upper()} training")
-    post = _choose_postprocessing(cfg, run, st.seg_model(arch), [(st.seg_model(arch), trainer.val_set.patients)])
-    model = load_model(st.seg_model(arch), cfg.segmentation.device)
+    plot_curves(result.log, home.dir / CURVES, f"{network_label(arch)} training")
+    post = _choose_postprocessing(cfg, run, home.model, [(home.model, trainer.val_set.patients)])
+    model = load_model(home.model, cfg.segmentation.device)
     extra = {"model": arch, "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
              "postprocessing": post, "warm_start": pretrained, "budget_minutes": job.budget_minutes,
              "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "resumed": resumed,
              "train_seconds": round(result.seconds, 1), "train_slices_per_s": result.train_slices_per_s,
              "parameters": count_parameters(model.net), "unet_width": model.info.get("unet_width"),
-             "device": str(model.device)}
-    return _evaluate(cfg, run, cohort, st, model, arch, extra)
+             "net_options": model.info.get("net_options") or {}, "device": str(model.device)}
+    return _evaluate(cfg, run, cohort, home, model, extra)
 
 
 def _choose_postprocessing(cfg, run, model_path: Path, parts: list[tuple[Path, list[str]]]) -> dict:
@@ -188,7 +203,7 @@ def _warm_start(job) -> dict | None:
     return None if path is None else read_checkpoint_any(path)["info"]
 
 
-def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k: int,
+def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
                     split: dict | None = None) -> dict:
     """``k`` models on the train+val patients split into ``k`` folds (:mod:`.folds`), each in its own
     folder; post-processing chosen on the pooled out-of-fold predictions; fold 0 alone and the
@@ -199,18 +214,19 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
     from .evaluate import evaluate_patients, write_evaluation
     from .folds import ensemble_checkpoint, fold_curves_path, fold_model, plot_fold_curves, run_fold_parts
     from .infer import load_model, read_checkpoint
-    from .model import count_parameters
+    from .model import count_parameters, network_label
     from .train import TrainJob, plot_curves, save_checkpoint
 
+    arch, label = home.arch, network_label(home.arch)
     t0 = time.perf_counter()
     patients, parts = run_fold_parts(run.path, k, cfg.run.seed)
     log.info("train-seg %s: %d-fold ensemble over %d training+validation patients (held out per fold: %s)", arch, k,
              len(patients), ", ".join(str(len(p)) for p in parts))
     results, resumed, pools = [], [], {}  # pools: the train+val slices, read once for every fold
-    pretrain_path = st.segmentation_dir(arch) / PRETRAIN_PT  # one warm start per network, shared by its folds
+    pretrain_path = home.dir / PRETRAIN_PT  # one warm start per network, shared by its folds
     pretrained = None
     for i, held in enumerate(parts):
-        work = st.fold_dir(i, arch)
+        work = home.fold(i)
         work.mkdir(parents=True, exist_ok=True)
         fold_cfg = cfg.with_overrides([f"run.seed={cfg.run.seed + i}"])  # fold 0 = the run's seed
         job = TrainJob(fold_cfg, arch, run.path, work, key, tuple(p for p in patients if p not in held), tuple(held),
@@ -220,23 +236,22 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
         trainer = job.trainer(progress, pools)
         resumed.append(trainer.resume())
         results.append(trainer.fit())
-        plot_curves(results[-1].log, work / CURVES, f"{arch.upper()} fold {i} training")
+        plot_curves(results[-1].log, work / CURVES, f"{label} fold {i} training")
         log.info("train-seg %s fold %d/%d: best val Dice %.4f at epoch %d", arch, i + 1, k, results[-1].best_val_dice,
                  results[-1].best_epoch)
-    plot_fold_curves([r.log for r in results], fold_curves_path(st.segmentation_dir(arch)),
-                     f"{arch.upper()}: {k}-fold validation curves")
-    models = [fold_model(st.fold_dir(i, arch)) for i in range(k)]
-    save_checkpoint(ensemble_checkpoint(models, parts, read_checkpoint), st.seg_model(arch))
-    post = _choose_postprocessing(cfg, run, st.seg_model(arch), list(zip(models, parts)))
+    plot_fold_curves([r.log for r in results], fold_curves_path(home.dir), f"{label}: {k}-fold validation curves")
+    models = [fold_model(home.fold(i)) for i in range(k)]
+    save_checkpoint(ensemble_checkpoint(models, parts, read_checkpoint), home.model)
+    post = _choose_postprocessing(cfg, run, home.model, list(zip(models, parts)))
     s = cfg.segmentation
     single = load_model(models[0], s.device)
     single.info.update({k: post[k] for k in POST_KEYS if k in post})  # the ensemble's post-processing
     test_ids = load_splits(run.path)["test"]
-    per_patient, _ = evaluate_patients(single, run.path, cohort, test_ids, st.fold_dir(0, arch) / MASKS,
+    per_patient, _ = evaluate_patients(single, run.path, cohort, test_ids, home.fold(0) / MASKS,
                                        s.infer_batch_size, 0, cfg.data.mask_label)
-    fold0 = write_evaluation(per_patient, st.fold_dir(0, arch), s.bootstrap, cfg.run.seed,
+    fold0 = write_evaluation(per_patient, home.fold(0), s.bootstrap, cfg.run.seed,
                              {"model": arch, "fold": 0, "n_folds": k})
-    model = load_model(st.seg_model(arch), s.device)
+    model = load_model(home.model, s.device)
     per_fold = [{"fold": i, "n_train_patients": len(patients) - len(held), "val_patients": held,
                  "best_epoch": r.best_epoch, "best_val_dice": r.best_val_dice, "epochs_run": r.epochs_run,
                  "stopped_early": r.stopped_early, "train_seconds": round(r.seconds, 1), "resumed": res}
@@ -248,23 +263,25 @@ def _train_ensemble(cfg, run, cohort, st, arch: str, key: str, progress: bool, k
              "warm_start": pretrained, "budget_minutes": split["model_minutes"] if split else None,
              "train_slices_per_s": float(np.mean([r.train_slices_per_s for r in results])),
              "parameters": count_parameters(model.net), "unet_width": model.info.get("unet_width"),
-             "device": str(model.device),
+             "net_options": model.info.get("net_options") or {}, "device": str(model.device),
              "single_fold_test": {m: fold0.get(m) for m in ("dice", "hd95_mm", "detection_rate", "n_patients")}}
-    return _evaluate(cfg, run, cohort, st, model, arch, extra)
+    return _evaluate(cfg, run, cohort, home, model, extra)
 
 
-def _evaluate(cfg, run, cohort, out: Layout, model, arch: str, extra: dict) -> dict:
-    """Predict, restore, write and score the test patients into ``out`` (masks, overlays, metrics)."""
+def _evaluate(cfg, run, cohort, home, model, extra: dict) -> dict:
+    """Predict, restore, write and score the test patients into ``home`` (masks, overlays, metrics)."""
     from .evaluate import evaluate_patients, save_overlays, write_evaluation
 
     test_ids = load_splits(run.path)["test"]
     if not test_ids:
         raise InputError("The split has no test patients; set preprocess.split.test > 0 and rerun preprocess.")
-    per_patient, overlays = evaluate_patients(model, run.path, cohort, test_ids, out.masks_dir(arch),
+    from .model import network_label
+
+    per_patient, overlays = evaluate_patients(model, run.path, cohort, test_ids, home.masks,
                                               cfg.segmentation.infer_batch_size, cfg.segmentation.n_overlays,
                                               cfg.data.mask_label, cfg.segmentation.export)
-    work = out.segmentation_dir(arch)
-    save_overlays(overlays, work / OVERLAYS, arch.upper())
+    work = home.dir
+    save_overlays(overlays, work / OVERLAYS, network_label(home.arch))
     inference = {"tta_mirror": model.tta_mirror, "sliding_window": model.sliding_window,
                  "train_patch": model.train_patch, "n_models": len(model.nets),
                  "context_slices": model.context, "lesions": model.postprocessing.lesions}  # what produced these numbers
@@ -275,19 +292,23 @@ def _evaluate(cfg, run, cohort, out: Layout, model, arch: str, extra: dict) -> d
 
 
 def evaluate_run(cfg, run, cohort, model_path: Path, out: Layout) -> dict:
-    """`cervirad segment --run-dir`: score a trained model on the run's test patients, outputs into ``out``."""
+    """`cervirad segment --run-dir`: score a trained model on the run's test patients; its masks, overlays
+    and metrics become the run's segmentation results (``segmentation/``, ``masks/`` in ``out``)."""
     from .infer import load_model
+    from .selection import run_home
 
     _check_channels(cfg, run)
     s = cfg.segmentation
     model = load_model(model_path, s.device, expect_channels=len(s.input_sequences), tta_mirror=s.tta_mirror,
                        sliding_window=s.sliding_window)
     arch = model.info["arch"]
-    old = run.seg_metrics(arch)
+    old = run.seg_metrics()
     keep = {k: v for k, v in json.loads(old.read_text(encoding="utf-8")).items()
             if not isinstance(v, dict)} if old.is_file() else {}
+    if keep.get("model", arch) != arch:  # the run's results were another network's: nothing of them applies
+        keep = {}
     keep.update({"model": arch, "model_path": str(model_path), "device": str(model.device)})
-    return _evaluate(cfg, run, cohort, out, model, arch, keep)
+    return _evaluate(cfg, run, cohort, run_home(out, arch), model, keep)
 
 
 COMPARISON_METRICS = ("dice", "iou_foreground", "iou_mean_fg_bg", "precision", "recall", "specificity",
@@ -295,21 +316,30 @@ COMPARISON_METRICS = ("dice", "iou_foreground", "iou_mean_fg_bg", "precision", "
                       "slice_dice", "infer_ms_per_slice")
 
 
-def write_comparison(out: Layout, sources: list[Layout]) -> Path | None:
-    """``segmentation/comparison.csv`` in ``out``: one row per trained model, value and CI per metric
-    (each model's metrics read from the first of ``sources`` that has them)."""
+def write_comparison(out: Layout, sources: list[Layout], homes: list | None = None) -> Path | None:
+    """``segmentation/comparison.csv`` in ``out``: one row per trained network (``homes``, below ``out``;
+    None = the run's model and every ``segmentation/<name>/`` of a registered network), value and CI per
+    metric, each network's metrics read from the first of ``sources`` that has them. Written when at least
+    two networks were trained."""
     import pandas as pd
 
     from ..io import write_table
+    from .model import ARCHITECTURES
+    from .selection import run_home, side_home
 
+    if homes is None:
+        homes = [run_home(out, "")] + [side_home(out, a) for a in ARCHITECTURES]
     rows = []
-    for arch in ("crfe", "unet"):
-        p = next((src.seg_metrics(arch) for src in reversed(sources) if src.seg_metrics(arch).is_file()), None)
+    for home in homes:
+        rel = home.metrics.relative_to(out.root)
+        p = next((src.root / rel for src in reversed(sources) if (src.root / rel).is_file()), None)
         if p is None:
             continue
         m = json.loads(p.read_text(encoding="utf-8"))
-        row = {"model": arch, "n_patients": m.get("n_patients"), "parameters": m.get("parameters"),
-               "unet_width": m.get("unet_width"), "n_folds": m.get("n_folds", 1), "best_epoch": m.get("best_epoch"),
+        row = {"model": m.get("model") or home.arch, "n_patients": m.get("n_patients"),
+               "parameters": m.get("parameters"), "unet_width": m.get("unet_width"),
+               "deeplab_base": (m.get("net_options") or {}).get("base"), "n_folds": m.get("n_folds", 1),
+               "best_epoch": m.get("best_epoch"), "best_val_dice": m.get("best_val_dice"),
                "train_seconds": m.get("train_seconds")}
         for k in COMPARISON_METRICS:
             v = m.get(k) or {}

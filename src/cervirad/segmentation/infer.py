@@ -34,7 +34,7 @@ from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
 from ..preprocess import prepare_volume, restore_mask
 from ..rundir import case_file
 from .context import stack_context
-from .model import ARCHITECTURES, RECURRENCES, build_model, optimise_for_inference, predict_proba
+from .model import ARCHITECTURES, RECURRENCES, build_from_spec, optimise_for_inference, predict_proba
 from .postprocess import Postprocessing, select_component
 from .tta import predict as tta_predict
 
@@ -148,9 +148,7 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(ck: dict, source: str = "checkpoint") -> torch.nn.Module:
     """Rebuild the network described by ``ck`` and load its weights (strictly)."""
-    net = build_model(ck["arch"], int(ck["in_channels"]), int(ck.get("lstm_hidden", 256)),
-                      bool(ck.get("deep_supervision", False)), ck.get("recurrence", "rows"),  # older: rows
-                      float(ck.get("unet_width") or 1.0))  # older U-Nets: width 1.0
+    net = build_from_spec(ck["arch"], ck)  # older checkpoints: rows recurrence, U-Net width 1.0 (.model)
     try:
         net.load_state_dict(ck["state_dict"], strict=True)
     except RuntimeError as e:

@@ -47,14 +47,20 @@ bottleneck, so the comparison isolates what the CRFE module adds. At width 1.0 i
 CRFE's parameters (0.57 M vs 1.15 M); ``unet_width`` multiplies every channel count
 (32/64/128 -> 32w/64w/128w) and :func:`matched_unet_width` picks the width whose parameter
 count is closest to CRFE's, so a comparison is not won by size alone.
+
+Registry (:data:`NETWORKS`): one entry per network cervirad trains (CRFE, U-Net, DeepLabv3 of
+:mod:`.deeplab`): its report label and a builder from the network part of a checkpoint header, so
+``model.pt`` rebuilds any of them and a next network is one entry.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHITECTURES = ("crfe", "unet")
 RECURRENCES = ("rows", "rows+cols")  # CRFE's recurrent module: row scan only, or rows then columns (ReNet)
 MULTIPLE = 16  # three 2x2 poolings plus the recurrent module's 2x2 pooling
 
@@ -209,15 +215,63 @@ def _unet_parameters(in_channels: int, deep_supervision: bool, base: int) -> int
     return n + ((c2 + 1) + (c1 + 1) if deep_supervision else 0)
 
 
+@dataclass(frozen=True)
+class Network:
+    """One entry of :data:`NETWORKS`: its report label and ``build(spec) -> nn.Module``, where ``spec``
+    is the network part of a checkpoint header (:func:`network_spec`): ``in_channels``, ``lstm_hidden``,
+    ``recurrence``, ``deep_supervision``, ``unet_width`` and ``net_options`` (this network's own)."""
+
+    label: str
+    build: Callable[[dict], nn.Module]
+
+
+def _build_crfe(spec: dict) -> nn.Module:
+    return CRFE(int(spec["in_channels"]), int(spec.get("lstm_hidden", 256)), bool(spec.get("deep_supervision", False)),
+                spec.get("recurrence", "rows"))  # checkpoints written before recurrence existed: rows
+
+
+def _build_unet(spec: dict) -> nn.Module:
+    return UNet(int(spec["in_channels"]), bool(spec.get("deep_supervision", False)),
+                float(spec.get("unet_width") or 1.0))  # older U-Nets: width 1.0
+
+
+def _build_deeplab(spec: dict) -> nn.Module:
+    from .deeplab import DeepLabV3
+
+    o = spec.get("net_options") or {}
+    return DeepLabV3(int(spec["in_channels"]), int(o.get("base", 64)), int(o.get("output_stride", 8)),
+                     deep_supervision=bool(spec.get("deep_supervision", False)))
+
+
+# every segmentation network cervirad trains: a next network is one entry here (and its options in
+# train.network_options when it has settings of its own)
+NETWORKS: dict[str, Network] = {
+    "crfe": Network("CRFE", _build_crfe),
+    "unet": Network("U-Net", _build_unet),
+    "deeplabv3": Network("DeepLabv3", _build_deeplab),
+}
+ARCHITECTURES = tuple(NETWORKS)
+
+
+def network_label(arch: str) -> str:
+    return NETWORKS[arch].label if arch in NETWORKS else str(arch)
+
+
+def build_from_spec(arch: str, spec: dict) -> nn.Module:
+    """The network ``arch`` described by ``spec`` (a checkpoint header, see :class:`Network`)."""
+    if arch not in NETWORKS:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    return NETWORKS[arch].build(spec)
+
+
 def build_model(arch: str, in_channels: int, lstm_hidden: int = 256, deep_supervision: bool = False,
-                recurrence: str = "rows", unet_width: float = 1.0) -> nn.Module:
-    """Construct ``arch`` ('crfe' or 'unet') for ``in_channels`` input sequences; ``recurrence``
-    ('rows' or 'rows+cols') shapes CRFE's recurrent module and is ignored by the U-Net."""
-    if arch == "crfe":
-        return CRFE(in_channels, lstm_hidden, deep_supervision, recurrence)
-    if arch == "unet":
-        return UNet(in_channels, deep_supervision, unet_width)
-    raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+                recurrence: str = "rows", unet_width: float = 1.0, net_options: dict | None = None) -> nn.Module:
+    """Construct ``arch`` (a key of :data:`NETWORKS`) for ``in_channels`` input sequences; ``recurrence``
+    ('rows' or 'rows+cols') shapes CRFE's recurrent module, ``unet_width`` the U-Net, ``net_options``
+    a network's own settings (DeepLabv3: ``base``, ``output_stride``)."""
+    return build_from_spec(arch, {"in_channels": in_channels, "lstm_hidden": lstm_hidden, "recurrence": recurrence,
+                                  "deep_supervision": deep_supervision, "unet_width": unet_width,
+                                  "net_options": net_options or {}})
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -234,13 +288,21 @@ def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm into the preceding conv of a :class:`ConvBNReLU` (in place)."""
+    """Fold every eval-mode BatchNorm into the conv right before it (in place): inside any
+    ``nn.Sequential`` (conv, BN, ...) and in blocks naming the pairs (``bn_pairs``: DeepLabv3's
+    ResNet blocks)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    for block in model.modules():
-        if isinstance(block, ConvBNReLU) and isinstance(block[1], nn.BatchNorm2d):
-            block[0] = fuse_conv_bn_eval(block[0], block[1])
-            block[1] = nn.Identity()
+    for block in list(model.modules()):
+        if isinstance(block, nn.Sequential):
+            for i in range(len(block) - 1):
+                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                    block[i] = fuse_conv_bn_eval(block[i], block[i + 1])
+                    block[i + 1] = nn.Identity()
+        for conv, bn in getattr(block, "bn_pairs", ()):
+            if isinstance(getattr(block, bn), nn.BatchNorm2d):
+                setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), getattr(block, bn)))
+                setattr(block, bn, nn.Identity())
     return model
 
 

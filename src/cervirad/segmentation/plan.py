@@ -110,9 +110,11 @@ def plan_context(thickness_mm: float) -> tuple[int, str]:
 
 
 def architectures(cfg: Config) -> list[str]:
-    """The networks train-seg trains, in order: ``segmentation.model`` and the U-Net baseline when asked."""
-    arch = cfg.segmentation.model
-    return [arch] + (["unet"] if cfg.segmentation.also_train_unet and arch != "unet" else [])
+    """The networks train-seg trains, in order (:func:`.selection.trained_networks`: the run's model, then
+    ``segmentation.compare`` / the U-Net baseline; for ``auto`` every candidate)."""
+    from .selection import trained_networks
+
+    return trained_networks(cfg.segmentation)
 
 
 PATIENT_OVERHEAD_S = 2.0  # per scored patient: restoration onto its grid, metrics, writing its mask
@@ -250,15 +252,13 @@ def probe_seconds_per_sample(cfg: Config, arch: str, in_channels: int, patch: in
 
     from .data import augment
     from .losses import SegLoss
-    from .model import build_model
-    from .train import make_optimizer, unet_width
+    from .train import build_network, make_optimizer
 
     s = cfg.segmentation
     if s.num_threads:
         torch.set_num_threads(s.num_threads)
     gen = torch.Generator().manual_seed(cfg.run.seed)
-    width = unet_width(cfg, in_channels) if arch == "unet" else 1.0
-    net = build_model(arch, in_channels, s.lstm_hidden, s.deep_supervision, s.recurrence, width).to(device)
+    net = build_network(cfg, arch, in_channels).to(device)
     opt = make_optimizer(net, s.optimizer, s.lr)
     loss_fn = SegLoss(s, pixel_area_mm2=1.0)
     x = torch.randn(2, in_channels, patch, patch, generator=gen).to(device)

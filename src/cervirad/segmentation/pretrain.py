@@ -114,8 +114,7 @@ def warm_start(job, pools: dict | None = None) -> Path | None:
     patient) and reused when present with the same key. None when ``pretrain_minutes`` is 0."""
     from .data import load_slice_set
     from .infer import resolve_device
-    from .model import build_model
-    from .train import read_checkpoint_any, save_checkpoint, unet_width
+    from .train import build_network, read_checkpoint_any, save_checkpoint
 
     s = job.cfg.segmentation
     if not s.pretrain_minutes:
@@ -136,8 +135,7 @@ def warm_start(job, pools: dict | None = None) -> Path | None:
     in_ch = n_seq * (2 * s.context_slices + 1)
     device = resolve_device(s.device)
     torch.manual_seed(job.cfg.run.seed)
-    net = build_model(job.arch, in_ch, s.lstm_hidden, s.deep_supervision, s.recurrence,
-                      unet_width(job.cfg, in_ch)).to(device)
+    net = build_network(job.cfg, job.arch, in_ch).to(device)
     info = pretrain(net, images, s.pretrain_minutes, s.train_crop or job.cfg.preprocess.slice_size, s.batch_size,
                     s.context_slices, job.cfg.run.seed, device)
     save_checkpoint({"key": job.key, "arch": job.arch, "in_channels": in_ch, "info": info,

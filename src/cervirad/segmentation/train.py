@@ -38,7 +38,7 @@ from .data import (SliceSet, epoch_slices, n_batches, oversampled_epoch, same_sh
                    val_slices)
 from .infer import FORMAT, read_checkpoint, resolve_device
 from .losses import SegLoss, segmentation_loss
-from .model import build_model, matched_unet_width
+from .model import build_from_spec, matched_unet_width
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_dice", "best_val_dice", "seconds", "improved"]
@@ -81,20 +81,47 @@ def pooled_dice(tp: float, n_pred: float, n_true: float) -> float:
 def checkpoint_header(cfg: Config, arch: str, in_channels: int) -> dict:
     """Everything needed to rebuild the network and preprocess new volumes like the training data."""
     s = cfg.segmentation
-    return {"format": FORMAT, "arch": arch, "in_channels": int(in_channels), "lstm_hidden": s.lstm_hidden,
-            "recurrence": s.recurrence, "deep_supervision": s.deep_supervision, "input_sequences": list(s.input_sequences),
+    return {"format": FORMAT, **network_spec(cfg, arch, in_channels), "input_sequences": list(s.input_sequences),
             "preprocess": {"spacing": list(cfg.preprocess.spacing), "normalize": cfg.preprocess.normalize,
                            "slice_axis": cfg.preprocess.slice_axis, "slice_size": cfg.preprocess.slice_size},
             "threshold": s.threshold, "component_selection": s.component_selection == "always", "config": cfg.to_dict(),
-            "unet_width": unet_width(cfg, in_channels) if arch == "unet" else None,
             "train_patch": s.train_crop or cfg.preprocess.slice_size,  # sliding_window=auto compares slices with it
             "context_slices": int(s.context_slices), "lesions": s.lesions}
+
+
+def network_spec(cfg: Config, arch: str, in_channels: int) -> dict:
+    """What rebuilds network ``arch`` (:func:`.model.build_from_spec`); stored in every checkpoint."""
+    s = cfg.segmentation
+    return {"arch": arch, "in_channels": int(in_channels), "lstm_hidden": s.lstm_hidden, "recurrence": s.recurrence,
+            "deep_supervision": s.deep_supervision,
+            "unet_width": unet_width(cfg, in_channels) if arch == "unet" else None,
+            "net_options": network_options(cfg, arch, in_channels)}
+
+
+def network_options(cfg: Config, arch: str, in_channels: int) -> dict:
+    """A network's own settings: DeepLabv3's ResNet-18 width (``segmentation.deeplab_base``, null = the
+    width matching CRFE's parameter count) and output stride 8 (torchvision's); none for the others."""
+    if arch != "deeplabv3":
+        return {}
+    from .deeplab import matched_deeplab_base
+    from .model import CRFE, count_parameters
+
+    s = cfg.segmentation
+    base = s.deeplab_base or matched_deeplab_base(
+        count_parameters(CRFE(in_channels, s.lstm_hidden, s.deep_supervision, s.recurrence)), in_channels,
+        s.deep_supervision)
+    return {"base": int(base), "output_stride": 8}
 
 
 def unet_width(cfg: Config, in_channels: int) -> float:
     """``segmentation.unet_width``, or (null) the width matching CRFE's parameter count."""
     s = cfg.segmentation
     return s.unet_width or matched_unet_width(in_channels, s.lstm_hidden, s.recurrence, s.deep_supervision)
+
+
+def build_network(cfg: Config, arch: str, in_channels: int) -> torch.nn.Module:
+    """A fresh, untrained network ``arch`` as the config describes it."""
+    return build_from_spec(arch, network_spec(cfg, arch, in_channels))
 
 
 # nnU-Net's SGD (nnUNetTrainer): Nesterov momentum 0.99, weight decay 3e-5, gradient norm clipped at 12;
@@ -173,8 +200,7 @@ class Trainer:
         self.world = ddp.current()  # torchrun: this rank (module docstring of .distributed)
         torch.manual_seed(cfg.run.seed)
         in_ch = self.train_set.in_channels
-        self.net = build_model(arch, in_ch, self.s.lstm_hidden, self.s.deep_supervision,
-                               self.s.recurrence, unet_width(cfg, in_ch)).to(self.device)
+        self.net = build_network(cfg, arch, in_ch).to(self.device)
         if init_weights is not None:  # the self-supervised warm start (.pretrain)
             self.net.load_state_dict(read_checkpoint_any(init_weights)["state_dict"])
         self.model = ddp.wrap(self.net, self.device, self.world)  # the net itself for a single process
