@@ -149,5 +149,6 @@ def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
 
     shown = _comparison_table(table)
     assert "<th>CRFE</th><th>U-Net</th>" in shown
-    d = table.set_index("model").loc["unet"]
-    assert f"<td>dice</td><td>{d.dice:.3f} <span class='muted'>[{d.dice_ci_low:.3f}, {d.dice_ci_high:.3f}]" in shown
+    c, d = (table.set_index("model").loc[a] for a in ("crfe", "unet"))
+    cell = lambda r: f"{r.dice:.3f} <span class='muted'>[{r.dice_ci_low:.3f}, {r.dice_ci_high:.3f}]</span>"  # noqa: E731
+    assert f"<td>dice</td><td>{cell(c)}</td><td>{cell(d)}</td>" in shown

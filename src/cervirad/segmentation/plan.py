@@ -504,7 +504,7 @@ def plan_stage(cfg: Config, run, cohort, st) -> dict:
             planned = apply_decisions(cfg, first["decisions"])
             patch = planned.segmentation.train_crop or planned.preprocess.slice_size
             in_ch = len(cfg.segmentation.input_sequences) * (2 * planned.segmentation.context_slices + 1)
-            s_per = probe_seconds_per_sample(planned, cfg.segmentation.model, in_ch, patch, device)
+            s_per = probe_seconds_per_sample(planned, architectures(cfg)[0], in_ch, patch, device)  # auto: the first
         plan = {"enabled": True, **make_plan(fp, cfg, device, memory, s_per)}
         plan["resources"]["memory_source"] = source
     for key, d in plan["decisions"].items():
