@@ -368,7 +368,7 @@ def segment(
 
         claim_output_folder(out, "segment --out", force=force, inputs=[input, model],
                             owned=segmentation.segment_folder_marked)
-        written = segmentation.segment_paths(model, input, out, formats=tuple(formats))
+        written = segmentation.segment_paths(model, input, out, formats=tuple(formats), say=typer.echo)
         typer.echo(f"segment: {len(written)} mask(s) -> {out}")
         return
     if config is None and run_dir is None:

@@ -107,6 +107,7 @@ def _train_one(cfg, run, cohort, home, key: str, progress: bool, split: dict | N
         return _train_ensemble(cfg, run, cohort, home, key, progress, cfg.segmentation.folds, split)
     from .distributed import announce
     from .infer import load_model
+    from .cost import choose_inference
     from .model import count_parameters, network_label
     from .train import TrainJob, plot_curves
 
@@ -123,6 +124,7 @@ def _train_one(cfg, run, cohort, home, key: str, progress: bool, split: dict | N
     resumed = trainer.resume()
     result = trainer.fit()
     plot_curves(result.log, home.dir / CURVES, f"{network_label(arch)} training")
+    cost = choose_inference(cfg, run, home.model, [(home.model, trainer.val_set.patients)])
     post = _choose_postprocessing(cfg, run, home.model, [(home.model, trainer.val_set.patients)])
     model = load_model(home.model, cfg.segmentation.device)
     extra = {"model": arch, "best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
@@ -130,7 +132,8 @@ def _train_one(cfg, run, cohort, home, key: str, progress: bool, split: dict | N
              "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "resumed": resumed,
              "train_seconds": round(result.seconds, 1), "train_slices_per_s": result.train_slices_per_s,
              "parameters": count_parameters(model.net), "unet_width": model.info.get("unet_width"),
-             "net_options": model.info.get("net_options") or {}, "device": str(model.device)}
+             "net_options": model.info.get("net_options") or {}, "device": str(model.device),
+             "inference_decision": cost}
     return _evaluate(cfg, run, cohort, home, model, extra)
 
 
@@ -152,7 +155,7 @@ def _choose_postprocessing(cfg, run, model_path: Path, parts: list[tuple[Path, l
                  "lesions": s.lesions}
     if one or s.component_selection == "auto":
         without, with_sel, fallback = [], [], []
-        for probs, truth in _validation_predictions(cfg, run, parts):
+        for probs, truth in _validation_predictions(cfg, run, parts, _decided_mirror(model_path, s)):
             without.append(overlap_metrics(probs > s.threshold, truth)["dice"])
             with_sel.append(overlap_metrics(select_component(probs, s.threshold) > s.threshold, truth)["dice"])
             if one:
@@ -176,7 +179,7 @@ def _choose_postprocessing(cfg, run, model_path: Path, parts: list[tuple[Path, l
 POST_KEYS = ("component_selection", "lesions", "fallback_threshold")
 
 
-def _validation_predictions(cfg, run, parts: list[tuple[Path, list[str]]]):
+def _validation_predictions(cfg, run, parts: list[tuple[Path, list[str]]], mirror: bool):
     """(probabilities, reference mask) of every validation patient, each by its model, with progress lines."""
     from ..preprocess import load_patient_slices
     from ..progress import progress
@@ -187,7 +190,7 @@ def _validation_predictions(cfg, run, parts: list[tuple[Path, list[str]]]):
     model, current = None, None
     for part_model, pid in progress(pairs, len(pairs), "post-processing choice (validation)", "patient", log):
         if part_model != current:
-            model = load_model(part_model, s.device, tta_mirror=s.tta_mirror, sliding_window=s.sliding_window)
+            model = load_model(part_model, s.device, tta_mirror=mirror, sliding_window=s.sliding_window)
             current = part_model
         images, truth = load_patient_slices(run.path, pid)
         probs, _ = predict_slices(model, images, s.infer_batch_size)
@@ -205,6 +208,15 @@ def _warm_start(job) -> dict | None:
 
 def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
                     split: dict | None = None) -> dict:
+def _decided_mirror(model_path: Path, s) -> bool:
+    """Test-time mirroring as training decided it for ``model_path`` (:mod:`.cost`), within the config's."""
+    from .infer import read_checkpoint
+
+    return bool(s.tta_mirror and (read_checkpoint(model_path).get("inference") or {}).get("tta_mirror", True))
+
+
+def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
+                    split: dict | None = None) -> dict:
     """``k`` models on the train+val patients split into ``k`` folds (:mod:`.folds`), each in its own
     folder; post-processing chosen on the pooled out-of-fold predictions; fold 0 alone and the
     ensemble both scored on the test patients (``single_fold_test`` in the ensemble's metrics)."""
@@ -214,6 +226,7 @@ def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
     from .evaluate import evaluate_patients, write_evaluation
     from .folds import ensemble_checkpoint, fold_curves_path, fold_model, plot_fold_curves, run_fold_parts
     from .infer import load_model, read_checkpoint
+    from .cost import choose_inference
     from .model import count_parameters, network_label
     from .train import TrainJob, plot_curves, save_checkpoint
 
@@ -242,9 +255,10 @@ def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
     plot_fold_curves([r.log for r in results], fold_curves_path(home.dir), f"{label}: {k}-fold validation curves")
     models = [fold_model(home.fold(i)) for i in range(k)]
     save_checkpoint(ensemble_checkpoint(models, parts, read_checkpoint), home.model)
+    cost = choose_inference(cfg, run, home.model, list(zip(models, parts)), [r.best_val_dice for r in results])
     post = _choose_postprocessing(cfg, run, home.model, list(zip(models, parts)))
     s = cfg.segmentation
-    single = load_model(models[0], s.device)
+    single = load_model(models[0], s.device, tta_mirror=_decided_mirror(home.model, s))
     single.info.update({k: post[k] for k in POST_KEYS if k in post})  # the ensemble's post-processing
     test_ids = load_splits(run.path)["test"]
     per_patient, _ = evaluate_patients(single, run.path, cohort, test_ids, home.fold(0) / MASKS,
@@ -264,6 +278,7 @@ def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
              "train_slices_per_s": float(np.mean([r.train_slices_per_s for r in results])),
              "parameters": count_parameters(model.net), "unet_width": model.info.get("unet_width"),
              "net_options": model.info.get("net_options") or {}, "device": str(model.device),
+             "inference_decision": cost,
              "single_fold_test": {m: fold0.get(m) for m in ("dice", "hd95_mm", "detection_rate", "n_patients")}}
     return _evaluate(cfg, run, cohort, home, model, extra)
 
@@ -299,7 +314,8 @@ def evaluate_run(cfg, run, cohort, model_path: Path, out: Layout) -> dict:
 
     _check_channels(cfg, run)
     s = cfg.segmentation
-    model = load_model(model_path, s.device, expect_channels=len(s.input_sequences), tta_mirror=s.tta_mirror,
+    model = load_model(model_path, s.device, expect_channels=len(s.input_sequences),
+                       tta_mirror=None if s.tta_mirror else False,  # on: as training decided (.cost)
                        sliding_window=s.sliding_window)
     arch = model.info["arch"]
     old = run.seg_metrics()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -66,9 +67,10 @@ class LoadedModel:
         side = (cfg.get("segmentation") or {}).get("train_crop") or (cfg.get("preprocess") or {}).get("slice_size")
         return int(side) if side else None
 
-    def proba(self, x: torch.Tensor) -> torch.Tensor:
+    def proba(self, x: torch.Tensor, both: bool = False) -> torch.Tensor:
         """Probabilities (B, H, W) of a batch (B, C, H, W): the mean over the ensemble's members,
-        mirrored and windowed as configured (:mod:`.tta`)."""
+        mirrored and windowed as configured (:mod:`.tta`); ``both``: (2B, H, W), plain then mirrored,
+        from one pass."""
         nets = self.nets
 
         def mean_proba(t: torch.Tensor) -> torch.Tensor:
@@ -78,7 +80,7 @@ class LoadedModel:
             return p / len(nets)
 
         patch = self.train_patch if self.sliding_window == "auto" else None
-        return tta_predict(mean_proba, x, self.tta_mirror, patch)
+        return tta_predict(mean_proba, x, self.tta_mirror, patch, both)
 
     @property
     def in_channels(self) -> int:
@@ -163,8 +165,9 @@ def load_model(path: str | Path, device: str = "auto", expect_channels: int | No
                expect_arch: str | None = None, tta_mirror: bool | None = None,
                sliding_window: str | None = None) -> LoadedModel:
     """Load ``model.pt`` for inference (conv+BN folded, channels-last) on ``device``: one network, or
-    every fold of an ensemble (``folds``). ``tta_mirror``/``sliding_window`` None = the settings
-    recorded at training (off for checkpoints written before they existed)."""
+    the folds of an ensemble (``folds``) that training kept (``inference.members``, :mod:`.cost`).
+    ``tta_mirror``/``sliding_window`` None = what training decided or recorded (off for checkpoints
+    written before they existed)."""
     ck = read_checkpoint(path)
     if expect_arch is not None and ck["arch"] != expect_arch:
         raise InputError(f"Checkpoint '{path}' is a '{ck['arch']}' model but '{expect_arch}' was requested; pass the "
@@ -175,7 +178,9 @@ def load_model(path: str | Path, device: str = "auto", expect_channels: int | No
                          f"({', '.join(ck['input_sequences'])}) but the data has {expect_channels}; set "
                          "segmentation.input_sequences to match or retrain.")
     dev = resolve_device(device)
-    folds = ck.get("folds") or []
+    decided = ck.get("inference") or {}  # what training kept as worth its cost (.cost)
+    keep = decided.get("members")
+    folds = [f for i, f in enumerate(ck.get("folds") or []) if keep is None or f.get("fold", i) in keep]
     nets = [optimise_for_inference(model_from_checkpoint({**ck, "state_dict": f["state_dict"]},
                                                          f"'{path}' fold {f.get('fold', i)}")).to(dev)
             for i, f in enumerate(folds)] or [optimise_for_inference(model_from_checkpoint(ck, f"'{path}'")).to(dev)]
@@ -183,18 +188,20 @@ def load_model(path: str | Path, device: str = "auto", expect_channels: int | No
     if folds:
         info["folds"] = [{k: v for k, v in f.items() if k != "state_dict"} for f in folds]
     seg = (ck.get("config") or {}).get("segmentation") or {}
-    mirror = bool(seg.get("tta_mirror", False)) if tta_mirror is None else bool(tta_mirror)
+    mirror = bool(decided.get("tta_mirror", seg.get("tta_mirror", False))) if tta_mirror is None else bool(tta_mirror)
     window = str(seg.get("sliding_window", "never")) if sliding_window is None else str(sliding_window)
     return LoadedModel(nets[0], info, dev, nets if len(nets) > 1 else [], mirror, window)
 
 
-def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, float]:
+def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8,
+                   both: bool = False) -> tuple[np.ndarray, float]:
     """Probabilities (S, H, W) for slices (S, C, H, W) of one volume (each slice with its context slices
-    when the model was trained 2.5-D), and the network seconds spent."""
+    when the model was trained 2.5-D), and the network seconds spent. ``both``: (2, S, H, W), without and
+    with mirroring, from one mirrored pass (:func:`.tta.plain_and_mirrored`)."""
     if images.shape[1] != model.n_sequences:
         raise InputError(f"Input has {images.shape[1]} channel(s) but the model expects {model.n_sequences} "
                          f"({', '.join(model.sequences)}); provide exactly those sequences.")
-    out = np.empty((images.shape[0],) + images.shape[2:], dtype=np.float32)
+    out = np.empty(((2,) if both else ()) + (images.shape[0],) + images.shape[2:], dtype=np.float32)
     seconds = 0.0
     use_bf16 = model.device.type == "cuda"
     for s in range(0, images.shape[0], batch_size):
@@ -203,11 +210,15 @@ def predict_slices(model: LoadedModel, images: np.ndarray, batch_size: int = 8) 
         x = x.contiguous(memory_format=torch.channels_last)
         t0 = time.perf_counter()
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            p = model.proba(x)
+            p = model.proba(x, both)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
-        out[s:s + len(p)] = p.float().cpu().numpy()
+        p = p.float().cpu().numpy()
+        if both:
+            out[:, s:s + len(x)] = p.reshape(2, len(x), *p.shape[1:])
+        else:
+            out[s:s + len(p)] = p
     return out, seconds
 
 
@@ -238,13 +249,17 @@ def restore_nonempty(probs: np.ndarray, meta: dict, reference: sitk.Image, thres
 
 
 def segment_volume(model: LoadedModel, images: list[sitk.Image], batch_size: int = 8,
-                   threshold: float | None = None, component_selection: bool | None = None) -> sitk.Image:
-    """Predicted mask of one case (one image per model sequence) on the first image's grid."""
+                   threshold: float | None = None, component_selection: bool | None = None,
+                   stats: dict | None = None) -> sitk.Image:
+    """Predicted mask of one case (one image per model sequence) on the first image's grid; ``stats``
+    (a dict) receives the slice count and the network's seconds."""
     if len(images) != model.n_sequences:
         raise InputError(f"Model expects {model.n_sequences} sequence(s) ({', '.join(model.sequences)}) but "
                          f"{len(images)} volume(s) were given; provide exactly those sequences.")
     prep = prepare_volume(images, model.preprocess_config())
-    probs, _ = predict_slices(model, prep.image, batch_size)
+    probs, seconds = predict_slices(model, prep.image, batch_size)
+    if stats is not None:
+        stats.update(slices=len(probs), network_seconds=seconds)
     post = Postprocessing.from_info(model.info, threshold, component_selection)
     probs, _ = post.apply(probs)
     return restore_nonempty(probs, prep.meta, images[0], post.threshold, post.lesions == "one")
@@ -317,11 +332,12 @@ def segment_folder_marked(folder: Path) -> bool:
 
 def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Path, device: str = "auto",
                   batch_size: int = 8, component_selection: bool | None = None,
-                  formats: tuple[str, ...] = ("nifti",)) -> list[Path]:
+                  formats: tuple[str, ...] = ("nifti",), say: Callable[[str], None] | None = None) -> list[Path]:
     """Segment every case of ``source`` with ``model_path``; write ``<out>/<case>.nii.gz`` (format
     ``nifti``) and/or ``<case>_seg.dcm`` / ``<case>_rtstruct.dcm`` (``dicom-seg`` / ``rtstruct``:
     only for a case whose first sequence is a DICOM series; they reference that series), and ``segment.json``
-    (the folder's mark). No input file may lie in ``out`` (the cases' images included)."""
+    (the folder's mark). No input file may lie in ``out`` (the cases' images included). ``say`` (e.g.
+    ``typer.echo``) gets one line per case: its slices and seconds (read to written)."""
     from ..dicom.export import FORMATS, export_case, is_series
     from ..rundir import refuse_inputs_inside, write_json
 
@@ -346,12 +362,18 @@ def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Pat
                              "rename one of them (case names come from the file names or the manifest ids).")
         seen[t] = files
     written = []
+    how = (f"{len(model.nets)} model(s), mirroring {'on' if model.tta_mirror else 'off'}, sliding window "
+           f"{model.sliding_window}")
     for (name, files), target in zip(cases, targets):
+        t0, stats = time.perf_counter(), {}
         images = [read_image(f, name, seq) for f, seq in zip(files, model.sequences)]
-        mask = segment_volume(model, images, batch_size, component_selection=component_selection)
+        mask = segment_volume(model, images, batch_size, component_selection=component_selection, stats=stats)
         if "nifti" in formats:
             written.append(write_image(mask, target))
         written += export_case(mask, files[0], out, name, dicom)
+        if say is not None:
+            say(f"segment {name}: {stats['slices']} slices in {time.perf_counter() - t0:.1f} s "
+                f"(network {stats['network_seconds']:.1f} s; {how})")
     write_json(out / SEGMENT_MARKER, {"model": str(Path(model_path).resolve()), "source": str(Path(source).resolve()),
                                       "cases": [Path(p).name for p in written]})
     return written

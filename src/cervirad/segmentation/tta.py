@@ -30,11 +30,17 @@ STEP = 0.5
 def mirrored(proba: Proba, x: torch.Tensor) -> torch.Tensor:
     """Mean over :data:`MIRRORS` of ``flip_back(proba(flip(x)))`` for a batch (B, C, H, W); the
     flipped copies go through the network as one batch (4B slices)."""
+    return plain_and_mirrored(proba, x)[x.shape[0]:]
+
+
+def plain_and_mirrored(proba: Proba, x: torch.Tensor) -> torch.Tensor:
+    """(2B, H, W): the plain prediction (the identity flip's, first B) and the mirrored mean (last B)
+    from ONE pass over the flipped copies, so measuring what mirroring adds costs nothing extra."""
     b = x.shape[0]
     flips = torch.cat([torch.flip(x, dims) if dims else x for dims in MIRRORS])
     p = proba(flips.contiguous(memory_format=torch.channels_last))
     back = [torch.flip(p[i * b:(i + 1) * b], dims) if dims else p[:b] for i, dims in enumerate(MIRRORS)]
-    return torch.stack(back).mean(0)  # (B, H, W): flips act on the same last two axes
+    return torch.cat([back[0], torch.stack(back).mean(0)])  # flips act on the same last two axes
 
 
 def gaussian_importance(size: tuple[int, int], sigma_scale: float = SIGMA_SCALE) -> torch.Tensor:
@@ -78,11 +84,13 @@ def sliding_window(proba: Proba, x: torch.Tensor, patch: int, step: float = STEP
     h, w = x.shape[-2:]
     ph, pw = min(patch, h), min(patch, w)
     g = gaussian_importance((ph, pw), sigma_scale).to(x.device)
-    acc = torch.zeros((x.shape[0], h, w), dtype=torch.float32, device=x.device)
+    acc = None  # (N, H, W): N = B, or a multiple of it for a ``proba`` returning several maps per slice
     norm = torch.zeros((h, w), dtype=torch.float32, device=x.device)
     for y0 in window_starts(h, ph, step):
         for x0 in window_starts(w, pw, step):
             p = proba(x[..., y0:y0 + ph, x0:x0 + pw].contiguous(memory_format=torch.channels_last))
+            if acc is None:
+                acc = torch.zeros((p.shape[0], h, w), dtype=torch.float32, device=x.device)
             acc[:, y0:y0 + ph, x0:x0 + pw] += p.float() * g
             norm[y0:y0 + ph, x0:x0 + pw] += g
     return acc / norm
@@ -93,12 +101,14 @@ def needs_window(shape: tuple[int, ...], patch: int | None) -> bool:
     return patch is not None and (shape[-2] > patch or shape[-1] > patch)
 
 
-def predict(proba: Proba, x: torch.Tensor, mirror: bool = False, patch: int | None = None) -> torch.Tensor:
+def predict(proba: Proba, x: torch.Tensor, mirror: bool = False, patch: int | None = None,
+            both: bool = False) -> torch.Tensor:
     """Probabilities (B, H, W) with mirroring when ``mirror`` and windows of ``patch`` when the slice
-    exceeds it (``patch`` None = whole slices). Mirroring is applied per window, as nnU-Net does."""
-    one = (lambda t: mirrored(proba, t)) if mirror else proba
+    exceeds it (``patch`` None = whole slices). Mirroring is applied per window, as nnU-Net does.
+    ``both``: (2B, H, W), the plain then the mirrored prediction from one pass (:func:`plain_and_mirrored`)."""
+    one = (lambda t: plain_and_mirrored(proba, t)) if both else (lambda t: mirrored(proba, t)) if mirror else proba
     return sliding_window(one, x, patch) if needs_window(x.shape, patch) else one(x)
 
 
-__all__ = ["MIRRORS", "mirrored", "gaussian_importance", "window_starts", "window_weights", "sliding_window",
-           "needs_window", "predict"]
+__all__ = ["MIRRORS", "mirrored", "plain_and_mirrored", "gaussian_importance", "window_starts", "window_weights",
+           "sliding_window", "needs_window", "predict"]
