@@ -211,6 +211,9 @@ class SegmentationConfig:
     # Gaussian-weighted sliding window (nnU-Net: sigma = patch/8, step = patch/2) over slices larger than
     # the training patch: auto = only then, never = whole slices always (the paper's)
     sliding_window: Literal["auto", "never"] = "auto"
+    # affordable inference (segmentation/cost.py): a fold ensemble is kept only when a 60-slice volume takes at
+    # most this many seconds on the training machine (else its best member alone); null = always kept
+    max_seconds_per_volume: Optional[float] = 30.0
     # k-fold ensemble: 1 = one model on the train/val split; K >= 2 = K models on the train+val patients split
     # into K folds (each fold's held-out part for early stopping), probabilities averaged at inference;
     # the test patients are in no fold (segmentation/folds.py)

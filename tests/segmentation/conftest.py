@@ -6,7 +6,8 @@ import pytest
 FAST = ["segmentation.epochs=2", "segmentation.train_crop=64", "segmentation.max_train_slices_per_epoch=8",
         "segmentation.max_val_slices=8", "segmentation.lstm_hidden=16", "segmentation.bootstrap=50",
         "segmentation.n_overlays=2", "segmentation.early_stopping_patience=5",
-        "segmentation.tta_mirror=false"]  # 4x inference; tests/segmentation/test_tta.py and test_ensemble.py cover it
+        "segmentation.tta_mirror=false",  # 4x inference; tests/segmentation/test_tta.py and test_ensemble.py cover it
+        "segmentation.max_seconds_per_volume=null"]  # keep ensembles whatever the load (test_cost.py covers the rule)
 
 
 @pytest.fixture()

@@ -15,8 +15,8 @@ doubling of the time (mirroring, x4: 2 points).
   the ensemble's gain cannot be measured on them without leakage, and the test patients must not
   decide anything. It is therefore kept when it is affordable: when its measured time for a
   ``REFERENCE_SLICES``-slice volume (K x a member's, with the mirroring kept) is within
-  ``TARGET_SECONDS``; otherwise the member with the highest validation Dice on its held-out
-  patients is kept alone.
+  ``segmentation.max_seconds_per_volume`` (default ``TARGET_SECONDS`` = 30; null = always kept);
+  otherwise the member with the highest validation Dice on its held-out patients is kept alone.
 
 With mirroring off in the config and one model there is nothing to decide (nothing is stored).
 """
@@ -75,7 +75,7 @@ def measure(cfg, run, parts: list[tuple[Path, list[str]]]) -> dict:
 
 
 def decide(measured: dict, n_members: int, member_val_dice: list[float] | None = None,
-           mirror_allowed: bool = True) -> dict:
+           mirror_allowed: bool = True, target_seconds: float | None = TARGET_SECONDS) -> dict:
     """The stored ``inference`` decision from :func:`measure`'s numbers (module docstring's rule)."""
     ratio = measured["seconds_per_slice_mirrored"] / max(measured["seconds_per_slice_plain"], 1e-9)
     gain = measured["val_dice_mirrored"] - measured["val_dice_plain"]
@@ -83,12 +83,12 @@ def decide(measured: dict, n_members: int, member_val_dice: list[float] | None =
     member_s = measured["seconds_per_slice_mirrored" if mirror else "seconds_per_slice_plain"] * REFERENCE_SLICES
     out = {"rule": f"an option multiplying the time by c is kept iff it adds >= {DICE_PER_DOUBLING} x log2(c) mean "
                    f"validation Dice; the ensemble (gain not measurable without leakage) iff a {REFERENCE_SLICES}-slice "
-                   f"volume takes <= {TARGET_SECONDS:g} s",
+                   f"volume takes <= {target_seconds} s (segmentation.max_seconds_per_volume)",
            "tta_mirror": bool(mirror), "mirror_dice_gain": gain, "mirror_cost_ratio": ratio,
            "mirror_needed_gain": DICE_PER_DOUBLING * math.log2(max(ratio, 1.0)), **measured}
     if n_members >= 2:
         ensemble_s = n_members * member_s
-        keep_all = ensemble_s <= TARGET_SECONDS
+        keep_all = target_seconds is None or ensemble_s <= target_seconds
         best = int(np.nanargmax(member_val_dice)) if member_val_dice else 0
         out.update(ensemble_seconds_per_volume=ensemble_s, members=list(range(n_members)) if keep_all else [best])
         member_s = ensemble_s if keep_all else member_s
@@ -108,7 +108,8 @@ def choose_inference(cfg, run, model_path: Path, parts: list[tuple[Path, list[st
     if not s.tta_mirror and n_members == 1:
         return {}
     t0 = time.perf_counter()
-    out = decide(measure(cfg, run, parts), n_members, member_val_dice, mirror_allowed=s.tta_mirror)
+    out = decide(measure(cfg, run, parts), n_members, member_val_dice, mirror_allowed=s.tta_mirror,
+                 target_seconds=s.max_seconds_per_volume)
     ck = read_checkpoint(model_path)
     ck["inference"] = out
     save_checkpoint(ck, model_path)
