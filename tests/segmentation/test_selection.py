@@ -39,7 +39,7 @@ def test_auto_keeps_the_network_with_the_highest_validation_dice(seg_run, monkey
     val = {"crfe": 0.41, "unet": 0.38, "deeplabv3": 0.57}
     test = {"crfe": 0.9, "unet": 0.8, "deeplabv3": 0.1}
 
-    def fake_train(cfg, run, cohort, home, key, progress):
+    def fake_train(cfg, run, cohort, home, key, progress, split=None):
         home.masks.mkdir(parents=True, exist_ok=True)
         (home.masks / "P1.nii.gz").write_text(home.arch)
         (home.dir / "model.pt").write_text(home.arch)

@@ -206,8 +206,6 @@ def _warm_start(job) -> dict | None:
     return None if path is None else read_checkpoint_any(path)["info"]
 
 
-def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
-                    split: dict | None = None) -> dict:
 def _decided_mirror(model_path: Path, s) -> bool:
     """Test-time mirroring as training decided it for ``model_path`` (:mod:`.cost`), within the config's."""
     from .infer import read_checkpoint
