@@ -128,7 +128,7 @@ def test_two_fold_training_end_to_end_and_resume_in_the_fold(seg_run, monkeypatc
     splits = json.loads(run.splits.read_text(encoding="utf-8"))
     assert m["n_folds"] == 2 and len(m["per_fold"]) == 2 and m["resumed"] is True
     assert m["inference"] == {"tta_mirror": False, "sliding_window": "never", "train_patch": 64, "n_models": 2,
-                              "context_slices": 2, "lesions": "any"}  # the plan: 2 neighbours within 8 mm
+                              "context_slices": 2, "lesions": "one"}  # plan: 2 neighbours in 8 mm; demo.yaml: one
     held = [p for f in m["per_fold"] for p in f["val_patients"]]
     assert sorted(held) == sorted(splits["train"] + splits["val"]) and not set(held) & set(splits["test"])
     assert set(m["single_fold_test"]["dice"]) == {"value", "ci_low", "ci_high"}
