@@ -143,7 +143,8 @@ def test_harmonize_needs_a_combat_model_and_the_shift_check_names_features(e2e_r
     out = tmp_path / "copy"
     shutil.copytree(external[0], out)
     shift = read_json(out / "classification" / "shift.json")
-    if any(f["flag"] for f in shift["features"]):
+    flagged = [f for src in shift["features_by_mask_source"].values() for f in src["features"] if f["flag"]]
+    if flagged:
         assert any("would need scanner harmonisation" in w for w in shift["warnings"]), shift["warnings"]
     res = cli("evaluate", "--run", e2e_run, "--manifest", site_b / "manifest.csv", "--clinical",
               site_b / "clinical.csv", "--out", out, "--harmonize")
