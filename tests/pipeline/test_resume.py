@@ -83,7 +83,7 @@ def test_individual_commands_obey_the_same_rules(copied_run):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "classify" in res.stdout and "report" in res.stdout and "features" not in res.stdout.split(";")[0]
     # another run's artifacts are not silently replaced
-    table = run.path / "table.csv"
+    table = run.path.parent / "table.csv"  # outside the run: an input inside --out is refused first (issue 26)
     pd.read_parquet(run.features_table("manual")).drop(columns="split").to_csv(table, index=False)
     res = cli("classify", "--features", table, "--label-column", "Pathologic_typing", "--out", run.path)
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("cervirad: error")]
