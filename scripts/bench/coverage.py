@@ -3,15 +3,24 @@
     PYTHONPATH=src python scripts/bench/coverage.py [--reps 400] [--boot 300]
 
 Runs :mod:`cervirad.classification.coverage` with whatever ``cervirad`` is on PYTHONPATH; with an older
-checkout (no coverage module) it uses its ``bootstrap_metrics`` the same way (the 'before' column).
+checkout (no coverage module) it loads this repository's ``coverage.py`` by path and runs the older
+``bootstrap_metrics`` the same way (the 'before' column).
 """
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+SIMULATION = Path(__file__).resolve().parents[2] / "src" / "cervirad" / "classification" / "coverage.py"
+
+
+def _simulation_by_path():
+    """This repository's coverage module, for a ``cervirad`` on PYTHONPATH that lacks it."""
+    spec = importlib.util.spec_from_file_location("coverage_simulation", SIMULATION)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.DESIGNS, mod.TRUE_KEYS, mod.coverage
 
 
 def main() -> None:
@@ -24,8 +33,8 @@ def main() -> None:
 
     try:
         from cervirad.classification.coverage import DESIGNS, TRUE_KEYS, coverage
-    except ImportError:  # an older checkout: the same simulation, copied
-        from coverage_sim import DESIGNS, TRUE_KEYS, coverage
+    except ImportError:  # an older checkout: this repository's simulation, loaded by path
+        DESIGNS, TRUE_KEYS, coverage = _simulation_by_path()
 
     def fn(y, probs, ids, seed):
         return ev.bootstrap_metrics(y, probs, ids, a.boot, seed)
