@@ -120,7 +120,9 @@ def run_fold(cfg, prep: Path, fold_dir: Path, split: dict, cohort, arch: str = "
     table of ``arch``, its metrics.json, seconds)."""
     import pandas as pd
 
-    from cervirad.rundir import RELATIVE, RunDir, write_json
+    from cervirad.files import write_json
+    from cervirad.layout import RELATIVE
+    from cervirad.rundir import RunDir
     from cervirad.segmentation import train_stage
 
     if fold_dir.exists():

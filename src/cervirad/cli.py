@@ -51,7 +51,8 @@ def load(config: Optional[Path], overrides: List[str]):
 def load_run(config: Optional[Path], overrides: List[str], run_dir: Optional[Path]):
     """The validated config and its run directory (nothing written yet). Without --config, an
     existing --run-dir's own resolved config.yaml is the starting point."""
-    from .rundir import Layout, open_run
+    from .layout import Layout
+    from .rundir import open_run
 
     if config is None and run_dir is not None and Layout(run_dir).config_yaml.is_file():
         config = Layout(run_dir).config_yaml
@@ -420,7 +421,7 @@ def classify(
     import json
 
     from .pipeline import classify_table
-    from .rundir import SUMMARY, Layout
+    from .layout import SUMMARY, Layout
 
     if features_table is not None and config is None:
         config = TABLE_CONFIG  # lighter grids in the paper's ranges: a 260 x 264 table in < 5 min
@@ -573,7 +574,7 @@ def _main_one() -> None:
             _interrupted(signal_name())
         if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):  # click usage errors
             _usage_error(e)
-        from .rundir import storage_error  # a full disk or read-only file system is the user's to fix
+        from .files import storage_error  # a full disk or read-only file system is the user's to fix
 
         err = storage_error(e)
         if err is None:

@@ -14,7 +14,7 @@ import pandas as pd
 from .config import Config, DataConfig, show
 from .errors import InputError
 from .io import Cohort, load_cohort
-from .rundir import Layout
+from .layout import Layout
 
 LABEL = "Pathologic_typing"
 CATEGORY_NAMES = {

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import math
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,16 +24,14 @@ import yaml
 
 from . import presets
 from .errors import ConfigError
+from .files import hash_obj
+from .layout import SAFE_ID
 
 # the classifiers and feature selectors the classify stage knows (classification.models / .selectors)
 MODELS = ("rf", "xgboost", "svm", "lr")
 SELECTORS = ("rf", "anova", "rfe")
 # classification.targets: the main target and the three binary sub-tasks of the pathological type
 TARGETS = ("pathologic_typing", "large_cell", "non_keratinizing", "adenocarcinoma")
-
-
-# a plain name: patient ids and run.name become file and folder names (letters, digits, _ - ., no leading '.')
-SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 # --------------------------------------------------------------------------- sections
@@ -382,11 +377,6 @@ class Config:
 
 
 # --------------------------------------------------------------------------- loading
-def hash_obj(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

@@ -58,7 +58,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .io import write_image, write_table
-from .rundir import write_json
+from .files import write_json
 
 CATEGORY_MIX = {6: 0.40, 2: 0.20, 0: 0.16, 4: 0.12, 7: 0.12}
 SHAPE = (24, 256, 256)  # z, y, x

@@ -30,8 +30,9 @@ from .cohort import LABEL
 from .config import Config
 from .errors import InputError
 from .io import Cohort
-from .rundir import (METRICS, METRICS_PREDICTED, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, Layout, RunDir,
-                     StageContext, case_file, read_run_json, write_json)
+from .files import write_json
+from .layout import METRICS, METRICS_PREDICTED, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, Layout, case_file
+from .rundir import RunDir, StageContext, read_run_json
 
 log = logging.getLogger(__name__)
 SHIFT = "shift.json"
@@ -52,11 +53,11 @@ def require_finished(dev: Path) -> None:
 # --------------------------------------------------------------------------- segment
 def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, development: str) -> dict:
     """Every external patient segmented by the frozen model; metrics where a manual mask exists."""
-    from .config import hash_obj
+    from .files import hash_obj
     from .dicom.export import export_case, is_series
     from .io import read_image, read_mask, to_array, write_image, write_table
     from .progress import progress
-    from .rundir import HashCache
+    from .files import HashCache
     from .segmentation.infer import load_model, segment_volume
     from .segmentation.metrics import image_diagonal_mm, patient_metrics, summarise
 

@@ -19,7 +19,8 @@ import pandas as pd
 import SimpleITK as sitk
 
 from .errors import InputError, shorten
-from .rundir import SAFE_ID, atomic_path
+from .files import atomic_path
+from .layout import SAFE_ID
 
 log = logging.getLogger(__name__)
 

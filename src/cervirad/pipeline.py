@@ -24,11 +24,14 @@ from typing import Sequence
 
 from . import __version__
 from .cohort import cohort_from_config
-from .config import Config, hash_obj
+from .config import Config
+from .files import hash_obj
 from .errors import ConfigError, InputError
 from .io import Cohort
 from .parallel import watch_workers
-from .rundir import CACHE, HashCache, RunDir, refuse_inputs_inside
+from .files import HashCache
+from .layout import CACHE
+from .rundir import RunDir, refuse_inputs_inside
 from .stages import STAGES, Stage
 
 log = logging.getLogger(__name__)
@@ -283,7 +286,7 @@ def classify_table(cfg: Config, table: str | Path, id_column: str, label_column:
     nested CV); returns the classification summary."""
     import json
 
-    from .rundir import SUMMARY
+    from .layout import SUMMARY
     from .stages import TABLE_STAGES
 
     table = Path(table)
@@ -304,7 +307,8 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
     replaces the run's segmentation results only with ``force``, and train-seg's record then says
     so, so that the next ``run-all`` retrains the run's own model.
     """
-    from .rundir import OVERLAYS, RELATIVE, file_hash
+    from .files import file_hash
+    from .layout import OVERLAYS, RELATIVE
     from .segmentation import evaluate_run
     from .segmentation.infer import read_checkpoint
 
@@ -340,8 +344,8 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
 def external_config(development: str | Path, cohort_data: dict, name: str) -> Config:
     """The development run's resolved configuration, frozen, with only its ``data`` section replaced
     by the external cohort's (``source: manifest`` and the keys given)."""
-    from .config import SAFE_ID, from_dict, read_yaml_file
-    from .rundir import Layout
+    from .config import from_dict, read_yaml_file
+    from .layout import SAFE_ID, Layout
 
     dev = Layout(development)
     if not dev.config_yaml.is_file():
@@ -370,7 +374,7 @@ def evaluate_external(cfg: Config, development: str | Path, out_dir: str | Path,
     import json as _json
 
     from .external import require_finished
-    from .rundir import SUMMARY
+    from .layout import SUMMARY
     from .stages import EXTERNAL_STAGES
 
     dev = Path(development).resolve()

@@ -31,7 +31,9 @@ from .cohort import LABEL, load_splits, make_split, pathologic_typing, split_of
 from .config import Config, PreprocessConfig
 from .errors import InputError
 from .io import Cohort, Patient, read_image, read_mask, to_array
-from .rundir import Layout, RunDir, StageContext, atomic_path, write_json
+from .files import atomic_path, write_json
+from .layout import Layout
+from .rundir import RunDir, StageContext
 
 
 # --------------------------------------------------------------------------- pure cores

@@ -1,256 +1,45 @@
-"""The run directory: one folder holding every artifact of a run, with provenance.
+"""The run folder: the lock, the claim, and the stage transaction (names and paths: :mod:`cervirad.layout`).
 
-Layout (SPEC §8); every artifact name is spelled here and nowhere else (:class:`RunDir`
-exposes them as named paths)::
+:class:`RunDir` is one run's folder. Its ``run.json`` holds the provenance
+(:mod:`cervirad.provenance`) and THE record of what ran: per stage its key, status, wall time,
+error and the hashes of the files it wrote. One process at a time works on a run folder
+(:meth:`RunDir.lock`); a folder holding another run's artifacts, or files cervirad did not
+write, is refused unless ``--force`` (:meth:`RunDir.claim`, :func:`claim_output_folder`).
 
-    runs/<name>/
-      run.json          provenance and THE record of what ran: per stage its key, status,
-                        wall time, error and the hashes of the files it wrote
-      config.yaml       the resolved configuration
-      fingerprint.json  cohort fingerprint (validate)
-      plan.yaml         the training recipe derived from the fingerprint (plan)
-      splits.json       the ONE patient-level split every stage uses (preprocess)
-      preprocess/ segmentation/ masks/ features/ classification/ report.html
-
-Writes are atomic. A stage writes into a hidden staging folder ``.partial/<stage>/`` that
-mirrors the run layout; only when the stage succeeds are its entries moved into place
-(one ``os.replace`` each). A failed stage therefore leaves nothing behind except its error
-in ``run.json``. Resumable stages (segmentation training) keep their staging folder across
-a crash so a rerun can pick up the last checkpoint. One process at a time works on a run
-folder (:meth:`RunDir.lock`).
+A stage writes into a hidden staging folder ``.partial/<stage>/`` that mirrors the run layout
+(:class:`StageContext`); only when the stage succeeds are its entries moved into place (one
+``os.replace`` each). A failed stage therefore leaves nothing behind except its error in
+``run.json``. Resumable stages (segmentation training) keep their staging folder across a crash
+so a rerun can pick up the last checkpoint.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import errno
-import hashlib
-import json
 import os
-import platform
-import re
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from importlib import metadata
+from json import JSONDecodeError
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import __version__
-from .config import SAFE_ID, Config
-from .errors import CerviradError, shorten
-from .jsonutil import jsonable
+from .errors import CerviradError, InputError
+from .files import CURRENT_OUTPUT, read_json, write_json, write_text
+from .layout import LOCK_FILE, PARTIAL, RUN_ENTRIES, RUN_JSON, Layout
+from .provenance import provenance
 
-PACKAGES = (
-    "numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "imbalanced-learn", "xgboost", "torch",
-    "SimpleITK", "pyradiomics-bhklab", "opencv-python-headless", "typer", "PyYAML", "matplotlib",
-    "joblib", "dask", "distributed",
-)
-
-
-# --------------------------------------------------------------------------- atomic writes
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success (a symlink at ``path``
-    is replaced, never followed). A full disk or read-only file system is a one-line InputError naming ``path``."""
-    path = Path(path)
-    tmp_path = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = "".join(path.suffixes) or ".tmp"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except (OSError, RuntimeError) as e:  # RuntimeError: SimpleITK's writers
-        err = storage_error(e, path)
-        if err is None:
-            raise
-        raise err from None
-    finally:
-        if tmp_path is not None and tmp_path.exists():
-            tmp_path.unlink()
-
-
-_NUMPY_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
-_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
-CURRENT_OUTPUT: list[Path] = []  # the output folder of this command (the run folder): where a write failed
-
-
-def storage_error(e: BaseException, path: str | Path | None = None):
-    """The one-line :class:`InputError` for a write that failed because the disk is full (or the quota spent)
-    or the file system is read-only - with the path and the space free/needed -, else None."""
-    import errno
-
-    from .errors import InputError
-
-    text = str(e)
-    code = getattr(e, "errno", None)
-    short = _NUMPY_SHORT_WRITE.search(text)
-    full = code in (errno.ENOSPC, errno.EDQUOT) or short is not None or any(t in text for t in _FULL_TEXT)
-    readonly = code == errno.EROFS or "Read-only file system" in text
-    if not (full or readonly):
-        return None
-    where = Path(path or getattr(e, "filename", None) or (CURRENT_OUTPUT[-1] if CURRENT_OUTPUT else "."))
-    if readonly:
-        return InputError(f"Cannot write '{where}': the file system is read-only; pass an output folder (--run-dir, "
-                          "--out) on a writable disk.")
-    probe = where
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = f"{shutil.disk_usage(probe).free / 1e6:.1f} MB free there"
-    except OSError:
-        free = "free space unknown"
-    need = f", {int(short.group(1)) / 1e6:.1f} MB needed for one write" if short else ""
-    return InputError(f"Cannot write '{where}': no space left on the device ({free}{need}); free some space "
-                      "or pass an output folder (--run-dir, --out) on another disk, then rerun (finished stages "
-                      "are kept).")
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Strict JSON (NaN/inf written as null, numpy values as plain numbers: :func:`~cervirad.jsonutil.jsonable`)."""
-    return write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def series_folder(p: Path) -> Path:
-    """``folder#SeriesInstanceUID`` (a manifest's name for one series of a DICOM folder) -> folder."""
-    if p.exists() or "#" not in p.name:
-        return p
-    return Path(str(p).rpartition("#")[0])
-
-
-def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, or of every file below a folder (sorted by relative path); a DICOM series
-    named as ``folder#SeriesInstanceUID`` is hashed as its folder."""
-    p = series_folder(Path(path))
-    h = hashlib.sha256()
-    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode())
-        with open(f, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- provenance
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if res.returncode != 0:
-        return None
-    commit = res.stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-    return commit + ("-dirty" if dirty else "")
+Config = Any  # a cervirad.config.Config: the run folder reads only its hash, YAML text, seeds and run section
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-# --------------------------------------------------------------------------- artifact names
-RUN_JSON = "run.json"
-CONFIG_YAML = "config.yaml"
-LOCK_FILE = ".lock"
-PARTIAL = ".partial"
-FINGERPRINT = "fingerprint.json"
-PLAN = "plan.yaml"
-SPLITS = "splits.json"
-PREPROCESS = "preprocess"
-SEGMENTATION = "segmentation"
-MASKS = "masks"
-FEATURES = "features"
-CLASSIFICATION = "classification"
-REPORT = "report.html"
-EXTERNAL_REPORT = "external_report.html"
-REPORT_FILES = "report_files"
-CACHE = "cache"
-COHORT = "cohort"
-# files inside the stage folders that other stages or the report read
-SUMMARY = "summary.json"
-METRICS = "metrics.json"
-METRICS_PREDICTED = "metrics_predicted.json"
-PER_PATIENT = "per_patient.csv"
-COMPARISON = "comparison.csv"
-TRAIN_LOG = "train_log.csv"
-CURVES = "curves.png"
-OVERLAYS = "overlays"
-MODEL_PT = "model.pt"
-LAST_PT = "last.pt"
-PRETRAIN_PT = "pretrain.pt"  # a network's self-supervised warm-start weights (segmentation/pretrain.py)
-FOLD_DIR = "fold_{}"
-FOLD_CURVES = "fold_curves.png"
-FEATURES_TABLE = "features.parquet"
-FEATURES_CSV = "features.csv"
-DIAGNOSTICS = "diagnostics.csv"
-ERRORS = "errors.csv"
-COLUMN_COUNTS = "column_counts.json"
-COLUMNS = "columns.json"
-MODEL_JOBLIB = "model.joblib"
-MODEL_CARD = "model_card.json"
-MODELS = "models"
-PREDICTIONS = "predictions.csv"
-PREDICTIONS_PREDICTED = "predictions_predicted.csv"
-CONFUSION = "confusion_matrices.json"
-FIGURES = "figures"
-# issue 13's paper results in classification/: Table 1 (baseline characteristics per split and class),
-# the binary sub-tasks (targets/<target>/ each a full set of the files above, targets.json side by side),
-# the source ablation and importance share (ablation.json)
-TABLE1 = "table1.csv"
-TARGETS = "targets"
-TARGETS_SUMMARY = "targets.json"
-ABLATION = "ablation.json"
-FEATURE_FILES = (FEATURES_TABLE, FEATURES_CSV, DIAGNOSTICS, ERRORS, COLUMN_COUNTS, COLUMNS)
-# feature robustness (features.robustness, classification.min_icc): features/robustness.csv (perturbation ICC
-# on the training patients), classification/agreement.csv (manual- vs predicted-mask ICC on the test patients),
-# classification/robust_filter.json (the filter's threshold, kept features, test metrics with and without it)
-ROBUSTNESS = "robustness.csv"
-AGREEMENT = "agreement.csv"
-ROBUST_FILTER = "robust_filter.json"
-
-
-# every top-level entry of a run folder that cervirad owns: a user's file inside one of them would be replaced or
-# deleted by the next run, so no command writes a user-chosen output there (:func:`refuse_inside_run`)
-RUN_ENTRIES = (RUN_JSON, CONFIG_YAML, LOCK_FILE, PARTIAL, FINGERPRINT, PLAN, SPLITS, PREPROCESS, SEGMENTATION, MASKS,
-               FEATURES, CLASSIFICATION, REPORT, EXTERNAL_REPORT, REPORT_FILES, CACHE, COHORT)
-
-
 def refuse_inside_run(target: str | Path, flag: str) -> None:
     """``target`` (an output the user named) must not lie inside a run folder's own entries (its stage folders,
     records, caches): those are cervirad's and the next run replaces them. Outside them - or as the run folder
     itself - it may."""
-    from .errors import InputError
-
     t = Path(os.path.abspath(target))
     for anc in t.parents:
         if (anc / RUN_JSON).is_file():
@@ -263,8 +52,6 @@ def refuse_inside_run(target: str | Path, flag: str) -> None:
 
 def refuse_inputs_inside(out: str | Path, flag: str, inputs) -> None:
     """No input of the command lies in (or is) the output folder ``out`` - not even with --force."""
-    from .errors import InputError
-
     o = Path(out).resolve()
     for inp in inputs:
         if inp is None:
@@ -280,8 +67,6 @@ def claim_output_folder(out: str | Path, flag: str, *, force: bool, inputs=(), o
     into a folder that is new or empty, or that it marked as its own (``owned(folder)``); a folder holding
     files it did not write is refused unless ``force``; a folder holding an input of the same command is
     refused even with ``force``; never inside another run's own entries."""
-    from .errors import InputError
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{flag} '{out}' is a file; give a folder (it is created if missing).")
@@ -300,132 +85,7 @@ def is_run_folder(path: Path) -> bool:
     return (Path(path) / RUN_JSON).is_file()
 
 
-def case_file(folder: str | Path, case: str, suffix: str) -> Path:
-    """``<folder>/<case><suffix>``: the one way a case id becomes a file name. An id that is not a
-    plain name (letters, digits, ``_ - .``, no leading dot) or would leave ``folder`` is refused."""
-    from .errors import InputError
 
-    folder = Path(folder)
-    path = folder / f"{case}{suffix}"
-    if not SAFE_ID.fullmatch(str(case)) or path.resolve().parent != folder.resolve():
-        raise InputError(f"Case id {shorten(str(case))!r} cannot name a file (allowed: letters, digits, '_', '-', '.', no "
-                         "leading '.'); rename the case in the manifest or input folder.")
-    return path
-
-
-class Layout:
-    """Named paths of a run's artifacts below ``root``: the run folder itself, a stage's staging
-    folder (which mirrors it), or ``Path()`` for run-relative paths."""
-
-    def __init__(self, root: str | Path = ""):
-        self.root = Path(root)
-
-    @property
-    def run_json(self) -> Path:
-        return self.root / RUN_JSON
-
-    @property
-    def config_yaml(self) -> Path:
-        return self.root / CONFIG_YAML
-
-    @property
-    def fingerprint(self) -> Path:
-        return self.root / FINGERPRINT
-
-    @property
-    def plan(self) -> Path:
-        return self.root / PLAN
-
-    @property
-    def splits(self) -> Path:
-        return self.root / SPLITS
-
-    @property
-    def preprocess_dir(self) -> Path:
-        return self.root / PREPROCESS
-
-    @property
-    def preprocess_summary(self) -> Path:
-        return self.root / PREPROCESS / SUMMARY
-
-    @property
-    def slices_dir(self) -> Path:
-        return self.root / PREPROCESS / "slices"
-
-    @property
-    def slices_index(self) -> Path:
-        return self.root / PREPROCESS / "slices.csv"
-
-    def slice_file(self, pid: str, kind: str) -> Path:
-        """``preprocess/slices/<pid>_<kind>.npy`` (kind: image | mask)."""
-        return case_file(self.slices_dir, pid, f"_{kind}.npy")
-
-    def meta_file(self, pid: str) -> Path:
-        return case_file(self.root / PREPROCESS / "meta", pid, ".json")
-
-    def segmentation_dir(self, arch: str = "crfe") -> Path:
-        """'segmentation' for CRFE, 'segmentation/<arch>' for a baseline."""
-        return self.root / SEGMENTATION if arch == "crfe" else self.root / SEGMENTATION / arch
-
-    def masks_dir(self, arch: str = "crfe") -> Path:
-        """Predicted test masks: 'masks' (read by the feature stage) for CRFE, else under the model's folder."""
-        return self.root / MASKS if arch == "crfe" else self.segmentation_dir(arch) / MASKS
-
-    def seg_model(self, arch: str = "crfe") -> Path:
-        return self.segmentation_dir(arch) / MODEL_PT
-
-    def seg_metrics(self, arch: str = "crfe") -> Path:
-        return self.segmentation_dir(arch) / METRICS
-
-    def fold_dir(self, fold: int, arch: str = "crfe") -> Path:
-        """One fold of a k-fold ensemble: 'segmentation[/<arch>]/fold_<k>' (checkpoints, log, curves, and
-        for fold 0 its own test scores and masks)."""
-        return self.segmentation_dir(arch) / FOLD_DIR.format(fold)
-
-    def features_dir(self, masks: str = "manual") -> Path:
-        return self.root / FEATURES if masks == "manual" else self.root / FEATURES / "predicted"
-
-    def features_table(self, masks: str = "manual") -> Path:
-        return self.features_dir(masks) / FEATURES_TABLE
-
-    def features_files(self, masks: str = "manual") -> list[Path]:
-        return [self.features_dir(masks) / f for f in FEATURE_FILES]
-
-    @property
-    def robustness(self) -> Path:
-        """Perturbation ICC per feature on the training patients (features.robustness on)."""
-        return self.features_dir("manual") / ROBUSTNESS
-
-    @property
-    def classification_dir(self) -> Path:
-        return self.root / CLASSIFICATION
-
-    @property
-    def report(self) -> Path:
-        return self.root / REPORT
-
-    @property
-    def external_report(self) -> Path:
-        return self.root / EXTERNAL_REPORT
-
-    @property
-    def report_files(self) -> Path:
-        return self.root / REPORT_FILES
-
-    def cache_dir(self, kind: str) -> Path:
-        return self.root / CACHE / kind
-
-    @property
-    def hash_cache(self) -> Path:
-        """Content hashes of files read, by (path, size, mtime): :class:`HashCache`."""
-        return self.cache_dir("hashes") / "files.json"
-
-    @property
-    def cohort_dir(self) -> Path:
-        return self.root / COHORT
-
-
-RELATIVE = Layout()
 
 
 class StageContext(Layout):
@@ -477,15 +137,7 @@ class RunDir(Layout):
     def write_provenance(self, cfg: Config) -> None:
         self.cfg = cfg
         info = self.read_run_json()
-        info.update({
-            "cervirad_version": __version__,
-            "config_hash": cfg.hash(),
-            "git_commit": git_commit(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "packages": package_versions(),
-            "seeds": {"run": cfg.run.seed, "demo_data": cfg.data.demo_seed},
-        })
+        info.update(provenance(cfg.hash(), {"run": cfg.run.seed, "demo_data": cfg.data.demo_seed}))
         info.setdefault("created", _now())
         info.setdefault("stages", {})
         try:
@@ -537,8 +189,6 @@ class RunDir(Layout):
         """``<run>/<rel>`` when it resolves inside the run folder (its last part may be a link: it is then the
         link that is removed or replaced, never its target); else a one-line InputError - a path from a
         tampered or copied run.json is never deleted outside the run."""
-        from .errors import InputError
-
         p = self.path / rel
         parent = p.parent.resolve()
         if p.name in ("", ".", "..") or not (parent == self.path or self.path in parent.parents):
@@ -550,8 +200,6 @@ class RunDir(Layout):
     def partial_dir(self, name: str | None = None) -> Path:
         """``<run>/.partial[/<name>]``, refused (one line) when it or the staging folder is a symbolic link: a
         link there would make cervirad write into, or delete, the folder it points to."""
-        from .errors import InputError
-
         parts = [PARTIAL] + ([name] if name else [])
         p = self.path
         for part in parts:
@@ -566,8 +214,6 @@ class RunDir(Layout):
         return self.path / rel
 
     def require(self, path: Path, hint: str) -> Path:
-        from .errors import InputError
-
         p = self.path / path
         if not p.exists():
             raise InputError(f"Run directory '{self.path}' has no '{p.relative_to(self.path)}'; {hint}.")
@@ -592,8 +238,6 @@ class RunDir(Layout):
         ``fcntl`` lock, which the kernel drops when the holder dies, so the lock file a killed run
         leaves behind is simply taken over. A second process fails at once, naming the holder."""
         import fcntl
-
-        from .errors import InputError
 
         path = self.path / LOCK_FILE
         while True:
@@ -700,15 +344,13 @@ def remove(path: Path) -> None:
 def read_run_json(root: str | Path) -> dict:
     """``<root>/run.json`` ({} when absent); a damaged one (not JSON, not a record of stages) is a one-line
     InputError saying how to recover."""
-    from .errors import InputError
-
     f = Path(root) / RUN_JSON
     if not f.is_file():
         return {}
     try:
-        info = json.loads(f.read_text(encoding="utf-8"))
+        info = read_json(f)
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        why = f"line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else type(e).__name__
+        why = f"line {e.lineno}: {e.msg}" if isinstance(e, JSONDecodeError) else type(e).__name__
         raise InputError(f"Run record '{f}' is damaged ({why}); restore it, or pass --run-dir/--out a fresh folder "
                          "(or delete this run folder) to start over.") from None
     stages = info.get("stages", {}) if isinstance(info, dict) else None
@@ -722,8 +364,6 @@ def read_run_json(root: str | Path) -> dict:
 
 def _unwritable(path: Path, e: OSError) -> CerviradError:
     """The one-line error for a run folder cervirad cannot write."""
-    from .errors import InputError
-
     why = e.strerror or type(e).__name__
     return InputError(f"Run folder '{path}' cannot be written ({why}); make it writable or pass another --run-dir "
                       "(or run.runs_root).")
@@ -743,54 +383,6 @@ def _describe(identity: dict) -> str:
     return f"{kind} '{source}'" if source else f"a {kind} run"
 
 
-# --------------------------------------------------------------------------- content hashes
-class HashCache:
-    """sha256 of files, cached by (path, size, mtime_ns) in ``<run>/cache/hashes.json``.
-
-    A file whose size and modification time are unchanged is not read again, so a rerun of a
-    finished run hashes nothing; touching a file makes it be read (and its bytes decide).
-    A folder's hash combines the relative names and hashes of every file below it.
-    """
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.entries: dict[str, list] = {}
-        if path is not None and path.is_file():
-            try:
-                self.entries = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self.entries = {}
-        self.dirty = False
-
-    def file(self, f: Path) -> str:
-        st = f.stat()
-        key = str(f.resolve())
-        hit = self.entries.get(key)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return hit[2]
-        digest = file_hash(f)
-        self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
-        self.dirty = True
-        return digest
-
-    def of(self, p: Path) -> str | None:
-        """Hash of a file or folder (``folder#UID``: the folder); None when it does not exist."""
-        p = series_folder(Path(p))
-        if p.is_file():
-            return self.file(p)
-        if not p.is_dir():
-            return None
-        h = hashlib.sha256()
-        for f in sorted(q for q in p.rglob("*") if q.is_file()):
-            h.update(f"{f.relative_to(p)}\0{self.file(f)}\n".encode())
-        return h.hexdigest()[:16]
-
-    def save(self) -> None:
-        if self.path is not None and self.dirty:
-            write_json(self.path, self.entries)
-            self.dirty = False
-
-
 def open_run(cfg: Config, run_dir: str | Path | None) -> RunDir:
     """The run folder for ``cfg``: ``--run-dir`` if given, else ``<runs_root>/<run.name>``.
 
@@ -798,13 +390,3 @@ def open_run(cfg: Config, run_dir: str | Path | None) -> RunDir:
     path = Path(run_dir) if run_dir else Path(cfg.run.runs_root) / cfg.run.name
     return RunDir(path)
 
-
-def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
-    """Save a matplotlib figure atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **{"dpi": 110, "bbox_inches": "tight", **kwargs})
-    plt.close(fig)
-    return path

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
-from .rundir import RELATIVE as R
-from .rundir import Layout
+from .layout import RELATIVE as R
+from .layout import Layout
 
 Paths = Callable[[Config, dict], tuple[Path, ...]]
 

@@ -18,7 +18,8 @@ from .errors import CohortValidationError, InputError
 from .features.clinical import clinical_problems
 from .io import (Cohort, Patient, check_volume_bytes, geometry_mismatch, geometry_mismatch_message, read_image,
                  to_array)
-from .rundir import RunDir, StageContext, write_json
+from .files import write_json
+from .rundir import RunDir, StageContext
 
 log = logging.getLogger(__name__)
 SHOWN = 20  # problems printed before "... and N more"

@@ -17,7 +17,8 @@ from cervirad.classification.estimators import make_cv
 from cervirad.config import load_config
 from cervirad.errors import ConfigError, InputError
 from cervirad.io import write_table
-from cervirad.rundir import RunDir, write_json
+from cervirad.files import write_json
+from cervirad.rundir import RunDir
 from tests.classification.test_leakage import _frame_table
 
 

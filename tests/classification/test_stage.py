@@ -15,7 +15,8 @@ from cervirad.pipeline import classify_table as run_table
 from cervirad.cli import app
 from cervirad.errors import InputError
 from cervirad.io import write_table
-from cervirad.rundir import RunDir, write_json
+from cervirad.files import write_json
+from cervirad.rundir import RunDir
 from tests.classification.synthetic import synthetic_table
 
 def run(cfg, r):

@@ -12,7 +12,8 @@ import pytest
 from cervirad.classification.data import load_table
 from cervirad.classification.targets import binary_table
 from cervirad.io import write_table
-from cervirad.rundir import RunDir, write_json
+from cervirad.files import write_json
+from cervirad.rundir import RunDir
 from tests.classification.synthetic import synthetic_table
 
 

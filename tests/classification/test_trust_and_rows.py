@@ -20,7 +20,8 @@ from cervirad.classification import predict_table
 from cervirad.classification.predict import MAX_LINES
 from cervirad.errors import InputError
 from cervirad.io import write_table
-from cervirad.rundir import RunDir, file_hash, write_json
+from cervirad.files import file_hash, write_json
+from cervirad.rundir import RunDir
 
 
 def run(cfg, r):

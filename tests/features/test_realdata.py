@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from cervirad.config import load_config
-from cervirad.rundir import RunDir, write_json
+from cervirad.files import write_json
+from cervirad.rundir import RunDir
 from tests.conftest import REPO, require_shared
 
 from .test_stage import extract

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from cervirad.jsonutil import py_dict, py_value
-from cervirad.rundir import write_json
+from cervirad.files import write_json
 
 
 def test_write_json_nonfinite_is_null_at_any_depth(tmp_path):

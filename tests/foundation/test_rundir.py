@@ -4,7 +4,8 @@ import pytest
 
 from cervirad.config import Config
 from cervirad.errors import InputError
-from cervirad.rundir import RunDir, atomic_path, write_json
+from cervirad.files import atomic_path, write_json
+from cervirad.rundir import RunDir
 
 
 def test_run_json_carries_provenance(tmp_path):

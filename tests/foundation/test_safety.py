@@ -126,26 +126,27 @@ def test_yaml_limits_keep_ordinary_configs():
 def test_disk_full_and_read_only_reported(tmp_path, cli, cohort, monkeypatch):
     """ENOSPC (and numpy's short write) during a write: one line with the path and the space; a read-only
     file system is called that, not 'Permission denied'."""
+    import cervirad.files as files
     import cervirad.rundir as rundir
 
     manifest, clinical = cohort
-    real = rundir.write_text
+    real = files.write_text
     for exc, needle in ((OSError(errno.ENOSPC, "No space left on device"), "no space left on the device"),
                         (OSError("393216 requested and 196544 written"), "0.4 MB needed"),
                         (OSError(errno.EROFS, "Read-only file system"), "the file system is read-only")):
         def failing(path, text, exc=exc):
             if Path(path).name == "fingerprint.json":
-                with rundir.atomic_path(path):
+                with files.atomic_path(path):
                     raise exc
             return real(path, text)
 
-        monkeypatch.setattr(rundir, "write_text", failing)
+        monkeypatch.setattr(files, "write_text", failing)
         run = tmp_path / f"run{needle[:3]}"
         line = assert_one_line_error(cli("validate", "--manifest", manifest, "--clinical", clinical, "--run-dir",
                                          run), needle, "fingerprint.json")
         assert "MB free there" in line or "read-only" in line
         assert not list(run.rglob("fingerprint*"))  # no half-written file
-    monkeypatch.setattr(rundir, "write_text", real)
+    monkeypatch.setattr(files, "write_text", real)
     ro = tmp_path / "ro"
     ro.mkdir()
     real_access = os.access

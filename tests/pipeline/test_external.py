@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cervirad.rundir import file_hash
+from cervirad.files import file_hash
 
 from .conftest import env, read_json
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from cervirad.config import Config
 from cervirad.features.stage import RADIOMICS_PARAMS
 from cervirad.pipeline import external_config
-from cervirad.rundir import Layout
+from cervirad.layout import Layout
 
 
 def test_external_config_points_at_the_runs_frozen_copy(tmp_path):

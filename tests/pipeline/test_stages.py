@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cervirad.config import Config, hash_obj
+from cervirad.config import Config
+from cervirad.files import hash_obj
 from cervirad.errors import CerviradError
 from cervirad.pipeline import plan, run_stages
 from cervirad.rundir import RunDir, RunLockedError

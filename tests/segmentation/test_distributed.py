@@ -102,7 +102,7 @@ def test_torchrun_two_gloo_ranks_resume_and_train_like_one_process_on_the_same_g
     """`torchrun --nproc_per_node 2 -m cervirad train-seg` (gloo): killed after epoch 1, rerun, it resumes from
     rank 0's last.pt; its per-epoch losses match one process with the same global batch; its model loads in a
     single process."""
-    from cervirad.rundir import LAST_PT, MODEL_PT, TRAIN_LOG, Layout
+    from cervirad.layout import LAST_PT, MODEL_PT, TRAIN_LOG, Layout
     from cervirad.segmentation.infer import load_model
 
     paths = {n: shutil.copytree(tiny_run.path, tmp_path / f"run_{n}") for n in (1, 2)}

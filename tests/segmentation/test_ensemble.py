@@ -146,7 +146,8 @@ def test_report_section_shows_plan_folds_and_ensemble_vs_single(tmp_path, tiny_c
     import yaml
 
     from cervirad.report.segmentation_recipe import recipe_sections
-    from cervirad.rundir import RunDir, write_json
+    from cervirad.files import write_json
+    from cervirad.rundir import RunDir
     from cervirad.segmentation.folds import plot_fold_curves
 
     run = RunDir(tmp_path / "run")

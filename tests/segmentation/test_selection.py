@@ -10,7 +10,7 @@ from cervirad.segmentation.selection import homes, pick_best, trained_networks
 
 
 def test_trained_networks_and_where_they_go(tmp_path):
-    from cervirad.rundir import Layout
+    from cervirad.layout import Layout
 
     s = load_config(None, []).segmentation
     assert trained_networks(s) == ["crfe"]

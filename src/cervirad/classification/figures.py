@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..rundir import save_figure
+from ..plotting import save_figure
 from .evaluate import HEADLINE, calibration_points
 from .estimators import MODEL_NAMES
 

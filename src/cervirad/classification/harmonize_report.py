@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from ..jsonutil import jsonable
-from ..rundir import write_json
+from ..files import write_json
 from .core import evaluate_holdout
 from .data import Table
 from .estimators import selected_features

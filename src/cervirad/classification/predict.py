@@ -49,7 +49,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import read_table, write_table
-from ..rundir import MODEL_CARD, Layout
+from ..layout import MODEL_CARD, Layout
 from ..signing import key_id, key_path, load_key, verify_bytes
 from .data import feature_matrix
 

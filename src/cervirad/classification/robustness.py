@@ -28,7 +28,8 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import read_table, write_table
-from ..rundir import AGREEMENT, METRICS, MODEL_CARD, ROBUST_FILTER, Layout, write_json
+from ..files import write_json
+from ..layout import AGREEMENT, METRICS, MODEL_CARD, ROBUST_FILTER, Layout
 from .core import proba_full
 from .data import Table
 from .estimators import build_pipeline

@@ -45,10 +45,12 @@ from ..errors import InputError
 from ..io import read_table, write_table
 from ..jsonutil import py_dict, py_value
 from ..parallel import parallel_backend
-from ..rundir import (CLASSIFICATION, COLUMNS, CONFUSION, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD,
-                      MODEL_JOBLIB, MODELS, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, RunDir, StageContext,
-                      file_hash, package_versions, write_json)
-from ..rundir import ABLATION, TABLE1, TARGETS, TARGETS_SUMMARY
+from ..files import file_hash, write_json
+from ..layout import (ABLATION, CLASSIFICATION, COLUMNS, CONFUSION, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD,
+                      MODEL_JOBLIB, MODELS, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, TABLE1, TARGETS,
+                      TARGETS_SUMMARY)
+from ..provenance import package_versions
+from ..rundir import RunDir, StageContext
 from ..signing import ALGORITHM as SIGNATURE_ALGORITHM, key_id, load_key, sign_file
 from .ablation import importance_share
 from .calibration import CALIBRATION_DEFINITION, METHOD_TEXT as CALIBRATION_METHODS, flat_calibration

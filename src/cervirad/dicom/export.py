@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from ..rundir import atomic_path
+from ..files import atomic_path
 from .series import quiet
 
 ALGORITHM = "CRFE"
@@ -45,7 +45,7 @@ def export_case(mask, image_path: str | Path, out_dir: Path, case: str, formats:
                 label: str = "GTV") -> list[Path]:
     """``mask`` (predicted on the series at ``image_path``) as ``<out>/<case>_seg.dcm`` and/or
     ``<case>_rtstruct.dcm`` for the DICOM formats in ``formats``; the files written."""
-    from ..rundir import case_file
+    from ..layout import case_file
     from .series import read_series
 
     wanted = [f for f in formats if f in SUFFIXES]

@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..config import hash_obj
+from ..files import hash_obj
 from ..errors import CohortValidationError, InputError
-from ..rundir import atomic_path, case_file
+from ..files import atomic_path
+from ..layout import case_file
 from .contours import contour_kind, contour_mask
 from .series import split_ref
 

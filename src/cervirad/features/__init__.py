@@ -19,7 +19,7 @@ def load_features(run_path: str | Path, masks: str = "manual"):
     import pandas as pd
 
     from ..errors import InputError
-    from ..rundir import COLUMNS, Layout
+    from ..layout import COLUMNS, Layout
 
     run = Layout(run_path)
     table, columns = run.features_table(masks), run.features_dir(masks) / COLUMNS
@@ -33,7 +33,7 @@ def summary(folder: str | Path) -> str:
     """One line about an output folder: patients, feature columns, errors."""
     import json
 
-    from ..rundir import COLUMN_COUNTS, ERRORS, FEATURES_CSV
+    from ..layout import COLUMN_COUNTS, ERRORS, FEATURES_CSV
 
     folder = Path(folder)
     counts = json.loads((folder / COLUMN_COUNTS).read_text(encoding="utf-8"))

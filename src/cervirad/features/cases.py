@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from ..config import hash_obj
+from ..files import hash_obj
 from ..parallel import dask_client
-from ..rundir import file_hash, write_json
+from ..files import file_hash, write_json
 
 CODE_VERSION = 1  # bump when extraction code changes values, to invalidate caches
 

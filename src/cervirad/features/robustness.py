@@ -47,7 +47,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..config import hash_obj
+from ..files import hash_obj
 from .cases import CaseCache, CaseJob, case_key, extract_case, run_jobs
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,9 @@ from ..cohort import LABEL, load_splits, pathologic_typing, split_of
 from ..config import Config
 from ..errors import InputError
 from ..io import Cohort, write_table
-from ..rundir import (COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, ROBUSTNESS, RunDir,
-                      StageContext, case_file, write_json)
+from ..files import write_json
+from ..layout import COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, ROBUSTNESS, case_file
+from ..rundir import RunDir, StageContext
 from . import clinical as clin
 from .cases import CaseCache, CaseJob, case_key, extract_jobs, label_voxels
 from .radiomics_ext import check_subbands, load_params, resolve_params_path

@@ -19,8 +19,11 @@ import yaml
 from ..classification.evaluate import HEADLINE
 from ..cohort import CATEGORY_NAMES, LABEL
 from ..config import MODELS
-from ..rundir import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, FOLD_CURVES, METRICS, METRICS_PREDICTED,
-                      MODEL_CARD, OVERLAYS, PREDICTIONS, SUMMARY, Layout, RunDir, StageContext, save_figure, write_text)
+from ..files import write_text
+from ..layout import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, FOLD_CURVES, METRICS, METRICS_PREDICTED, MODEL_CARD,
+                      OVERLAYS, PREDICTIONS, SUMMARY, Layout)
+from ..plotting import save_figure
+from ..rundir import RunDir, StageContext
 from .checklist import build_checklist
 from .harmonization import external_note, harmonization_sections
 from .paper_results import calibration_table, results_sections, table1_sections

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..rundir import ABLATION, FIGURES, METRICS, MODEL_CARD, SUMMARY, TABLE1, TARGETS_SUMMARY, RunDir
+from ..layout import ABLATION, FIGURES, METRICS, MODEL_CARD, SUMMARY, TABLE1, TARGETS_SUMMARY
+from ..rundir import RunDir
 
 Section = tuple[str, str, str]
 

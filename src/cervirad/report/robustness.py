@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..rundir import AGREEMENT, ROBUST_FILTER, Layout, RunDir, save_figure
+from ..layout import AGREEMENT, ROBUST_FILTER, Layout
+from ..plotting import save_figure
+from ..rundir import RunDir
 
 THRESHOLDS = (0.75, 0.9)
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from ..rundir import FOLD_CURVES, METRICS, RunDir
+from ..layout import FOLD_CURVES, METRICS
+from ..rundir import RunDir
 
 Section = tuple[str, str, str]
 

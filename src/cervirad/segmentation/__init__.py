@@ -34,7 +34,8 @@ import numpy as np
 
 from ..cohort import load_splits
 from ..errors import InputError
-from ..rundir import COMPARISON, CURVES, MASKS, OVERLAYS, PRETRAIN_PT, Layout, write_json
+from ..files import write_json
+from ..layout import COMPARISON, CURVES, MASKS, OVERLAYS, PRETRAIN_PT, Layout
 from .infer import segment_folder_marked, segment_paths
 
 log = logging.getLogger(__name__)

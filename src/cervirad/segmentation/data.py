@@ -43,7 +43,7 @@ from ..cohort import load_splits
 from ..config import AugmentationConfig, SegmentationConfig
 from ..errors import InputError
 from ..preprocess import load_patient_slices
-from ..rundir import Layout
+from ..layout import Layout
 from .augment import EXTRA, extra_augment
 from .context import input_channels, stack_context
 

@@ -20,7 +20,8 @@ from ..dicom.export import export_case, is_series
 from ..io import Cohort, read_image, read_mask, to_array, write_image, write_table
 from ..jsonutil import jsonable
 from ..preprocess import load_meta, load_patient_slices
-from ..rundir import METRICS, PER_PATIENT, case_file, write_json
+from ..files import write_json
+from ..layout import METRICS, PER_PATIENT, case_file
 from .infer import LoadedModel, predict_slices, restore_nonempty
 from .metrics import image_diagonal_mm, overlap_metrics, patient_metrics, summarise
 
@@ -95,7 +96,7 @@ def save_overlays(overlays: list[dict], out_dir: Path, title: str) -> list[Path]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..rundir import save_figure
+    from ..plotting import save_figure
 
     paths = []
     for o in overlays:

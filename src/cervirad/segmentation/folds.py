@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..cohort import load_splits
 from ..errors import InputError
-from ..rundir import FOLD_CURVES, MODEL_PT
+from ..layout import FOLD_CURVES, MODEL_PT
 from .data import SliceSet
 
 
@@ -76,7 +76,7 @@ def plot_fold_curves(logs: list[pd.DataFrame], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..rundir import save_figure
+    from ..plotting import save_figure
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     for i, df in enumerate(logs):

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..dicom.series import is_dicom
 from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
 from ..preprocess import prepare_volume, restore_mask
-from ..rundir import case_file
+from ..layout import case_file
 from .context import stack_context
 from .model import ARCHITECTURES, RECURRENCES, build_from_spec, optimise_for_inference, predict_proba
 from .postprocess import Postprocessing, select_component
@@ -339,7 +339,8 @@ def segment_paths(model_path: str | Path, source: str | Path, out_dir: str | Pat
     (the folder's mark). No input file may lie in ``out`` (the cases' images included). ``say`` (e.g.
     ``typer.echo``) gets one line per case: its slices and seconds (read to written)."""
     from ..dicom.export import FORMATS, export_case, is_series
-    from ..rundir import refuse_inputs_inside, write_json
+    from ..files import write_json
+    from ..rundir import refuse_inputs_inside
 
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:

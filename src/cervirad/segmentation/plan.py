@@ -513,7 +513,7 @@ def plan_stage(cfg: Config, run, cohort, st) -> dict:
     if plan.get("budget_split"):
         log.info("plan: budget split: %s", plan["budget_split"]["why"])
     text = yaml.safe_dump(plan, sort_keys=False, default_flow_style=None, width=110)
-    from ..rundir import write_text
+    from ..files import write_text
 
     write_text(st.plan, "# cervirad training plan (segmentation/plan.py); written by `cervirad plan`\n" + text)
     st.info["plan"] = {k: d["value"] for k, d in plan["decisions"].items() if d["source"] == "plan"}

@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir import FOLD_DIR, MASKS, METRICS, MODEL_PT, Layout
+from ..layout import FOLD_DIR, MASKS, METRICS, MODEL_PT, Layout
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ import torch
 
 from ..config import Config
 from ..io import write_table
-from ..rundir import LAST_PT, MODEL_PT, TRAIN_LOG, atomic_path
+from ..files import atomic_path
+from ..layout import LAST_PT, MODEL_PT, TRAIN_LOG
 from . import distributed as ddp
 from .data import (SliceSet, epoch_slices, n_batches, oversampled_epoch, same_shape_batches, training_batches,
                    val_slices)
@@ -441,7 +442,7 @@ def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..rundir import save_figure
+    from ..plotting import save_figure
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     a.plot(df.epoch, df.train_loss, "o-", label="train")
