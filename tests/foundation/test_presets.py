@@ -63,6 +63,6 @@ def test_unknown_is_one_line_listing_presets(name, kind, tmp_path, monkeypatch):
 
 
 def test_table_config_is_packaged():
-    from cervirad.cli import TABLE_CONFIG
+    from cervirad.cli.classification import TABLE_CONFIG
 
     assert TABLE_CONFIG == PACKAGED / "table.yaml" and load_config(TABLE_CONFIG).classification.k_grid

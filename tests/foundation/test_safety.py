@@ -158,7 +158,7 @@ def test_disk_full_and_read_only_reported(tmp_path, cli, cohort, monkeypatch):
 
 def test_uncaught_enospc_is_exit_2(tmp_path, cli, monkeypatch):
     """A full disk met outside the atomic writers (e.g. a library writing itself) is still one line, exit 2."""
-    import cervirad.cli as cli_mod
+    import cervirad.cli.segmentation as cli_mod  # the preprocess command
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.npy"))
@@ -212,7 +212,7 @@ def test_unreadable_first_sequence_no_extra_geometry_line(tmp_path, cohort):
 
 
 def test_ctrl_c_prints_interrupted(tmp_path, cli, monkeypatch):
-    import cervirad.cli as cli_mod
+    import cervirad.cli.segmentation as cli_mod  # the preprocess command
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

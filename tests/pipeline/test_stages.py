@@ -269,7 +269,7 @@ def test_no_import_cycle_and_no_stage_imports_the_orchestrator():
     assert len(graph) > 30
     assert cycles(graph) == []
     importers = sorted(m for m, deps in graph.items() if "cervirad.pipeline" in deps)
-    assert importers == ["cervirad.cli"], importers
+    assert importers and all(m.startswith("cervirad.cli.") for m in importers), importers
 
 
 def test_the_cycle_check_can_fail():

@@ -22,11 +22,11 @@ PACKAGED = REPO / "src" / "cervirad" / "configs"
 
 CHECK = r"""
 import json, sys
-import cervirad, cervirad.cli
+import cervirad, cervirad.cli.classification
 from cervirad import presets
 from cervirad.config import load_config
 from cervirad.features.radiomics_ext import load_params
-out = {"file": cervirad.__file__, "table": str(cervirad.cli.TABLE_CONFIG), "config": {}, "radiomics": {}}
+out = {"file": cervirad.__file__, "table": str(cervirad.cli.classification.TABLE_CONFIG), "config": {}, "radiomics": {}}
 for n in presets.available("config"):
     load_config(n[:-len(".yaml")])
     out["config"][n] = str(presets.resolve(n))

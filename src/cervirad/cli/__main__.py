@@ -1,0 +1,4 @@
+"""``python -m cervirad.cli``: the console entry point."""
+from . import main
+
+main()
