@@ -238,7 +238,7 @@ class ClinicalColumnsConfig:
 class RobustnessConfig:
     """Feature robustness by image/mask perturbation (Zwanenburg et al., Sci Rep 2019): each training
     patient is extracted ``perturbations`` more times from a seeded chain, and every feature gets its
-    ICC across them (features/robustness.csv; features/robustness.py)."""
+    ICC across them (features/robustness.csv; features/perturbation.py)."""
 
     perturbations: int = 0  # perturbed extractions per training patient; 0 = off, else >= 2
     volume: bool = True  # mask dilation/erosion by one voxel (each perturbation draws -1, 0 or +1)

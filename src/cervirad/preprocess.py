@@ -243,12 +243,12 @@ def _development_ids(cohort: Cohort, cfg: Config) -> list[str] | None:
 
 def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
     """The preprocess stage: every patient of ``cohort`` into ``preprocess/``, and ``splits.json``.
-    With ``segmentation.plan`` the spacing is the plan's target spacing (:mod:`cervirad.spacing_plan`)."""
+    With ``segmentation.plan`` the spacing is the plan's target spacing (:mod:`cervirad.target_spacing`)."""
     import dataclasses
 
     from joblib import Parallel, delayed
 
-    from .spacing_plan import planned_spacing
+    from .target_spacing import planned_spacing
 
     fp = json.loads(run.fingerprint.read_text(encoding="utf-8")) if run.fingerprint.is_file() else None
     spacing, why = planned_spacing(cfg, fp, _development_ids(cohort, cfg))

@@ -8,7 +8,7 @@ import yaml
 from cervirad.config import STRIDE, Config, load_config
 from cervirad.errors import ConfigError
 from cervirad.segmentation import plan as P
-from cervirad.spacing_plan import cohort_geometry, planned_spacing, target_spacing
+from cervirad.target_spacing import cohort_geometry, planned_spacing, target_spacing
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTITY = [1, 0, 0, 0, 1, 0, 0, 0, 1]
@@ -221,7 +221,7 @@ def test_probe_times_a_training_step():
 
 def test_plan_reads_the_development_patients_and_a_fixed_memory_budget(monkeypatch):
     """Issue 23 item 8: test patients never shape the plan; the batch does not follow free memory."""
-    from cervirad.spacing_plan import development_fingerprint
+    from cervirad.target_spacing import development_fingerprint
 
     fp = _fp([[1.0, 1.0, 3.0]] * 4 + [[0.4, 0.4, 1.0]], [[200, 200, 30]] * 4 + [[600, 600, 90]])  # P4: a test outlier
     cfg = Config()

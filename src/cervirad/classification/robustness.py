@@ -72,7 +72,7 @@ def kept_by_category(features: list[str], icc: np.ndarray, min_icc: float | None
 
 def agreement(manual: pd.DataFrame, predicted: pd.DataFrame, test_ids: list[str], rob: pd.DataFrame) -> pd.DataFrame:
     """ICC between manual- and predicted-mask values of every robustness.csv feature, on the test patients."""
-    from ..features.robustness import COLUMNS as ROB_COLUMNS, icc
+    from ..features.perturbation import COLUMNS as ROB_COLUMNS, icc
 
     ids = [i for i in test_ids if i in set(manual["patient_id"].astype(str)) & set(predicted["patient_id"].astype(str))]
     feats = [f for f in rob["feature"] if f in manual.columns and f in predicted.columns]

@@ -13,7 +13,7 @@ Outputs (``features/`` for manual masks, ``features/predicted/`` for the segment
   seconds, lesion voxels and whether the case came from the cache.
 - ``errors.csv``: one row per failed case or patient (patient_id, sequence, step, message).
 - ``robustness.csv`` (manual masks, ``features.robustness.perturbations`` >= 2): every image feature's ICC
-  across perturbed extractions of the training patients (:mod:`.robustness`).
+  across perturbed extractions of the training patients (:mod:`.perturbation`).
 """
 from __future__ import annotations
 
@@ -255,10 +255,10 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
     st.info.update(n_patients=len(ids), n_feature_columns=len(feature_cols), n_errors=len(errors),
                    n_cached=n_hits, extract_seconds=round(seconds, 2), masks=masks)
     if masks == "manual" and fc.robustness.perturbations and splits:  # perturbation ICC, training patients only
-        from . import robustness
+        from . import perturbation
 
         seqs = fc.sequences if len(fc.sequences) > 1 else ()
-        st.info.update(robustness.run(cfg, jobs, cache, {p for p, part in splits.items() if part != "test"},
+        st.info.update(perturbation.run(cfg, jobs, cache, {p for p, part in splits.items() if part != "test"},
                                       list(image_feats.columns), lambda c: category(c, seqs), out / ROBUSTNESS))
     log.info("extract-features: %d patients x %d feature columns, %d error(s), %d cached -> %s",
              len(ids), len(feature_cols), len(errors), n_hits, run.features_dir(masks))

@@ -22,7 +22,7 @@ Module map: ``model`` (CRFE, U-Net and the registry of networks), ``deeplab`` (D
 ``selection`` (which networks train where, ``model: auto``), ``data`` (slices, sampling, augmentation), ``losses``,
 ``train`` (loop, early stopping, checkpoints), ``folds`` (k-fold ensembles), ``infer``
 (checkpoint loading, prediction, volumes), ``tta`` (test-time mirroring, Gaussian sliding
-window), ``metrics``, ``evaluate`` (test split).
+window), ``metrics``, ``scoring`` (test split).
 """
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
     import time
 
     from .distributed import announce
-    from .evaluate import evaluate_patients, write_evaluation
+    from .scoring import evaluate_patients, write_evaluation
     from .folds import ensemble_checkpoint, fold_curves_path, fold_model, plot_fold_curves, run_fold_parts
     from .infer import load_model, read_checkpoint
     from .cost import choose_inference
@@ -284,7 +284,7 @@ def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
 
 def _evaluate(cfg, run, cohort, home, model, extra: dict) -> dict:
     """Predict, restore, write and score the test patients into ``home`` (masks, overlays, metrics)."""
-    from .evaluate import evaluate_patients, save_overlays, write_evaluation
+    from .scoring import evaluate_patients, save_overlays, write_evaluation
 
     test_ids = load_splits(run.path)["test"]
     if not test_ids:

@@ -62,7 +62,7 @@ import numpy as np
 import yaml
 
 from ..config import STRIDE, Config, from_dict
-from ..spacing_plan import cohort_geometry, default_of, target_spacing
+from ..target_spacing import cohort_geometry, default_of, target_spacing
 
 log = logging.getLogger(__name__)
 
@@ -493,7 +493,7 @@ def plan_stage(cfg: Config, run, cohort, st) -> dict:
         device = resolve_device(cfg.segmentation.device).type
         if run.splits.is_file():  # the training patients' geometry only: test patients never shape the plan
             from ..cohort import load_splits
-            from ..spacing_plan import development_fingerprint
+            from ..target_spacing import development_fingerprint
 
             sp = load_splits(run.path)
             fp = development_fingerprint(fp, sp["train"] + sp["val"])

@@ -8,7 +8,7 @@ In N = 5 rounds (interleaved, so that the load of a shared machine weighs on bot
 1. baseline: the feature stage's executor (:func:`cervirad.features.cases.run_jobs`, largest lesion
    first, one process per core, no cache) extracts every case once, unperturbed;
 2. robustness: the same executor runs perturbation r of every case (the stage's perturbed worker
-   :func:`cervirad.features.robustness.extract_perturbed`, the chain with its default settings,
+   :func:`cervirad.features.perturbation.extract_perturbed`, the chain with its default settings,
    seed 42, no cache).
 
 Then ICC(1,1) / ICC(3,1) per feature over the N perturbations. Goal: the N perturbed extractions
@@ -18,7 +18,7 @@ The workers' CPU seconds are printed too (unlike wall time, they do not depend o
 (and >= 0.9) per feature class and per image type, and ends with one line
 ``robustness: ... (goal ...; baseline ...; xratio) MET|NOT MET``.
 
-Usage: .venv/bin/python scripts/bench/robustness.py [--cases N] [--perturbations 5] [--jobs J]
+Usage: .venv/bin/python scripts/bench/perturbation.py [--cases N] [--perturbations 5] [--jobs J]
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _base(job) -> dict:
 
 
 def _perturbed(job) -> dict:
-    from cervirad.features.robustness import extract_perturbed
+    from cervirad.features.perturbation import extract_perturbed
 
     return _cpu(extract_perturbed, job)
 
@@ -82,12 +82,12 @@ def main() -> int:
     ap.add_argument("--csv", type=Path, default=None, help="also write the robustness table here")
     args = ap.parse_args()
     if not DATA.is_dir():
-        print(f"bench/robustness: data not found at {DATA}; set CERVIRAD_SHARED_DATA", file=sys.stderr)
+        print(f"bench/perturbation: data not found at {DATA}; set CERVIRAD_SHARED_DATA", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
 
     from cervirad.config import RobustnessConfig
-    from cervirad.features import robustness as R
+    from cervirad.features import perturbation as R
     from cervirad.features.cases import CaseJob, label_voxels, run_jobs
     from cervirad.features.radiomics_ext import load_params
     from cervirad.features.stage import assemble, category
@@ -98,7 +98,7 @@ def main() -> int:
     jobs = sorted((CaseJob(pid, "t1", str(img), str(msk), params, SUBBANDS, 256, 1e-3, threads=1,
                            voxels=label_voxels(msk, 1)) for pid, img, msk in cases), key=lambda j: -j.voxels)
     n = args.perturbations
-    print(f"bench/robustness: {len(jobs)} cases, N = {n} perturbations, paper preset, {args.jobs} worker(s), "
+    print(f"bench/perturbation: {len(jobs)} cases, N = {n} perturbations, paper preset, {args.jobs} worker(s), "
           f"{os.cpu_count()} CPU(s) (other work on the machine skews timings)")
 
     list(run_jobs(jobs[: args.jobs], args.jobs, fn=_warm))
@@ -113,7 +113,7 @@ def main() -> int:
         cpu_base += sum(b["cpu"] for b in base)
         errors = [b["error"] for b in base if "error" in b]
         if errors:
-            print(f"bench/robustness: unperturbed extraction failed: {errors[0]}", file=sys.stderr)
+            print(f"bench/perturbation: unperturbed extraction failed: {errors[0]}", file=sys.stderr)
             return 1
         todo = [j for j in pjobs if j.perturbation.index == r]
         t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from cervirad.config import RobustnessConfig, load_config
 from cervirad.errors import ConfigError
-from cervirad.features import robustness as R
+from cervirad.features import perturbation as R
 from cervirad.features.cases import CaseCache, CaseJob
 from tests.features.test_stage import extract, fast_params, make_run  # noqa: F401 (fast_params: a fixture)
 
