@@ -158,12 +158,12 @@ def test_disk_full_and_read_only_reported(tmp_path, cli, cohort, monkeypatch):
 
 def test_uncaught_enospc_is_exit_2(tmp_path, cli, monkeypatch):
     """A full disk met outside the atomic writers (e.g. a library writing itself) is still one line, exit 2."""
-    import cervirad.cli.segmentation as cli_mod  # the preprocess command
+    import cervirad.cli.segmentation as cli_mod  # the preprocess command loads its run with it
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.npy"))
 
-    monkeypatch.setattr(cli_mod, "run_targets", full)
+    monkeypatch.setattr(cli_mod, "load_run", full)
     assert_one_line_error(cli("preprocess", "--run-dir", tmp_path / "r"), f"Cannot write '{tmp_path / 'x.npy'}'",
                           "no space left")
 
@@ -212,12 +212,12 @@ def test_unreadable_first_sequence_no_extra_geometry_line(tmp_path, cohort):
 
 
 def test_ctrl_c_prints_interrupted(tmp_path, cli, monkeypatch):
-    import cervirad.cli.segmentation as cli_mod  # the preprocess command
+    import cervirad.cli.segmentation as cli_mod  # the preprocess command loads its run with it
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_mod, "run_targets", interrupted)
+    monkeypatch.setattr(cli_mod, "load_run", interrupted)
     code, _, err = cli("preprocess", "--run-dir", tmp_path / "r")
     assert code == 130 and err.strip().splitlines()[-1] == "cervirad: interrupted", err
 

@@ -9,7 +9,7 @@ import typer
 
 from .. import presets
 from ..errors import CerviradError
-from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, check_writable, load, run_targets
+from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, check_writable, load, load_run
 
 TABLE_CONFIG = presets.packaged("table.yaml")  # cervirad/configs/table.yaml, inside the installed package
 
@@ -25,13 +25,14 @@ def extract_features(
 ) -> None:
     """PyRadiomics + histogram + clinical features per patient -> <run>/features/features.parquet."""
     from .. import features
+    from ..pipeline import run_stages
 
     cfg = load(config, overrides)
     masks = masks or cfg.features.masks
     if masks not in ("manual", "predicted"):
         raise CerviradError(f"Unknown mask source '{masks}'; use --masks manual or --masks predicted.")
-    _, run = run_targets(config, overrides, run_dir, ["features" if masks == "manual" else "features-predicted"],
-                         force)
+    cfg, run = load_run(config, overrides, run_dir)
+    run_stages(cfg, run, ["features" if masks == "manual" else "features-predicted"], force=force)
     typer.echo(f"extract-features: {features.summary(run.features_dir(masks))} -> {run.features_dir(masks)}")
 
 
@@ -51,7 +52,7 @@ def classify(
     """Tune and compare RF/XGBoost/SVM/LR (selection + SMOTE inside CV) -> <run>/classification/."""
     import json
 
-    from ..pipeline import classify_table
+    from ..pipeline import classify_table, run_stages
     from ..layout import SUMMARY, Layout
 
     if features_table is not None and config is None:
@@ -64,7 +65,8 @@ def classify(
         s = classify_table(cfg, features_table, id_column, label_column, target, force)
         where = Layout(target).classification_dir
     else:
-        _, run = run_targets(config, overrides, run_dir, ["classify"], force)
+        cfg, run = load_run(config, overrides, run_dir)
+        run_stages(cfg, run, ["classify"], force=force)
         s = json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))
         where = run.classification_dir
     h = s["headline"][s["best_model"]]

@@ -1,4 +1,5 @@
-"""What every command shares: the typer ``app``, the common options, logging, and loading a config and its run.
+"""What every command shares: the typer ``app``, the common options, logging, and loading a config and its run
+(each command then calls :func:`cervirad.pipeline.run_stages` itself).
 
 Nothing heavy is imported here (see :mod:`cervirad.cli`).
 """
@@ -50,16 +51,6 @@ def load_run(config: Optional[Path], overrides: List[str], run_dir: Optional[Pat
         config = Layout(run_dir).config_yaml
     cfg = load(config, overrides)
     return cfg, open_run(cfg, run_dir)
-
-
-def run_targets(config: Optional[Path], overrides: List[str], run_dir: Optional[Path], targets: List[str],
-                force: bool = False):
-    """Bring ``targets`` of the stage table up to date (with what they need); the config and run."""
-    from ..pipeline import run_stages
-
-    cfg, run = load_run(config, overrides, run_dir)
-    run_stages(cfg, run, targets, force=force)
-    return cfg, run
 
 
 @app.callback()

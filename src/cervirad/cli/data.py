@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import CerviradError
-from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, check_writable, run_targets
+from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, check_writable, load_run
 
 
 @app.command("demo-data")
@@ -97,11 +97,14 @@ def validate(
     """Check a cohort (files, masks, geometry, ids, pathology columns) and write fingerprint.json."""
     import json
 
+    from ..pipeline import run_stages
+
     if config is None and manifest is None:
         raise CerviradError("validate needs --config FILE or --manifest FILE; pass one of them.")
     if manifest is not None:
         overrides = [*overrides, *_manifest_overrides(manifest, clinical)]
-    _, run = run_targets(config, overrides, run_dir, ["validate"], force)
+    cfg, run = load_run(config, overrides, run_dir)
+    run_stages(cfg, run, ["validate"], force=force)
     fp = json.loads(run.fingerprint.read_text(encoding="utf-8"))
     typer.echo(f"validate: {fp['n_patients']} patients OK, class counts {fp['class_counts'] or 'n/a'}; "
                f"fingerprint -> {run.fingerprint}")

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import CerviradError
-from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, load_run, run_targets
+from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, load_run
 
 
 @app.command()
@@ -78,5 +78,8 @@ def report(
     overrides: List[str] = SetOpt,
 ) -> None:
     """(Re)build the self-contained report.html of a run from its artifacts."""
-    _, run = run_targets(config, overrides, run_dir, ["report"], force)
+    from ..pipeline import run_stages
+
+    cfg, run = load_run(config, overrides, run_dir)
+    run_stages(cfg, run, ["report"], force=force)
     typer.echo(f"report -> {run.report}")

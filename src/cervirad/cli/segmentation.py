@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import CerviradError
-from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, load_run, run_targets
+from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, load_run
 
 
 @app.command()
@@ -20,7 +20,10 @@ def preprocess(
     """Resample, z-score, slice to 256 x 256 and write the one patient-level split (splits.json)."""
     import json
 
-    _, run = run_targets(config, overrides, run_dir, ["preprocess"], force)
+    from ..pipeline import run_stages
+
+    cfg, run = load_run(config, overrides, run_dir)
+    run_stages(cfg, run, ["preprocess"], force=force)
     summary = json.loads(run.preprocess_summary.read_text(encoding="utf-8"))
     ps = summary["per_split"]
     typer.echo(f"preprocess: {summary['slices_with_lesion']} slices with lesion, {summary['slices_without_lesion']} "
@@ -38,7 +41,10 @@ def plan(
     """Derive the training plan (spacing, patch, batch, epochs, recipe, folds) from the cohort -> plan.yaml."""
     import yaml
 
-    _, run = run_targets(config, overrides, run_dir, ["plan"], force)
+    from ..pipeline import run_stages
+
+    cfg, run = load_run(config, overrides, run_dir)
+    run_stages(cfg, run, ["plan"], force=force)
     p = yaml.safe_load(run.plan.read_text(encoding="utf-8"))
     shown = ", ".join(f"{k.split('.')[-1]} {d['value']}" for k, d in p["decisions"].items()
                       if d["source"] == "plan" and not k.startswith("segmentation.augmentation."))
@@ -61,6 +67,7 @@ def train_seg(
     training resumes)."""
     import json
 
+    from ..pipeline import run_stages
     from ..segmentation.selection import homes
 
     if model is not None and model not in ("crfe", "unet", "deeplabv3", "auto"):
@@ -69,7 +76,8 @@ def train_seg(
         overrides = [*overrides, f"segmentation.model={model}"]
     if folds is not None:
         overrides = [*overrides, f"segmentation.folds={folds}"]
-    cfg, run = run_targets(config, overrides, run_dir, ["train-seg"], force)
+    cfg, run = load_run(config, overrides, run_dir)
+    run_stages(cfg, run, ["train-seg"], force=force)
     for arch, home in homes(run, cfg.segmentation).items():
         m = json.loads(home.metrics.read_text(encoding="utf-8"))
         typer.echo(f"train-seg {arch}: test Dice {m['dice']['value']:.4f} "
