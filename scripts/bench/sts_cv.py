@@ -12,7 +12,7 @@ How the folds are run (true disjoint k-fold: every patient is tested exactly onc
    own splits.json (a 70/15/15 split) is ignored: preprocessing itself does not depend on it.
 2. Folds: ``StratifiedKFold`` over patients, stratified by lesion-volume tertile (the same strata
    the library uses for a segmentation-only cohort). Per fold, the non-test patients are cut
-   into train/val with the library's :func:`cervirad.cohort.make_split` (same tertile strata,
+   into train/val with the library's :func:`cervirad.splits.make_split` (same tertile strata,
    fractions (1 - val, val, 0)).
 3. Per fold, a run folder ``work/foldK`` holds a symlink ``preprocess -> ../prep/preprocess``
    and its own ``splits.json`` naming the fold's train/val/test patients; the train-seg stage
@@ -101,7 +101,7 @@ def folds(ids: list[str], strata: dict[str, int], k: int, val_fraction: float, s
     """k disjoint test folds (stratified by tertile); train/val of the rest by the library's make_split."""
     from sklearn.model_selection import StratifiedKFold
 
-    from cervirad.cohort import make_split
+    from cervirad.splits import make_split
 
     out = []
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -408,8 +408,7 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from cervirad.cohort import cohort_from_config
-    from cervirad.pipeline import run_stages
+    from cervirad.pipeline import configured_cohort, run_stages
     from cervirad.rundir import RunDir
     from cervirad.segmentation.metrics import summarise
 
@@ -425,7 +424,7 @@ def main() -> int:
         t0 = time.perf_counter()
         run_stages(cfg, RunDir(prep), ["preprocess"])
         t_prep = time.perf_counter() - t0
-        cohort = cohort_from_config(cfg, prep)
+        cohort = configured_cohort(cfg, prep)
         strata = lesion_tertiles(prep, ids, cfg.preprocess.spacing)
         splits = folds(ids, strata, a.folds, a.val_fraction, a.seed)
         if a.quick:

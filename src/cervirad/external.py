@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .batch import BATCH
-from .cohort import LABEL
+from .pathology import LABEL
 from .config import Config
 from .errors import InputError
 from .io import Cohort
@@ -232,7 +232,7 @@ def _cohort_labels(cohort: Cohort | None, cfg: Config) -> dict[str, object]:
     """Pathologic_typing of every cohort patient the clinical table labels ({} without one)."""
     if cohort is None or getattr(cohort, "clinical", None) is None:
         return {}
-    from .cohort import pathologic_typing
+    from .pathology import pathologic_typing
 
     try:
         y = pathologic_typing(cohort.clinical.drop_duplicates(cfg.data.id_column), cfg.data)

@@ -23,14 +23,12 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .cohort import cohort_from_config
 from .config import Config
-from .files import hash_obj
 from .errors import ConfigError, InputError
-from .io import Cohort
+from .files import HashCache, hash_obj
+from .io import Cohort, load_cohort
+from .layout import CACHE, Layout
 from .parallel import watch_workers
-from .files import HashCache
-from .layout import CACHE
 from .rundir import RunDir, refuse_inputs_inside
 from .stages import STAGES, Stage
 
@@ -52,7 +50,7 @@ class Inputs:
     @property
     def cohort(self) -> Cohort:
         if self._cohort is None:
-            cohort = cohort_from_config(self.cfg, self.run.path)
+            cohort = configured_cohort(self.cfg, self.run.path)
             if self.cfg.data.source == "manifest":  # the demo cohort is cervirad's own, in <run>/cohort
                 own = self.run.path / CACHE  # masks cervirad derived itself (e.g. from an RTSTRUCT) live there
                 refuse_inputs_inside(self.run.path, self.run.flag,
@@ -105,6 +103,24 @@ class Inputs:
             "seed": self.cfg.run.seed,
             "version": __version__,
         }
+
+
+def configured_cohort(cfg: Config, run_path: Path) -> Cohort:
+    """The cohort ``data`` names: its manifest and clinical table or, for ``data.source: demo``, the demo
+    cohort, which the orchestrator writes into ``<run>/cohort`` first (reused when written with the same
+    settings). RTSTRUCT / DICOM-SEG masks are rasterised once into the run's cache."""
+    d = cfg.data
+    if d.source == "demo":
+        from .demo import ensure_demo_cohort
+
+        manifest, clinical = ensure_demo_cohort(Layout(run_path).cohort_dir, d.demo_patients, d.demo_seed,
+                                                scanners=d.demo_scanners)
+    else:
+        manifest, clinical = Path(d.manifest), Path(d.clinical) if d.clinical else None
+    cohort = load_cohort(manifest, clinical, d.id_column, d.sequences, d.mask_column)
+    from .dicom.masks import resolve_contour_masks
+
+    return resolve_contour_masks(cohort, d.mask_roi, Layout(run_path).cache_dir("dicom_masks"))
 
 
 def stage_key(comps: dict) -> str:
@@ -345,7 +361,7 @@ def external_config(development: str | Path, cohort_data: dict, name: str) -> Co
     """The development run's resolved configuration, frozen, with only its ``data`` section replaced
     by the external cohort's (``source: manifest`` and the keys given)."""
     from .config import from_dict, read_yaml_file
-    from .layout import SAFE_ID, Layout
+    from .layout import SAFE_ID
 
     dev = Layout(development)
     if not dev.config_yaml.is_file():

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from .cohort import LABEL, load_splits, make_split, pathologic_typing, split_of
+from .pathology import LABEL, pathologic_typing
+from .splits import load_splits, make_split, split_of
 from .config import Config, PreprocessConfig
 from .errors import InputError
 from .io import Cohort, Patient, read_image, read_mask, to_array

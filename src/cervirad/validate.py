@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .cohort import LABEL, pathologic_typing, pathology_problems
+from .pathology import LABEL, pathologic_typing, pathology_problems
 from .config import ClinicalColumnsConfig, Config, DataConfig
 from .errors import CohortValidationError, InputError
 from .features.clinical import clinical_problems

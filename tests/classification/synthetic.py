@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cervirad.cohort import LABEL
+from cervirad.pathology import LABEL
 
 PREFIXES = ("original_glcm", "original_firstorder", "wavelet-HHH_glrlm", "log-sigma-1-0-mm-3D_gldm", "square_ngtdm")
 

@@ -14,7 +14,7 @@ from cervirad.classification.estimators import build_pipeline, selected_features
 from cervirad.classification.harmonize import (BATCH_FEATURE, ComBat, UnseenBatchError, attach_batch, batch_codes,
                                                make_harmonizer)
 from cervirad.classification.harmonize_report import batch_effect, paired_difference
-from cervirad.cohort import LABEL
+from cervirad.pathology import LABEL
 from cervirad.errors import InputError
 from tests.classification.synthetic import synthetic_table
 

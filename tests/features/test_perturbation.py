@@ -176,7 +176,7 @@ def test_bad_robustness_settings_are_one_line_errors(override, message):
 @pytest.mark.slow
 def test_stage_writes_robustness_csv_and_a_raised_n_reuses_the_cache(tmp_path, tiny_cfg, tiny_run,
                                                                    fast_params):
-    from cervirad.cohort import load_splits
+    from cervirad.splits import load_splits
 
     cohort = tiny_run.path / "cohort"
     man = pd.read_csv(cohort / "manifest.csv")

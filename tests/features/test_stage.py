@@ -12,7 +12,8 @@ import SimpleITK as sitk
 import yaml
 
 from cervirad import features
-from cervirad.cohort import LABEL, load_splits, pathologic_typing, split_of
+from cervirad.pathology import LABEL, pathologic_typing
+from cervirad.splits import load_splits, split_of
 from cervirad.errors import InputError
 from cervirad.io import read_clinical
 from cervirad.rundir import RunDir
@@ -34,11 +35,11 @@ def make_run(tmp_path, tiny_cfg, tiny_run, *overrides):
 
 def extract(cfg, run, masks="manual"):
     """The features stage function on its own (the orchestrator's rules are tested in tests/pipeline)."""
-    from cervirad.cohort import cohort_from_config
+    from cervirad.pipeline import configured_cohort
     from cervirad.features.stage import run_stage
 
     with run.stage("features" if masks == "manual" else "features-predicted") as st:
-        run_stage(cfg, run, cohort_from_config(cfg, run.path), st, masks)
+        run_stage(cfg, run, configured_cohort(cfg, run.path), st, masks)
     return run.features_dir(masks)
 
 

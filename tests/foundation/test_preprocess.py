@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from cervirad.cohort import load_splits, make_split, pathologic_typing
+from cervirad.pathology import pathologic_typing
+from cervirad.splits import load_splits, make_split
 from cervirad.config import PreprocessConfig
 from cervirad.preprocess import (SLICE_AXES, from_slices, load_meta, load_patient_slices, prepare_volume, restore_mask,
                                  to_slices, zscore)

@@ -439,7 +439,7 @@ def test_spacing_refused_by_the_resampled_grid(tmp_path, cli, cohort):
 def _scored(truth: list, probs: list[list[float]]) -> dict:
     import pandas as pd
 
-    from cervirad.cohort import LABEL
+    from cervirad.pathology import LABEL
     from cervirad.config import load_config
     from cervirad.external import score_predictions
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cervirad.cohort import load_splits
+from cervirad.splits import load_splits
 from cervirad.preprocess import load_patient_slices
 from cervirad.segmentation.cost import DICE_PER_DOUBLING, TARGET_SECONDS, decide, measure, worth_it
 from cervirad.segmentation.folds import ensemble_checkpoint

@@ -7,7 +7,7 @@ from tests.conftest import require_shared
 
 
 def test_warm_start_never_reads_a_test_patient_or_a_mask(seg_run, tmp_path, monkeypatch):
-    from cervirad.cohort import load_splits
+    from cervirad.splits import load_splits
     from cervirad.segmentation import pretrain as PT
     from cervirad.segmentation.train import TrainJob, read_checkpoint_any
 

@@ -39,7 +39,8 @@ from threadpoolctl import threadpool_limits
 
 from .. import __version__
 from ..batch import BATCH
-from ..cohort import LABEL, load_splits, split_of
+from ..pathology import LABEL
+from ..splits import load_splits, split_of
 from ..config import Config
 from ..errors import InputError
 from ..io import read_table, write_table

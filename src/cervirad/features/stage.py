@@ -27,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..batch import BATCH, batch_labels
-from ..cohort import LABEL, load_splits, pathologic_typing, split_of
+from ..pathology import LABEL, pathologic_typing
+from ..splits import load_splits, split_of
 from ..config import Config
 from ..errors import InputError
 from ..io import Cohort, write_table

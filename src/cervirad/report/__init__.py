@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from ..classification.evaluate import HEADLINE
-from ..cohort import CATEGORY_NAMES, LABEL
+from ..pathology import CATEGORY_NAMES, LABEL
 from ..config import MODELS
 from ..files import write_text
 from ..layout import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, FOLD_CURVES, METRICS, METRICS_PREDICTED, MODEL_CARD,

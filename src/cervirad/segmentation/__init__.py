@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cohort import load_splits
+from ..splits import load_splits
 from ..errors import InputError
 from ..files import write_json
 from ..layout import COMPARISON, CURVES, MASKS, OVERLAYS, PRETRAIN_PT, Layout

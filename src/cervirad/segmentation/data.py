@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..cohort import load_splits
+from ..splits import load_splits
 from ..config import AugmentationConfig, SegmentationConfig
 from ..errors import InputError
 from ..preprocess import load_patient_slices

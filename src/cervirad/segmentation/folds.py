@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cohort import load_splits
+from ..splits import load_splits
 from ..errors import InputError
 from ..layout import FOLD_CURVES, MODEL_PT
 from .data import SliceSet

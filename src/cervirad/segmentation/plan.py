@@ -492,7 +492,7 @@ def plan_stage(cfg: Config, run, cohort, st) -> dict:
     else:
         device = resolve_device(cfg.segmentation.device).type
         if run.splits.is_file():  # the training patients' geometry only: test patients never shape the plan
-            from ..cohort import load_splits
+            from ..splits import load_splits
             from ..target_spacing import development_fingerprint
 
             sp = load_splits(run.path)
