@@ -48,7 +48,6 @@ The default (one scanner) writes the same bytes as before.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +57,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .io import write_image, write_table
-from .files import write_json
+from .files import read_json, write_json
 
 CATEGORY_MIX = {6: 0.40, 2: 0.20, 0: 0.16, 4: 0.12, 7: 0.12}
 SHAPE = (24, 256, 256)  # z, y, x
@@ -343,7 +342,7 @@ def ensure_demo_cohort(out: str | Path, patients: int, seed: int, site: str = "A
     want = _stamp(patients, seed, site, scanners)
     if stamp.is_file():
         try:
-            have = json.loads(stamp.read_text(encoding="utf-8"))
+            have = read_json(stamp)
         except ValueError:
             have = None
         if isinstance(have, dict) and {"site": "A", **have} == want:

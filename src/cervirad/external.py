@@ -18,7 +18,6 @@ sources, calibration-in-the-large and slope, the shift check against the develop
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from .pathology import LABEL
 from .config import Config
 from .errors import InputError
 from .io import Cohort
-from .files import write_json
+from .files import read_json, write_json
 from .layout import METRICS, METRICS_PREDICTED, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, Layout, case_file
 from .rundir import RunDir, StageContext, read_run_json
 
@@ -126,7 +125,7 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
 
     dev = Layout(development)
     out = st.classification_dir
-    card = json.loads((dev.classification_dir / "model_card.json").read_text(encoding="utf-8"))
+    card = read_json(dev.classification_dir / "model_card.json")
     summary: dict = {"development_run": str(dev.root), "model": card["model"], "sources": {}}
     harmonization = _check_scanners(card, run, dev, cfg, harmonize)
     if harmonization:
@@ -163,7 +162,7 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
     summary["shift_warnings"] = shift["warnings"]
     internal = dev.classification_dir / METRICS
     if internal.is_file():
-        m = json.loads(internal.read_text(encoding="utf-8"))
+        m = read_json(internal)
         summary["development_internal_test"] = {k: m.get(f"{card['model']}.{k}", {}).get("value")
                                                 for k in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")}
     write_json(out / SUMMARY, summary)
@@ -267,8 +266,8 @@ def shift_check(dev: Layout, run: RunDir, card: dict) -> dict:
     predicted-vs-predicted comparison uses the development test patients, and says so."""
     from .shift import clinical_shift, feature_shift, fingerprint_shift, shift_warnings
 
-    dev_fp = json.loads(dev.fingerprint.read_text(encoding="utf-8"))
-    ext_fp = json.loads(run.fingerprint.read_text(encoding="utf-8"))
+    dev_fp = read_json(dev.fingerprint)
+    ext_fp = read_json(run.fingerprint)
     rows = fingerprint_shift(dev_fp, ext_fp)
     dev_manual = pd.read_parquet(dev.features_table("manual"))
     dev_fit = dev_manual[dev_manual["split"].isin(["train", "val"])]

@@ -25,7 +25,7 @@ from typing import Sequence
 from . import __version__
 from .config import Config
 from .errors import ConfigError, InputError
-from .files import HashCache, hash_obj
+from .files import HashCache, hash_obj, read_json
 from .io import Cohort, load_cohort
 from .layout import CACHE, Layout
 from .parallel import watch_workers
@@ -300,8 +300,6 @@ def classify_table(cfg: Config, table: str | Path, id_column: str, label_column:
                    force: bool = False) -> dict:
     """``cervirad classify --features TABLE``: a run folder made from one feature table (repeated
     nested CV); returns the classification summary."""
-    import json
-
     from .layout import SUMMARY
     from .stages import TABLE_STAGES
 
@@ -312,7 +310,7 @@ def classify_table(cfg: Config, table: str | Path, id_column: str, label_column:
     run_stages(cfg, run, ["classify"], force=force, table=TABLE_STAGES, identity=table_identity(table),
                options={"table": str(table.resolve()), "id_column": id_column, "label_column": label_column},
                flag="classify --out")
-    return json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))
+    return read_json(run.classification_dir / SUMMARY)
 
 
 # --------------------------------------------------------------------------- segment --run-dir
@@ -387,8 +385,6 @@ def evaluate_external(cfg: Config, development: str | Path, out_dir: str | Path,
     """``cervirad evaluate``: the finished run ``development`` applied unchanged to ``cfg``'s cohort,
     every artifact in ``out_dir``; returns the score summary. ``harmonize``: ComBat estimates of an unseen
     scanner from its own patients (transductive; :func:`cervirad.external.score_stage`)."""
-    import json as _json
-
     from .external import require_finished
     from .layout import SUMMARY
     from .stages import EXTERNAL_STAGES
@@ -401,4 +397,4 @@ def evaluate_external(cfg: Config, development: str | Path, out_dir: str | Path,
     identity = {"kind": "external", "source": str(Path(cfg.data.manifest).resolve()), "development": str(dev)}
     run_stages(cfg, run, table=EXTERNAL_STAGES, identity=identity,
                options={"development": str(dev), "harmonize": harmonize}, force=force, flag="evaluate --out")
-    return _json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))
+    return read_json(run.classification_dir / SUMMARY)

@@ -19,7 +19,6 @@ exactly: :func:`restore_mask` resamples the foreground PROBABILITY onto the orig
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from .splits import load_splits, make_split, split_of
 from .config import Config, PreprocessConfig
 from .errors import InputError
 from .io import Cohort, Patient, read_image, read_mask, to_array
-from .files import atomic_path, write_json
+from .files import atomic_path, read_json, write_json
 from .layout import Layout
 from .rundir import RunDir, StageContext
 
@@ -251,7 +250,7 @@ def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
 
     from .target_spacing import planned_spacing
 
-    fp = json.loads(run.fingerprint.read_text(encoding="utf-8")) if run.fingerprint.is_file() else None
+    fp = read_json(run.fingerprint) if run.fingerprint.is_file() else None
     spacing, why = planned_spacing(cfg, fp, _development_ids(cohort, cfg))
     if tuple(spacing) != tuple(cfg.preprocess.spacing):
         cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, spacing=tuple(spacing)))
@@ -311,7 +310,7 @@ def load_patient_slices(run_path: Path, pid: str, mmap: bool = True) -> tuple[np
 
 
 def load_meta(run_path: Path, pid: str) -> dict:
-    return json.loads(Layout(run_path).meta_file(pid).read_text(encoding="utf-8"))
+    return read_json(Layout(run_path).meta_file(pid))
 
 
 __all__ = ["zscore", "body_mask", "canonical", "canonical_grid", "to_slices", "from_slices", "prepare_volume",

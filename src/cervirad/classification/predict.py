@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..files import read_json
 from ..io import read_table, write_table
 from ..layout import MODEL_CARD, Layout
 from ..signing import key_id, key_path, load_key, verify_bytes
@@ -72,7 +73,7 @@ def model_dir(path: str | Path) -> Path:
 def _read_card(d: Path) -> dict:
     f = d / MODEL_CARD
     try:
-        card = json.loads(f.read_text(encoding="utf-8"))
+        card = read_json(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"Model card '{f}' cannot be read ({type(e).__name__}: {e}); re-run `cervirad classify` "
                          "to write a consistent model folder.") from None

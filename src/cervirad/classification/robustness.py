@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import read_table, write_table
-from ..files import write_json
+from ..files import read_json, write_json
 from ..layout import AGREEMENT, METRICS, MODEL_CARD, ROBUST_FILTER, Layout
 from .core import proba_full
 from .data import Table
@@ -144,7 +143,7 @@ def write(out: Path, run: Layout, cfg, res, fit: Table, test: Table, predicted: 
                                         "patients")
         for name in (METRICS, MODEL_CARD):
             path = out / name
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)
             data["robust_filter"] = {"min_icc": cc.min_icc, "n_features": report["n_features"],
                                      "n_kept": report["n_kept"], "kept_by_category": kept}
             write_json(path, data)

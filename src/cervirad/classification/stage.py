@@ -26,7 +26,6 @@ class, :mod:`.table1`), ``targets.json`` + ``targets/<target>/`` (the binary sub
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -46,7 +45,7 @@ from ..errors import InputError
 from ..io import read_table, write_table
 from ..jsonutil import py_dict, py_value
 from ..parallel import parallel_backend
-from ..files import file_hash, write_json
+from ..files import file_hash, read_json, write_json
 from ..layout import (ABLATION, CLASSIFICATION, COLUMNS, CONFUSION, FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD,
                       MODEL_JOBLIB, MODELS, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, TABLE1, TARGETS,
                       TARGETS_SUMMARY)
@@ -154,7 +153,7 @@ def _non_predictors(columns_json: Path, df: pd.DataFrame) -> tuple[str, ...]:
     """``split`` and ``batch`` plus the columns the feature stage marked as not predictors (treatment variables)."""
     out = ["split", BATCH]
     if columns_json.is_file():
-        info = json.loads(columns_json.read_text(encoding="utf-8"))
+        info = read_json(columns_json)
         out += list(info.get("excluded_from_predictors", []))
         keep = info.get("predictors")
         if keep:
@@ -518,7 +517,7 @@ def _write_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, trai
 # --------------------------------------------------------------------------- the paper's further results
 def _add_metrics(out: Path, keys: dict) -> None:
     """Add keys to an already written ``metrics.json``."""
-    m = json.loads((out / METRICS).read_text(encoding="utf-8"))
+    m = read_json(out / METRICS)
     write_json(out / METRICS, {**m, **keys})
 
 
@@ -554,9 +553,9 @@ def _run_targets(st: StageContext, cfg: Config, subs: list[str], fit: Table, tes
     from .targets import SHOWN, binary_table, check_both_classes, definition, side_by_side
 
     out = st.classification_dir
-    metrics = {"pathologic_typing": json.loads((out / METRICS).read_text(encoding="utf-8"))}
+    metrics = {"pathologic_typing": read_json(out / METRICS)}
     n_test, positives = {"pathologic_typing": len(test.y)}, {}
-    levels = json.loads((out / MODEL_CARD).read_text(encoding="utf-8")).get("batch_levels")  # harmonised: the same
+    levels = read_json(out / MODEL_CARD).get("batch_levels")  # harmonised: the same
     for t in subs:
         f, e = binary_table(fit, t), binary_table(test, t)
         check_both_classes(f, t)
@@ -566,7 +565,7 @@ def _run_targets(st: StageContext, cfg: Config, subs: list[str], fit: Table, tes
         write_outputs(out / TARGETS / t, r, f, e, cfg, train_hash,
                       {"split": "test", "target": t, "target_definition": definition(t)}, predicted=p,
                       batch_levels=levels)
-        metrics[t] = json.loads((out / TARGETS / t / METRICS).read_text(encoding="utf-8"))
+        metrics[t] = read_json(out / TARGETS / t / METRICS)
         n_test[t], positives[t] = len(e.y), int(e.y.sum())
     table = side_by_side(metrics, n_test, positives)
     write_json(out / TARGETS_SUMMARY, {"rows": table, "folders": {t: f"{TARGETS}/{t}" for t in subs}})
@@ -598,7 +597,7 @@ def outputs(path: str | Path) -> dict:
 
     def _load(name):
         f = d / name
-        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+        return read_json(f) if f.is_file() else None
 
     figs = {f.stem: f for f in sorted((d / FIGURES).glob("*.png"))}
     return {"dir": d, "metrics": _load(METRICS), "metrics_predicted": _load(METRICS_PREDICTED),

@@ -9,6 +9,7 @@ import typer
 
 from .. import presets
 from ..errors import CerviradError
+from ..files import read_json
 from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, check_writable, load, load_run
 
 TABLE_CONFIG = presets.packaged("table.yaml")  # cervirad/configs/table.yaml, inside the installed package
@@ -50,8 +51,6 @@ def classify(
     overrides: List[str] = SetOpt,
 ) -> None:
     """Tune and compare RF/XGBoost/SVM/LR (selection + SMOTE inside CV) -> <run>/classification/."""
-    import json
-
     from ..pipeline import classify_table, run_stages
     from ..layout import SUMMARY, Layout
 
@@ -67,7 +66,7 @@ def classify(
     else:
         cfg, run = load_run(config, overrides, run_dir)
         run_stages(cfg, run, ["classify"], force=force)
-        s = json.loads((run.classification_dir / SUMMARY).read_text(encoding="utf-8"))
+        s = read_json(run.classification_dir / SUMMARY)
         where = run.classification_dir
     h = s["headline"][s["best_model"]]
     typer.echo(f"classify ({s['evaluation']}): best model {s['best_model']} - accuracy {h['accuracy']:.3f}, "

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import CerviradError
+from ..files import read_json
 from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, check_writable, load_run
 
 
@@ -48,8 +49,6 @@ MAX_DEMO_PATIENTS = 10_000
 
 def _check_demo_out(out: Path, force: bool) -> None:
     """demo-data writes a folder, never over a file nor over a cohort it did not write (without --force)."""
-    import json
-
     from ..errors import InputError
     from ..rundir import refuse_inside_run
 
@@ -61,7 +60,7 @@ def _check_demo_out(out: Path, force: bool) -> None:
     if not theirs or force:
         return
     try:
-        stamp = json.loads((out / "demo.json").read_text(encoding="utf-8"))
+        stamp = read_json(out / "demo.json")
         ours = isinstance(stamp, dict) and {"patients", "seed", "version"} <= set(stamp)
     except (OSError, ValueError):
         ours = False
@@ -95,8 +94,6 @@ def validate(
     overrides: List[str] = SetOpt,
 ) -> None:
     """Check a cohort (files, masks, geometry, ids, pathology columns) and write fingerprint.json."""
-    import json
-
     from ..pipeline import run_stages
 
     if config is None and manifest is None:
@@ -105,7 +102,7 @@ def validate(
         overrides = [*overrides, *_manifest_overrides(manifest, clinical)]
     cfg, run = load_run(config, overrides, run_dir)
     run_stages(cfg, run, ["validate"], force=force)
-    fp = json.loads(run.fingerprint.read_text(encoding="utf-8"))
+    fp = read_json(run.fingerprint)
     typer.echo(f"validate: {fp['n_patients']} patients OK, class counts {fp['class_counts'] or 'n/a'}; "
                f"fingerprint -> {run.fingerprint}")
 

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import CerviradError
+from ..files import read_json
 from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, load_run
 
 
@@ -18,13 +19,11 @@ def preprocess(
     overrides: List[str] = SetOpt,
 ) -> None:
     """Resample, z-score, slice to 256 x 256 and write the one patient-level split (splits.json)."""
-    import json
-
     from ..pipeline import run_stages
 
     cfg, run = load_run(config, overrides, run_dir)
     run_stages(cfg, run, ["preprocess"], force=force)
-    summary = json.loads(run.preprocess_summary.read_text(encoding="utf-8"))
+    summary = read_json(run.preprocess_summary)
     ps = summary["per_split"]
     typer.echo(f"preprocess: {summary['slices_with_lesion']} slices with lesion, {summary['slices_without_lesion']} "
                f"without; patients train/val/test = {ps['train']['patients']}/{ps['val']['patients']}/"
@@ -65,8 +64,6 @@ def train_seg(
 ) -> None:
     """Train the CRFE (U-Net, DeepLabv3, or the best of them) network, then score it on the test patients (a killed
     training resumes)."""
-    import json
-
     from ..pipeline import run_stages
     from ..segmentation.selection import homes
 
@@ -79,7 +76,7 @@ def train_seg(
     cfg, run = load_run(config, overrides, run_dir)
     run_stages(cfg, run, ["train-seg"], force=force)
     for arch, home in homes(run, cfg.segmentation).items():
-        m = json.loads(home.metrics.read_text(encoding="utf-8"))
+        m = read_json(home.metrics)
         typer.echo(f"train-seg {arch}: test Dice {m['dice']['value']:.4f} "
                    f"[{m['dice']['ci_low']:.4f}, {m['dice']['ci_high']:.4f}], best epoch {m['best_epoch']} -> "
                    f"{home.dir}")
@@ -87,7 +84,7 @@ def train_seg(
             typer.echo(f"train-seg {arch}: {m['n_folds']}-fold ensemble test Dice {m['dice']['value']:.4f} vs fold 0 "
                        f"alone {m['single_fold_test']['dice']['value']:.4f}")
     if cfg.segmentation.model == "auto":
-        pick = json.loads(run.seg_metrics().read_text(encoding="utf-8"))["selection"]
+        pick = read_json(run.seg_metrics())["selection"]
         typer.echo(f"train-seg auto: the run's model is {pick['chosen']} ({pick['why']}) -> {run.segmentation_dir()}")
 
 

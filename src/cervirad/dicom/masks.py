@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..files import hash_obj
+from ..files import hash_obj, read_json
 from ..errors import CohortValidationError, InputError
 from ..files import atomic_path
 from ..layout import case_file
@@ -71,6 +71,6 @@ def resolve_contour_masks(cohort, roi: Optional[str], cache_dir: Path):
 
 def _read_key(path: Path) -> Optional[str]:
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("key")
+        return read_json(path).get("key")
     except (OSError, ValueError, AttributeError):
         return None

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from ..files import hash_obj
+from ..files import hash_obj, read_json
 from ..parallel import dask_client
 from ..files import file_hash, write_json
 
@@ -275,7 +275,7 @@ class CaseCache:
         if not p.is_file():
             return None
         try:
-            hit = json.loads(p.read_text(encoding="utf-8"))
+            hit = read_json(p)
         except (OSError, ValueError):
             return None  # a damaged entry is recomputed
         if isinstance(hit, dict) and isinstance(hit.get("features"), dict):  # write_json wrote NaN as null

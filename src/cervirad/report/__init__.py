@@ -19,7 +19,7 @@ import yaml
 from ..classification.evaluate import HEADLINE
 from ..pathology import CATEGORY_NAMES, LABEL
 from ..config import MODELS
-from ..files import write_text
+from ..files import read_json, write_text
 from ..layout import (COLUMN_COUNTS, COMPARISON, ERRORS, FIGURES, FOLD_CURVES, METRICS, METRICS_PREDICTED, MODEL_CARD,
                       OVERLAYS, PREDICTIONS, SUMMARY, Layout)
 from ..plotting import save_figure
@@ -49,7 +49,7 @@ pre{background:#f0f2f5;padding:10px;overflow:auto;font-size:12px;max-height:420p
 
 # --------------------------------------------------------------------------- helpers
 def _read_json(p: Path) -> Any:
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    return read_json(p) if p.is_file() else None
 
 
 def _img(path: Path, caption: str | None = None) -> str:

@@ -8,9 +8,9 @@ validation, :func:`external_note` says how the external scanners were treated (t
 from __future__ import annotations
 
 import html
-import json
 
 from ..classification.harmonize_report import ALPHA, HARMONIZATION, SHOWN
+from ..files import read_json
 from ..rundir import RunDir
 
 
@@ -36,7 +36,7 @@ def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
     path = run.classification_dir / HARMONIZATION
     if not path.is_file():
         return []
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = read_json(path)
     if doc.get("note") and "metrics" not in doc:
         note = f"<p class='warn'>{html.escape(doc['note'])}</p>"
         return [("harmonization", "Scanners and ComBat harmonisation", note)]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..files import read_json
 from ..layout import ABLATION, FIGURES, METRICS, MODEL_CARD, SUMMARY, TABLE1, TARGETS_SUMMARY
 from ..rundir import RunDir
 
@@ -21,7 +21,7 @@ Section = tuple[str, str, str]
 
 
 def _read(p: Path) -> Any:
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    return read_json(p) if p.is_file() else None
 
 
 def _cell(v: Any) -> str:

@@ -7,11 +7,11 @@ image type (box plots) into ``report_files/robustness_icc.png``. No file, no sec
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from ..files import read_json
 from ..layout import AGREEMENT, ROBUST_FILTER, Layout
 from ..plotting import save_figure
 from ..rundir import RunDir
@@ -95,7 +95,7 @@ def robustness_sections(run: RunDir, out: Layout) -> list[tuple[str, str, str]]:
     parts.append("<h3>Share of features kept, by feature class</h3>" + _html_table(share_table(df, "feature_class")))
     parts.append("<h3>By image type</h3>" + _html_table(share_table(df, "image_type")))
     info_path = run.classification_dir / ROBUST_FILTER
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    info = read_json(info_path) if info_path.is_file() else {}
     agree_path = run.classification_dir / AGREEMENT
     if agree_path.is_file():
         ag = pd.read_csv(agree_path)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from typing import Any
 
 import yaml
 
+from ..files import read_json
 from ..layout import FOLD_CURVES, METRICS
 from ..rundir import RunDir
 
@@ -138,7 +138,7 @@ def input_post_html(m: dict) -> str:
 def recipe_sections(run: RunDir) -> list[Section]:
     """The segmentation-recipe section (plan, inference, folds), or none when train-seg has not run."""
     path = run.segmentation_dir() / METRICS
-    m = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    m = read_json(path) if path.is_file() else {}
     body = plan_html(run) + (inference_html(run, m) + input_post_html(m) if m else "") + folds_html(run, m)
     return [("seg-recipe", "Segmentation recipe: plan, test-time augmentation, fold ensemble", body)] if body else []
 

@@ -26,7 +26,6 @@ window), ``metrics``, ``scoring`` (test split).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from ..splits import load_splits
 from ..errors import InputError
-from ..files import write_json
+from ..files import read_json, write_json
 from ..layout import COMPARISON, CURVES, MASKS, OVERLAYS, PRETRAIN_PT, Layout
 from .infer import segment_folder_marked, segment_paths
 
@@ -45,7 +44,7 @@ __all__ = ["train_stage", "evaluate_run", "segment_paths", "segment_folder_marke
 
 def _check_channels(cfg, run) -> None:
     """The preprocessed channels must be the configured input sequences."""
-    channels = json.loads(run.preprocess_summary.read_text(encoding="utf-8"))["channels"]
+    channels = read_json(run.preprocess_summary)["channels"]
     if list(channels) != list(cfg.segmentation.input_sequences):
         raise InputError(f"Run '{run.path}' was preprocessed with channels {channels} but "
                          f"segmentation.input_sequences is {list(cfg.segmentation.input_sequences)}; rerun "
@@ -73,7 +72,7 @@ def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
         best, why = pick_best({a: m.get("best_val_dice") for a, m in results.items()})
         log.info("train-seg: segmentation.model auto keeps %s: %s", best, why)
         run_model = promote(where[best], st)
-        m = json.loads(run_model.metrics.read_text(encoding="utf-8"))
+        m = read_json(run_model.metrics)
         m["selection"] = {"rule": "segmentation.model auto", "chosen": best, "why": why,
                           "val_dice": {a: r.get("best_val_dice") for a, r in results.items()}}
         write_json(run_model.metrics, m)
@@ -318,7 +317,7 @@ def evaluate_run(cfg, run, cohort, model_path: Path, out: Layout) -> dict:
                        sliding_window=s.sliding_window)
     arch = model.info["arch"]
     old = run.seg_metrics()
-    keep = {k: v for k, v in json.loads(old.read_text(encoding="utf-8")).items()
+    keep = {k: v for k, v in read_json(old).items()
             if not isinstance(v, dict)} if old.is_file() else {}
     if keep.get("model", arch) != arch:  # the run's results were another network's: nothing of them applies
         keep = {}
@@ -350,7 +349,7 @@ def write_comparison(out: Layout, sources: list[Layout], homes: list | None = No
         p = next((src.root / rel for src in reversed(sources) if (src.root / rel).is_file()), None)
         if p is None:
             continue
-        m = json.loads(p.read_text(encoding="utf-8"))
+        m = read_json(p)
         row = {"model": m.get("model") or home.arch, "n_patients": m.get("n_patients"),
                "parameters": m.get("parameters"), "unet_width": m.get("unet_width"),
                "deeplab_base": (m.get("net_options") or {}).get("base"), "n_folds": m.get("n_folds", 1),

@@ -31,6 +31,7 @@ import torch
 from ..config import PreprocessConfig
 from ..errors import InputError
 from ..dicom.series import is_dicom
+from ..files import read_json
 from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
 from ..preprocess import prepare_volume, restore_mask
 from ..layout import case_file
@@ -322,10 +323,8 @@ SEGMENT_MARKER = "segment.json"  # marks a `segment --out` folder as cervirad's:
 
 def segment_folder_marked(folder: Path) -> bool:
     """Was ``folder`` written by ``cervirad segment --out`` (it holds segment.json listing the cases)?"""
-    import json
-
     try:
-        return isinstance(json.loads((Path(folder) / SEGMENT_MARKER).read_text(encoding="utf-8")).get("cases"), list)
+        return isinstance(read_json(Path(folder) / SEGMENT_MARKER).get("cases"), list)
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -62,6 +62,7 @@ import numpy as np
 import yaml
 
 from ..config import STRIDE, Config, from_dict
+from ..files import read_json
 from ..target_spacing import cohort_geometry, default_of, target_spacing
 
 log = logging.getLogger(__name__)
@@ -460,9 +461,7 @@ def planned_config(cfg: Config, run) -> Config:
         return cfg
     plan = read_plan(run.plan)
     if plan is None:
-        import json
-
-        summary = json.loads(run.preprocess_summary.read_text(encoding="utf-8"))
+        summary = read_json(run.preprocess_summary)
         log.warning("train-seg: segmentation.plan is on but the run has no %s; training with the config's recipe "
                     "(run `cervirad plan` to derive one)", run.plan.name)
         return apply_decisions(cfg, {"preprocess.spacing": {"value": summary["spacing"]}})
@@ -479,12 +478,9 @@ def plan_stage(cfg: Config, run, cohort, st) -> dict:
     """The plan stage: ``plan.yaml`` from ``fingerprint.json`` and this machine (memory, a timing probe
     when ``segmentation.budget_minutes`` is set). With ``segmentation.plan: false`` the plan records the
     config's fixed recipe."""
-    import json
-
     from .infer import resolve_device
 
-    fp = json.loads(run.require(run.fingerprint.relative_to(run.path), "run `cervirad validate` first")
-                    .read_text(encoding="utf-8"))
+    fp = read_json(run.require(run.fingerprint.relative_to(run.path), "run `cervirad validate` first"))
     if not cfg.segmentation.plan:
         plan = {"version": PLAN_VERSION, "enabled": False, "decisions": {},
                 "why": "segmentation.plan is false: the config's fixed recipe (paper.yaml)", "folds": 1,
