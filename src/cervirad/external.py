@@ -30,7 +30,8 @@ from .config import Config
 from .errors import InputError
 from .io import Cohort
 from .files import read_json, write_json
-from .layout import METRICS, METRICS_PREDICTED, PREDICTIONS, PREDICTIONS_PREDICTED, SUMMARY, Layout, case_file
+from .layout import (METRICS, METRICS_PREDICTED, MODEL_CARD, MODEL_JOBLIB, PER_PATIENT, PREDICTIONS, PREDICTIONS_PREDICTED,
+                     SUMMARY, Layout, case_file)
 from .rundir import RunDir, StageContext, read_run_json
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def require_finished(dev: Path) -> None:
     if not run.run_json.is_file():
         raise InputError(f"'{dev}' is not a cervirad run folder (no run.json); pass the --run of a finished run-all.")
     stages = read_run_json(dev).get("stages", {})
-    for stage, path in (("train-seg", run.seg_model()), ("classify", run.classification_dir / "model.joblib")):
+    for stage, path in (("train-seg", run.seg_model()), ("classify", run.classification_dir / MODEL_JOBLIB)):
         if stages.get(stage, {}).get("status") != "done" or not path.is_file():
             raise InputError(f"Run '{dev}' has no finished '{stage}' stage ({path.name} missing); finish it with "
                              "`cervirad run-all` before evaluating it externally.")
@@ -97,7 +98,7 @@ def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, de
                      "component_selection": model.component_selection}
     if rows:
         per_patient = pd.DataFrame(rows)
-        write_table(per_patient, st.segmentation_dir() / "per_patient.csv")
+        write_table(per_patient, st.segmentation_dir() / PER_PATIENT)
         summary.update(summarise(per_patient, cfg.segmentation.bootstrap, cfg.run.seed))
     write_json(st.seg_metrics(), summary)
     st.info["n_segmented"] = len(cohort.patients)
@@ -125,7 +126,7 @@ def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContex
 
     dev = Layout(development)
     out = st.classification_dir
-    card = read_json(dev.classification_dir / "model_card.json")
+    card = read_json(dev.classification_dir / MODEL_CARD)
     summary: dict = {"development_run": str(dev.root), "model": card["model"], "sources": {}}
     harmonization = _check_scanners(card, run, dev, cfg, harmonize)
     if harmonization:

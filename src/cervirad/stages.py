@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
+from .layout import MODEL_JOBLIB, Layout
 from .layout import RELATIVE as R
-from .layout import Layout
 
 Paths = Callable[[Config, dict], tuple[Path, ...]]
 
@@ -110,7 +110,7 @@ TABLE_STAGES: tuple[Stage, ...] = (
 # `cervirad evaluate`: a finished run (option "development") applied unchanged to an external cohort
 def _development_models(cfg: Config, options: dict) -> tuple[Path, ...]:
     dev = Layout(options["development"])
-    return (dev.seg_model(), dev.classification_dir / "model.joblib")
+    return (dev.seg_model(), dev.classification_dir / MODEL_JOBLIB)
 
 
 EXTERNAL_STAGES: tuple[Stage, ...] = (

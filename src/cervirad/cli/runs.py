@@ -25,6 +25,7 @@ def evaluate(
 ) -> None:
     """External validation: apply a finished run, unchanged, to a new cohort (segment, features, predict, score)."""
     from ..config import read_yaml_file
+    from ..layout import Layout
     from ..pipeline import evaluate_external, external_config
 
     if (config is None) == (manifest is None):
@@ -50,7 +51,7 @@ def evaluate(
              for m, v in s["sources"].items() if v.get("accuracy") is not None]
     typer.echo(f"evaluate: {s['model']} from {run} -> {out}; " + ("; ".join(parts) or "no labels, predictions only")
                + (f"; {len(s['shift_warnings'])} shift warning(s)" if s.get("shift_warnings") else "")
-               + f"; report {out / 'external_report.html'}")
+               + f"; report {Layout(out).external_report}")
 
 
 @app.command("run-all")
