@@ -31,11 +31,10 @@ from .errors import InputError
 from .io import Cohort
 from .files import read_json, write_json
 from .layout import (METRICS, METRICS_PREDICTED, MODEL_CARD, MODEL_JOBLIB, PER_PATIENT, PREDICTIONS, PREDICTIONS_PREDICTED,
-                     SUMMARY, Layout, case_file)
+                     SHIFT, SUMMARY, Layout, case_file)
 from .rundir import RunDir, StageContext, read_run_json
 
 log = logging.getLogger(__name__)
-SHIFT = "shift.json"
 
 
 def require_finished(dev: Path) -> None:

@@ -84,6 +84,10 @@ FEATURE_FILES = (FEATURES_TABLE, FEATURES_CSV, DIAGNOSTICS, ERRORS, COLUMN_COUNT
 ROBUSTNESS = "robustness.csv"
 AGREEMENT = "agreement.csv"
 ROBUST_FILTER = "robust_filter.json"
+# features/radiomics_params.yaml: the run's frozen copy of features.radiomics_params (evaluate reuses it);
+# shift.json in an evaluate --out folder: the shift check against the development run
+RADIOMICS_PARAMS = "radiomics_params.yaml"
+SHIFT = "shift.json"
 
 # every top-level entry of a run folder that cervirad owns: a user's file inside one of them would be replaced or
 # deleted by the next run, so no command writes a user-chosen output there (:func:`cervirad.rundir.refuse_inside_run`)

@@ -359,7 +359,7 @@ def external_config(development: str | Path, cohort_data: dict, name: str) -> Co
     """The development run's resolved configuration, frozen, with only its ``data`` section replaced
     by the external cohort's (``source: manifest`` and the keys given)."""
     from .config import from_dict, read_yaml_file
-    from .layout import SAFE_ID
+    from .layout import RADIOMICS_PARAMS, SAFE_ID
 
     dev = Layout(development)
     if not dev.config_yaml.is_file():
@@ -372,8 +372,6 @@ def external_config(development: str | Path, cohort_data: dict, name: str) -> Co
     frozen["data"] = {**frozen.get("data", {}), "source": "manifest", "clinical": None, "batch_column": None,
                       **cohort_data}
     frozen.setdefault("run", {})["name"] = name if SAFE_ID.fullmatch(name) else "external"
-    from .features.stage import RADIOMICS_PARAMS
-
     copy = dev.features_dir("manual") / RADIOMICS_PARAMS  # the parameters the development run used, frozen in it
     if copy.is_file():
         frozen.setdefault("features", {})["radiomics_params"] = str(copy.resolve())

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from cervirad.config import Config
-from cervirad.features.stage import RADIOMICS_PARAMS
 from cervirad.pipeline import external_config
-from cervirad.layout import Layout
+from cervirad.layout import RADIOMICS_PARAMS, Layout
 
 
 def test_external_config_points_at_the_runs_frozen_copy(tmp_path):

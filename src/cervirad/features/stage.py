@@ -33,14 +33,14 @@ from ..config import Config
 from ..errors import InputError
 from ..io import Cohort, write_table
 from ..files import write_json
-from ..layout import COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, ROBUSTNESS, case_file
+from ..layout import (COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, RADIOMICS_PARAMS,
+                      ROBUSTNESS, case_file)
 from ..rundir import RunDir, StageContext
 from . import clinical as clin
 from .cases import CaseCache, CaseJob, case_key, extract_jobs, label_voxels
 from .radiomics_ext import check_subbands, load_params, resolve_params_path
 
 log = logging.getLogger(__name__)
-RADIOMICS_PARAMS = "radiomics_params.yaml"  # the run's frozen copy of features.radiomics_params
 
 CATEGORIES = ("clinical", "shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "histogram")
 ERROR_COLUMNS = ["patient_id", "sequence", "step", "message"]
