@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=300)
     ap.add_argument("--mu", type=float, default=1.5)
     a = ap.parse_args()
-    from cervirad.classification import evaluate as ev
+    from cervirad.classification import metrics as ev
 
     try:
         from cervirad.classification.coverage import DESIGNS, TRUE_KEYS, coverage

@@ -304,7 +304,7 @@ def score_predictions(pred: pd.DataFrame, card: dict, cfg: Config) -> dict:
     get a zero-probability column (scored, and listed); a patient without a prediction is scored from the
     development training prior and counted; calibration by the classify stage's one definition."""
     from .classification.calibration import CALIBRATION_DEFINITION, flat_calibration
-    from .classification.evaluate import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, bootstrap_metrics, ci_method,
+    from .classification.metrics import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, bootstrap_metrics, ci_method,
                                           flatten)
 
     dev_classes = list(card["class_codes"])

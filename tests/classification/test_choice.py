@@ -55,7 +55,7 @@ def test_nested_cv_best_is_the_procedure_not_the_best_of_four():
     not the highest of the models' outer-fold scores (the winner's curse)."""
     from types import SimpleNamespace
 
-    from cervirad.classification.stage import _metrics
+    from cervirad.classification.scores import model_metrics
 
     y = np.array([0, 1] * 10)
     good, bad = np.eye(2)[y] * 0.8 + 0.1, np.eye(2)[1 - y] * 0.8 + 0.1
@@ -66,6 +66,6 @@ def test_nested_cv_best_is_the_procedure_not_the_best_of_four():
                  folds=[{"model": "lr", "chosen_in_fold": True}, {"model": "rf", "chosen_in_fold": True}],
                  outer=[(0, te, 10) for te in folds], selected=[selected], choice={"model": "lr", "rule": "r"})
     cc = SimpleNamespace(bootstrap=0, calibration="prior")
-    m = _metrics(y, res.probs, res.groups, res, cc, np.array([0, 1]), np.array([True, True]))
+    m = model_metrics(y, res.probs, res.groups, res, cc, np.array([0, 1]), np.array([True, True]))
     assert m["lr.accuracy"]["value"] == 1.0 and m["best.accuracy"]["value"] == 0.5
     assert m["best.accuracy"]["ci_method"] == "nadeau_bengio" and m["chosen_in_outer_folds"] == {"rf": 1, "lr": 1}

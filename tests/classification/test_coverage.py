@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cervirad.classification import evaluate as ev
+from cervirad.classification import metrics as ev
 from cervirad.classification.coverage import DESIGNS, coverage
 
 KEYS = ("accuracy", "balanced_accuracy", "auc_macro")

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from cervirad.classification import estimators as P
 from cervirad.classification.core import evaluate_holdout, nested_cv
 from cervirad.classification.data import Table, load_table
-from cervirad.classification.evaluate import point_metrics
+from cervirad.classification.metrics import point_metrics
 from cervirad.classification.estimators import make_cv
 from cervirad.classification.search import search
 from cervirad.classification.smote import AdaptiveSMOTE

@@ -10,14 +10,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cervirad.classification import outputs, predict_table
+from cervirad.classification import predict_table
 from cervirad.pipeline import classify_table as run_table
 from cervirad.cli import app
 from cervirad.errors import InputError
 from cervirad.io import write_table
 from cervirad.files import write_json
+from cervirad.layout import CLASSIFICATION, FIGURES as FIGURE_DIR, METRICS
 from cervirad.rundir import RunDir
 from tests.classification.synthetic import synthetic_table
+
+def _read(run_dir, name):
+    """One JSON artifact of a finished classify stage, where the report reads it."""
+    return json.loads((run_dir / CLASSIFICATION / name).read_text(encoding="utf-8"))
+
 
 def run(cfg, r):
     """The classify stage function on its own (the orchestrator's rules are tested in tests/pipeline)."""
@@ -50,8 +56,7 @@ def classified_run(tmp_path_factory, fast_cfg, demo_like):
 
 def test_run_writes_metrics_with_cis_for_all_models(classified_run):
     r, summary = classified_run
-    out = outputs(r.path)
-    m = out["metrics"]
+    m = _read(r.path, METRICS)
     for model in ("rf", "xgboost", "svm", "lr"):
         for k in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
                   "precision_weighted", "recall_weighted", "auc_macro", "class_6.auc", "class_6.f1"):
@@ -68,12 +73,12 @@ def test_run_writes_metrics_with_cis_for_all_models(classified_run):
     assert m["best_model"] == summary["best_model"] in eligible and "one-standard-error" in m["best_model_rule"]
     assert ev[m["best_model"]]["parsimony_rank"] == min(ev[k]["parsimony_rank"] for k in eligible)
     assert m["best.accuracy"] == m[f"{m['best_model']}.accuracy"]  # hold-out: best.* is the final model's
-    card = out["model_card"]
+    card = _read(r.path, "model_card.json")
     assert card["calibration"]["method"] == m["calibration_method"] and sum(card["training_class_counts"].values())
     assert all(ev[k]["inner_cv_mean"] == pytest.approx(m[f"{k}.inner_cv_score"], abs=1e-6) for k in ev)
     assert m["n_eval_patients"] == len(json.loads((r.path / "splits.json").read_text(encoding="utf-8"))["test"])
-    assert set(out["figures"]) == FIGURES
-    mp = out["metrics_predicted"]  # every test patient stays a row: the failed one is scored from the prior
+    assert {f.stem for f in (r.classification_dir / FIGURE_DIR).glob("*.png")} == FIGURES
+    mp = _read(r.path, "metrics_predicted.json")  # every test patient stays a row: the failed one is scored from the prior
     assert mp["rf.accuracy"]["value"] is not None and mp["n_failed_masks"] == 1
     assert mp["n_eval_patients"] == m["n_eval_patients"] and "prior" in mp["failed_mask_scoring"]
     pp = pd.read_csv(r.path / "classification" / "predictions_predicted.csv")
@@ -142,10 +147,10 @@ def test_cli_classifies_any_table_by_nested_cv(binary_csv, tmp_path):
     res = CliRunner().invoke(app, ["classify", "--config", str(cfg), "--features", str(path), "--id-column", "ID",
                                    "--label-column", "Target", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
-    out = outputs(tmp_path / "out")
-    assert out["summary"]["evaluation"] == "nested_cv" and len(out["summary"]["outer_folds"]) == 6
-    assert out["metrics"]["lr.auc_macro"]["value"] > 0.8
-    preds = pd.read_csv(out["predictions"])
+    summary = _read(tmp_path / "out", "summary.json")
+    assert summary["evaluation"] == "nested_cv" and len(summary["outer_folds"]) == 6
+    assert _read(tmp_path / "out", METRICS)["lr.auc_macro"]["value"] > 0.8
+    preds = pd.read_csv(tmp_path / "out" / CLASSIFICATION / "predictions.csv")
     assert len(preds) == len(df) and set(preds["predicted"]) <= {"benign", "malignant"}
     res = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "out"), "--features", str(path),
                                    "--out", str(tmp_path / "p.csv")])
@@ -224,9 +229,9 @@ def test_class_absent_from_training_is_reported(tmp_path, fast_cfg, demo_like):
     write_table(df, tmp_path / "features" / "features.parquet")
     cfg = replace(fast_cfg, classification=replace(fast_cfg.classification, models=("lr", "xgboost"),
                                                    selectors=("anova",)))
-    assert outputs(tmp_path) == {}
+    assert not (tmp_path / CLASSIFICATION).exists()
     s = run(cfg, r)
-    m = outputs(tmp_path)["metrics"]
+    m = _read(tmp_path, METRICS)
     assert s["classes_absent_from_training"] == [7] and m["n_classes_absent_from_training"] == 1
     assert m["classes_absent_from_training"] == [7] and "every class present" in m["auc_macro_definition"]
     # one macro-AUC definition (as in nested CV): the unseen class is scored from its zero probability

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cervirad.classification import evaluate as ev
+from cervirad.classification import metrics as ev
 from cervirad.report import _fmt
 
 

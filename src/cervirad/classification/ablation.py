@@ -12,17 +12,22 @@ class: shape, first order, texture).
   k, grid, SMOTE, calibration; one model, the one chosen on all columns) re-run with the columns of
   one source only - on the same fitting and test patients - and scored on the test patients with
   the same bootstrap CIs; the ``all`` row is the main run's final model itself (nothing refitted).
+  :func:`write_ablation` writes it to ``classification/ablation.json`` and returns its ``ablation.*`` keys
+  for metrics.json.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from ..features.stage import category
-from .core import evaluate_holdout
+from ..files import write_json
+from ..layout import ABLATION
+from .core import Result, evaluate_holdout, fitting
 from .data import Table
-from .evaluate import bootstrap_metrics
+from .metrics import bootstrap_metrics
 from .harmonize import BATCH_FEATURE
 
 SOURCES = ("clinical", "radiomics", "histogram")
@@ -92,3 +97,15 @@ def ablation(fit: Table, test: Table, best: str, P_all: np.ndarray, ccfg, seed: 
                          best))
     rows.append(_row("all", len(fit.features), test.y, P_all, test.ids, ccfg.bootstrap, boot_seed, best))
     return rows
+
+
+def write_ablation(out: Path, staging: str | Path | None, cfg, res: Result, fit: Table, test: Table, icc) -> dict:
+    """The source ablation of the main run's final model -> ``out/ablation.json``; returns metrics.json's
+    ``ablation.<source>.<metric>`` keys."""
+    best = res.best_model
+    with fitting(cfg.execution, staging) as cache:
+        rows = ablation(fit, test, best, np.mean(res.probs[best], axis=0), cfg.classification, cfg.run.seed,
+                        cfg.execution.workers, cache, tuple(cfg.features.sequences),
+                        boot_seed=1000 + list(res.probs).index(best), icc=icc)
+    write_json(out / ABLATION, {"definition": DEFINITION, "model": best, "rows": rows})
+    return {f"ablation.{r['source']}.{k}": r[k] for r in rows for k in ("auc_macro", "accuracy") if k in r}

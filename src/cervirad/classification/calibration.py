@@ -243,7 +243,7 @@ def intercept_slope(y: np.ndarray, p: np.ndarray) -> tuple[float | None, float |
 
 
 def _wald(fit: tuple | None, n_pos: int) -> dict:
-    from .evaluate import MIN_CLASS_N, _z
+    from .metrics import MIN_CLASS_N, _z
 
     if fit is None:
         return {"value": None, "ci_low": None, "ci_high": None, "ci_method": "not converged", "n": n_pos,
@@ -303,7 +303,7 @@ def calibration_metrics(y: np.ndarray, P: np.ndarray, known: np.ndarray | None =
 
 def _boot_model_level(y, P, classes, C, n_boot, seed, groups) -> list[dict]:
     """Model-level intercept and slope in patient resamples (None where a class's fit fails)."""
-    from .evaluate import patient_draws
+    from .metrics import patient_draws
 
     groups = np.arange(len(y)).astype(str) if groups is None else groups
     out = []

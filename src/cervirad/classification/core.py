@@ -11,6 +11,8 @@
   outer-fold scores instead would be a winner's curse (on shuffled labels 0.04-0.05 F1 above the
   four models' mean). The final models are then tuned and fitted once more on all rows and the
   final model is chosen there by the same rule.
+* :func:`fitting` - the setting every fit of the classify stage runs in: the configured parallel backend,
+  one BLAS thread, and a cache folder inside the stage's staging folder, removed afterwards.
 
 The best model is never chosen on a test score, and not by the largest inner-CV maximum either:
 the maximum over a grid is optimistic in proportion to the grid's size (864 RF candidates vs 72
@@ -18,19 +20,40 @@ LR in ``paper.yaml``), so the largest grid would win by construction (:func:`cho
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..jsonutil import py_dict
+from ..parallel import parallel_backend
 from .calibration import calibrate_search
 from .data import Table
 from .estimators import make_cv
 from .search import rows, search_model
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def fitting(execution, staging: str | Path | None) -> Iterator[str]:
+    """Run the enclosed fits with ``execution``'s parallel backend and one BLAS thread; yields a temporary
+    folder for the pipeline and ranking caches. It lies inside the stage's staging folder, so even a killed
+    run leaves nothing in /tmp (the next run clears it)."""
+    with parallel_backend(execution):
+        path = tempfile.mkdtemp(prefix="cache-", dir=staging)
+        try:
+            with threadpool_limits(1, user_api="blas"):
+                yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cervirad.classification.evaluate import point_metrics  # absolute: scripts/bench/coverage.py loads this file by path
+from cervirad.classification.metrics import point_metrics  # absolute: scripts/bench/coverage.py loads this file by path
 
 DESIGNS = {15: (2, 3, 2, 6, 2), 60: (8, 12, 8, 24, 8)}  # the demo's test split and four times it
 TRUE_KEYS = ("accuracy", "balanced_accuracy", "auc_macro", "brier")

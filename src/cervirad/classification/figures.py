@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..plotting import save_figure
-from .evaluate import HEADLINE, calibration_points
+from .metrics import HEADLINE, calibration_points
 from .estimators import MODEL_NAMES
 
 
@@ -27,7 +27,7 @@ def roc_figure(y: np.ndarray, P: np.ndarray, labels: list[str], known: np.ndarra
     """One-vs-rest ROC curve per class present in ``y`` (and known to the model), with its AUC."""
     from sklearn.metrics import roc_curve
 
-    from .evaluate import auc_ovr
+    from .metrics import auc_ovr
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 5))

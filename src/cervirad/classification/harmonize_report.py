@@ -28,7 +28,7 @@ from ..files import write_json
 from .core import evaluate_holdout
 from .data import Table
 from .estimators import selected_features
-from .evaluate import bootstrap_metrics, patient_draws, point_metrics
+from .metrics import bootstrap_metrics, patient_draws, point_metrics
 from .harmonize import attach_batch
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,21 @@ Rows (``table1.csv``, one row per variable x level x group; ``n_group`` = the gr
   resamples of those values, seeded);
 * every variable: a ``missing`` row (count, percentage, Wilson interval) - missing values are
   counted, never imputed here.
+
+:func:`write_table1` writes it for a run's split and returns its ``table1_*`` keys for metrics.json.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..features.clinical import VARIABLES
+from ..io import write_table
+from ..layout import TABLE1
+from ..pathology import LABEL
+from ..splits import split_of
 
 Z = 1.959963984540054  # standard normal 97.5 % quantile
 CONTINUOUS = ("age", "invasion_depth_cm")
@@ -125,3 +133,15 @@ def display(t1: pd.DataFrame) -> pd.DataFrame:
     cells = {(r.variable, r.level, r.group): r.cell for r in t.itertuples()}
     return pd.DataFrame([[v, lv] + [cells.get((v, lv, g), "") for g in groups] for v, lv in keys],
                         columns=["variable", "level"] + [f"{g} (n={n[g]})" for g in groups])
+
+
+def write_table1(out: Path, cfg, df: pd.DataFrame, splits: dict, id_column: str = "patient_id") -> dict:
+    """Table 1 of the feature table's patients in ``splits`` -> ``out/table1.csv`` (nothing when the table has
+    no clinical column); returns metrics.json's ``table1_file`` and ``table1_groups`` (empty when not written)."""
+    part_of = split_of(splits)
+    rows = df[df[id_column].astype(str).isin(part_of)]
+    t1 = table1(rows, LABEL, rows[id_column].astype(str).map(part_of), cfg.classification.bootstrap, cfg.run.seed)
+    if t1.empty:
+        return {}
+    write_table(t1, out / TABLE1)
+    return {"table1_file": TABLE1, "table1_groups": t1.groupby("group", sort=False)["n_group"].first().to_dict()}

@@ -16,14 +16,21 @@ target                 term  label 1 / label 0
 Each sub-task is a classify run of its own - every model tuned, the final model chosen by the same
 rule, scored on the test patients with bootstrap CIs - on the SAME fitting and test patients and the
 SAME feature columns as the main task (:func:`binary_table` changes only the labels); its outputs
-go to ``classification/targets/<target>/`` and :func:`side_by_side` lines the tasks up.
+go to ``classification/targets/<target>/`` and :func:`side_by_side` lines the tasks up
+(:func:`write_targets`: the sub-tasks' folders, ``targets.json``, and the ``target.*`` keys of metrics.json).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..files import write_json
+from ..layout import TARGETS, TARGETS_SUMMARY
+from .core import evaluate_holdout, fitting
 from .data import Table
+from .results import write_final, write_results
 
 MAIN = "pathologic_typing"
 BITS = {"large_cell": 4, "non_keratinizing": 2, "adenocarcinoma": 1}
@@ -69,3 +76,28 @@ def side_by_side(metrics: dict[str, dict], n_test: dict[str, int], positives: di
                      "best_model": best, "n_test": n_test[target], "n_test_positive": positives.get(target),
                      **{k: m.get(f"{best}.{k}") for k in SHOWN}})
     return rows
+
+
+def write_targets(out: Path, staging: str | Path | None, cfg, subs: list[str], fit: Table, test: Table,
+                  predicted: Table | None, train_hash: str, icc, main_metrics: dict,
+                  levels: list[str] | None) -> dict:
+    """Each binary sub-task: a classify run on the same patients and columns -> ``out/targets/<target>/``, the
+    tasks side by side -> ``out/targets.json``; returns metrics.json's ``target.<target>.<metric>`` keys.
+    ``main_metrics``: the main task's metrics; ``levels``: its batch levels when harmonised (the same here)."""
+    metrics = {MAIN: main_metrics}
+    n_test, positives = {MAIN: len(test.y)}, {}
+    for t in subs:
+        f, e = binary_table(fit, t), binary_table(test, t)
+        check_both_classes(f, t)
+        p = binary_table(predicted, t) if predicted is not None else None
+        with fitting(cfg.execution, staging) as cache:
+            r = evaluate_holdout(f, e, cfg.classification, cfg.run.seed, cfg.execution.workers, cache, icc=icc)
+        results = write_results(out / TARGETS / t, r, f, e, cfg, train_hash,
+                                {"split": "test", "target": t, "target_definition": definition(t)}, predicted=p,
+                                batch_levels=levels)
+        write_final(out / TARGETS / t, results)
+        metrics[t] = results.metrics
+        n_test[t], positives[t] = len(e.y), int(e.y.sum())
+    table = side_by_side(metrics, n_test, positives)
+    write_json(out / TARGETS_SUMMARY, {"rows": table, "folders": {t: f"{TARGETS}/{t}" for t in subs}})
+    return {f"target.{r['target']}.{k}": r[k] for r in table if r["target"] in subs for k in SHOWN}

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ..classification.evaluate import HEADLINE
+from ..classification.metrics import HEADLINE
 from ..pathology import CATEGORY_NAMES, LABEL
 from ..config import MODELS
 from ..files import read_json, write_text

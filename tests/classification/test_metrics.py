@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from cervirad.classification.evaluate import bootstrap_metrics, calibration_points, point_metrics
+from cervirad.classification.metrics import bootstrap_metrics, calibration_points, point_metrics
 
 
 @pytest.fixture()

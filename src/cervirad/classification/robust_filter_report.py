@@ -1,4 +1,5 @@
-"""The classify stage's part of feature robustness (``features.robustness``, ``classification.min_icc``).
+"""The robust-feature filter's evidence: the classify stage's part of feature robustness (``features.robustness``,
+``classification.min_icc``); the filter step itself is :mod:`.robust_filter`.
 
 * :func:`icc_for` - the ICC(1,1) of every feature column from ``features/robustness.csv`` (training
   patients only), the values :class:`~.robust_filter.RobustnessFilter` filters by.
@@ -13,8 +14,8 @@
     settings refitted twice on the same training rows, with and without the filter step (not
     re-tuned; calibrated as the run is), so the filter is the only difference.
 
-  The threshold and kept counts are also added to ``metrics.json`` and ``model_card.json``
-  (``robust_filter``).
+  It returns the threshold and kept counts for ``metrics.json`` and ``model_card.json`` (``robust_filter``),
+  which the stage writes.
 """
 from __future__ import annotations
 
@@ -26,29 +27,28 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..files import write_json
 from ..io import read_table, write_table
-from ..files import read_json, write_json
-from ..layout import AGREEMENT, METRICS, MODEL_CARD, ROBUST_FILTER, Layout
+from ..layout import AGREEMENT, ROBUST_FILTER
 from .core import proba_full
 from .data import Table
 from .estimators import build_pipeline
-from .evaluate import point_metrics
+from .metrics import point_metrics
 
 log = logging.getLogger(__name__)
 SHOWN = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")
 
 
-def _robustness_table(run: Layout) -> pd.DataFrame:
-    path = run.robustness
+def _robustness_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"classification.min_icc is set but '{path}' does not exist; run the features stage with "
                          "features.robustness.perturbations >= 2, or set classification.min_icc: null.")
     return read_table(path, "robustness table", id_columns=("feature",))
 
 
-def icc_for(run: Layout, features: list[str]) -> np.ndarray:
-    """ICC(1,1) per feature column (NaN: not assessed, e.g. clinical variables)."""
-    icc = _robustness_table(run).set_index("feature")["icc1"]
+def icc_for(robustness: Path, features: list[str]) -> np.ndarray:
+    """ICC(1,1) per feature column from the ``robustness`` table (NaN: not assessed, e.g. clinical variables)."""
+    icc = _robustness_table(robustness).set_index("feature")["icc1"]
     return np.array([float(icc.get(f, np.nan)) for f in features])
 
 
@@ -121,10 +121,14 @@ def with_without(best: str, params: dict, fit: Table, test: Table, predicted: Ta
     return out
 
 
-def write(out: Path, run: Layout, cfg, res, fit: Table, test: Table, predicted: Table | None, icc) -> dict:
-    """``agreement.csv`` and ``robust_filter.json`` into ``out``; the filter's facts into metrics and card."""
+def write(out: Path, robustness: Path, manual_table: Path, predicted_table: Path | None, cfg, res, fit: Table,
+          test: Table, predicted: Table | None, icc) -> tuple[dict, dict]:
+    """``agreement.csv`` (with ``predicted``, the test rows of ``predicted_table``) and ``robust_filter.json`` into
+    ``out``; returns the stage's info and the ``robust_filter`` key of metrics.json and model_card.json (empty
+    without ``classification.min_icc``)."""
     cc = cfg.classification
-    rob = _robustness_table(run)
+    rob = _robustness_table(robustness)
+    keys: dict = {}
     classes = dict(zip(rob["feature"], rob["feature_class"]))
     report: dict = {"min_icc": cc.min_icc, "icc": "ICC(1,1) over perturbed extractions of the training patients "
                     "(features/robustness.csv)"}
@@ -141,16 +145,11 @@ def write(out: Path, run: Layout, cfg, res, fit: Table, test: Table, predicted: 
                       comparison_method="the chosen model and its tuned settings refitted on the same training rows "
                                         "with and without the filter step (not re-tuned); point metrics on the test "
                                         "patients")
-        for name in (METRICS, MODEL_CARD):
-            path = out / name
-            data = read_json(path)
-            data["robust_filter"] = {"min_icc": cc.min_icc, "n_features": report["n_features"],
-                                     "n_kept": report["n_kept"], "kept_by_category": kept}
-            write_json(path, data)
+        keys = {"robust_filter": {"min_icc": cc.min_icc, "n_features": report["n_features"],
+                                  "n_kept": report["n_kept"], "kept_by_category": kept}}
     if predicted is not None:
-        manual_df = read_table(run.features_table("manual"), "feature table", id_columns=("patient_id",))
-        pred_df = read_table(run.features_table("predicted"), "predicted-mask feature table",
-                             id_columns=("patient_id",))
+        manual_df = read_table(manual_table, "feature table", id_columns=("patient_id",))
+        pred_df = read_table(predicted_table, "predicted-mask feature table", id_columns=("patient_id",))
         agree = agreement(manual_df, pred_df, [str(i) for i in test.ids], rob)
         write_table(agree, out / AGREEMENT)
         report["agreement"] = {"n_patients": int(agree["n_patients"].max()) if len(agree) else 0,
@@ -162,4 +161,4 @@ def write(out: Path, run: Layout, cfg, res, fit: Table, test: Table, predicted: 
         log.info("classify: min_icc %.2f keeps %d of %d features; %s test macro AUC manual %s -> %s without the "
                  "filter", cc.min_icc, report["n_kept"], report["n_features"], report["best_model"],
                  c["filter_on"]["manual"]["auc_macro"], c["filter_off"]["manual"]["auc_macro"])
-    return {k: report[k] for k in ("min_icc", "n_kept") if k in report}
+    return {k: report[k] for k in ("min_icc", "n_kept") if k in report}, keys
