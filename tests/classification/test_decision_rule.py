@@ -73,7 +73,7 @@ def test_inner_cv_and_permutation_scores_use_the_reported_labels(weak_table):
     pipe = build_pipeline("svm", ccfg, 0).set_params(select__k=15, select__method="anova", clf__C=1.0,
                                                      clf__gamma="scale")
     _quiet_fit(pipe, X[tr], y[tr])
-    reported = np.argmax(proba_full(pipe, X[te], len(classes)), axis=1)  # as write_outputs / predictions.csv
+    reported = np.argmax(proba_full(pipe, X[te], len(classes)), axis=1)  # as write_results / predictions.csv
     expected = f1_score(y[te], reported, average="macro", zero_division=0)
     assert got == pytest.approx(expected)
     # the vote would have scored differently on this fold: the test guards the rule, not a coincidence

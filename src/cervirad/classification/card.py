@@ -9,6 +9,7 @@ settings, the classification config, seed and package versions; a harmonised mod
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,10 +22,12 @@ from ..layout import MODEL_JOBLIB, MODELS
 from ..provenance import package_versions
 from ..signing import ALGORITHM as SIGNATURE_ALGORITHM
 from .calibration import CALIBRATION_DEFINITION, METHOD_TEXT as CALIBRATION_METHODS
-from .core import Result
 from .data import Table
 from .estimators import selected_features
 from .harmonize import BATCH_FEATURE
+
+if TYPE_CHECKING:  # annotations only: no import-time dependency on the fitting code
+    from .core import Result
 
 
 def _training_ranges(fit: Table, names: list[str]) -> dict:

@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,13 +27,15 @@ from ..pathology import LABEL
 from ..signing import key_id, load_key, sign_file
 from .ablation import importance_share
 from .card import model_card
-from .core import Result
 from .data import Table
 from .estimators import model_importance, scorer, selected_features, strip_cache, transform_to_selected
 from .inputs import ID
 from .metrics import HEADLINE, confusion
 from .predicted import score_predicted
 from .scores import model_metrics, write_predictions
+
+if TYPE_CHECKING:  # annotations only: no import-time dependency on the fitting code
+    from .core import Result
 
 log = logging.getLogger(__name__)
 SMALL_SAMPLE = 30  # fewer evaluated patients than this: metrics.json and the log say so

@@ -8,6 +8,7 @@ and the per-patient rows of ``predictions.csv``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,9 +16,11 @@ import pandas as pd
 from ..io import write_table
 from ..jsonutil import py_value
 from .calibration import CALIBRATION_DEFINITION, flat_calibration
-from .core import Result
 from .metrics import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, bootstrap_metrics, ci_method, flatten,
                       nested_cv_intervals)
+
+if TYPE_CHECKING:  # annotations only: no import-time dependency on the fitting code
+    from .core import Result
 
 CAL_BOOT = 500  # resamples of the model-level calibration interval (each refits C x 2 logistic models)
 
