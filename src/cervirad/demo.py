@@ -64,6 +64,8 @@ SHAPE = (24, 256, 256)  # z, y, x
 SPACING = (0.7, 0.7, 4.0)  # x, y, z (SimpleITK order)
 FIGO = ["IB1", "IB2", "IB3", "IIA1", "IIA2", "IIB", "IIIA", "IIIB", "IIIC1", "IIIC2", "IVA"]
 DEMO_VERSION = 1
+# the files of a demo cohort folder (demo-data --out, or <run>/cohort); demo.json stamps it as written by demo-data
+MANIFEST, CLINICAL, STAMP = "manifest.csv", "clinical.csv", "demo.json"
 
 
 @dataclass(frozen=True)
@@ -320,15 +322,15 @@ def write_demo_cohort(out: str | Path, patients: int = 100, seed: int = 7, site:
         clinical.append(_clinical_row(prng, pid, int(cat), diameter))
         if scanners == 2:
             clinical[-1]["scanner"] = SCANNER_NAMES[on[i]]
-    m_path, c_path = out / "manifest.csv", out / "clinical.csv"
+    m_path, c_path = out / MANIFEST, out / CLINICAL
     write_table(pd.DataFrame(clinical), c_path)
     write_table(pd.DataFrame(manifest), m_path)
-    write_json(out / "demo.json", _stamp(patients, seed, site, scanners))
+    write_json(out / STAMP, _stamp(patients, seed, site, scanners))
     return m_path, c_path
 
 
 def _stamp(patients: int, seed: int, site: str, scanners: int) -> dict:
-    """demo.json (``scanners`` only when 2, so the one-scanner stamp is unchanged)."""
+    """The stamp (``scanners`` only when 2, so the one-scanner stamp is unchanged)."""
     return {"patients": patients, "seed": seed, "version": DEMO_VERSION, "site": site,
             **({"scanners": scanners} if scanners != 1 else {})}
 
@@ -338,7 +340,7 @@ def ensure_demo_cohort(out: str | Path, patients: int, seed: int, site: str = "A
     """Reuse the demo cohort in ``out`` when it was written with the same settings (a stamp
     without a site predates sites and is site A)."""
     out = Path(out)
-    stamp = out / "demo.json"
+    stamp = out / STAMP
     want = _stamp(patients, seed, site, scanners)
     if stamp.is_file():
         try:
@@ -346,5 +348,5 @@ def ensure_demo_cohort(out: str | Path, patients: int, seed: int, site: str = "A
         except ValueError:
             have = None
         if isinstance(have, dict) and {"site": "A", **have} == want:
-            return out / "manifest.csv", out / "clinical.csv"
+            return out / MANIFEST, out / CLINICAL
     return write_demo_cohort(out, patients, seed, site, scanners)

@@ -1,6 +1,8 @@
-"""Artifact names and the run folder's layout: every file and folder name of a run folder is spelled here
-and nowhere else; other modules name them through these constants or through :class:`Layout`'s named paths
-(SPEC §8)::
+"""Artifact names and the run folder's layout (SPEC §8). Every name that one module writes and another reads -
+the run folder's entries, and the files in them that other stages, the report or ``evaluate`` read - is
+spelled here and nowhere else; other modules use these constants or :class:`Layout`'s named paths. A file
+that only its own module writes and reads (a figure a summary lists, a cache entry, the demo cohort's files
+in ``cohort/``: :mod:`cervirad.demo`) is named in that module::
 
     runs/<name>/
       run.json          provenance and THE record of what ran: per stage its key, status,

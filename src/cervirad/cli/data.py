@@ -49,18 +49,19 @@ MAX_DEMO_PATIENTS = 10_000
 
 def _check_demo_out(out: Path, force: bool) -> None:
     """demo-data writes a folder, never over a file nor over a cohort it did not write (without --force)."""
+    from ..demo import CLINICAL, MANIFEST, STAMP
     from ..errors import InputError
     from ..rundir import refuse_inside_run
 
     if out.exists() and not out.is_dir():
         raise InputError(f"demo-data --out '{out}' is a file; give a folder (it is created if missing).")
     refuse_inside_run(out, "demo-data --out")
-    check_writable(out / "manifest.csv", "demo-data --out")
-    theirs = [n for n in ("manifest.csv", "clinical.csv") if (out / n).exists()]
+    check_writable(out / MANIFEST, "demo-data --out")
+    theirs = [n for n in (MANIFEST, CLINICAL) if (out / n).exists()]
     if not theirs or force:
         return
     try:
-        stamp = read_json(out / "demo.json")
+        stamp = read_json(out / STAMP)
         ours = isinstance(stamp, dict) and {"patients", "seed", "version"} <= set(stamp)
     except (OSError, ValueError):
         ours = False
