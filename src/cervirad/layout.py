@@ -68,6 +68,7 @@ COLUMNS = "columns.json"
 MODEL_JOBLIB = "model.joblib"
 MODEL_CARD = "model_card.json"
 MODELS = "models"
+MODEL_FILE = "{}.joblib"  # models/<model>.joblib: each tuned classifier (the best is copied to model.joblib)
 PREDICTIONS = "predictions.csv"
 PREDICTIONS_PREDICTED = "predictions_predicted.csv"
 CONFUSION = "confusion_matrices.json"

@@ -18,7 +18,7 @@ from ..batch import BATCH
 from ..config import Config
 from ..files import file_hash
 from ..jsonutil import py_dict, py_value
-from ..layout import MODEL_JOBLIB, MODELS
+from ..layout import MODEL_FILE, MODEL_JOBLIB, MODELS
 from ..provenance import package_versions
 from ..signing import ALGORITHM as SIGNATURE_ALGORITHM
 from .calibration import CALIBRATION_DEFINITION, METHOD_TEXT as CALIBRATION_METHODS
@@ -56,8 +56,8 @@ def model_card(out: Path, best: str, res: Result, fit: Table, cfg: Config, train
     card = {
         "cervirad_version": __version__, "model": best, "model_file": MODEL_JOBLIB,
         "model_sha256": file_hash(out / MODEL_JOBLIB),
-        "models": {m: f"{MODELS}/{m}.joblib" for m in res.searches},
-        "model_sha256_by_name": {m: file_hash(out / MODELS / f"{m}.joblib") for m in res.searches},
+        "models": {m: f"{MODELS}/{MODEL_FILE.format(m)}" for m in res.searches},
+        "model_sha256_by_name": {m: file_hash(out / MODELS / MODEL_FILE.format(m)) for m in res.searches},
         # HMAC-SHA256 of each pickle with this installation's key (cervirad.signing): predict loads
         # only pickles whose signature verifies, or any with --trust-model
         "signature_algorithm": SIGNATURE_ALGORITHM, "signing_key_id": signer, "signatures": signatures,

@@ -22,7 +22,8 @@ import numpy as np
 from ..config import Config
 from ..files import write_json
 from ..jsonutil import py_dict, py_value
-from ..layout import CONFUSION, FIGURES, METRICS, MODEL_CARD, MODEL_JOBLIB, MODELS, PREDICTIONS, SUMMARY
+from ..layout import (CONFUSION, FIGURES, METRICS, MODEL_CARD, MODEL_FILE, MODEL_JOBLIB, MODELS, PREDICTIONS,
+                      SUMMARY)
 from ..pathology import LABEL
 from ..signing import key_id, load_key, sign_file
 from .ablation import importance_share
@@ -91,9 +92,9 @@ def write_results(out: Path, res: Result, fit: Table, ev: Table, cfg: Config, tr
     key = load_key(create=True)
     signatures = {}
     for m, gs in res.searches.items():
-        joblib.dump(strip_cache(gs.best_estimator_), out / MODELS / f"{m}.joblib")
-        signatures[f"{MODELS}/{m}.joblib"] = sign_file(out / MODELS / f"{m}.joblib", key)
-    shutil.copyfile(out / MODELS / f"{best}.joblib", out / MODEL_JOBLIB)
+        joblib.dump(strip_cache(gs.best_estimator_), out / MODELS / MODEL_FILE.format(m))
+        signatures[f"{MODELS}/{MODEL_FILE.format(m)}"] = sign_file(out / MODELS / MODEL_FILE.format(m), key)
+    shutil.copyfile(out / MODELS / MODEL_FILE.format(best), out / MODEL_JOBLIB)
     signatures[MODEL_JOBLIB] = sign_file(out / MODEL_JOBLIB, key)
     best_pipe = res.searches[best].best_estimator_
 
