@@ -4,7 +4,7 @@
 
 Runs :mod:`cervirad.classification.coverage` with whatever ``cervirad`` is on PYTHONPATH; with an older
 checkout (no coverage module) it loads this repository's ``coverage.py`` by path and runs the older
-``bootstrap_metrics`` the same way (the 'before' column).
+``classification.evaluate.bootstrap_metrics`` the same way (the 'before' column).
 """
 from __future__ import annotations
 
@@ -29,15 +29,21 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=300)
     ap.add_argument("--mu", type=float, default=1.5)
     a = ap.parse_args()
-    from cervirad.classification import metrics as ev
+    try:
+        from cervirad.classification import metrics as ev
 
+        intervals = ev.metric_intervals
+    except ImportError:  # an older checkout: classification/evaluate.py and its bootstrap_metrics
+        from cervirad.classification import evaluate as ev
+
+        intervals = ev.bootstrap_metrics
     try:
         from cervirad.classification.coverage import DESIGNS, TRUE_KEYS, coverage
     except ImportError:  # an older checkout: this repository's simulation, loaded by path
         DESIGNS, TRUE_KEYS, coverage = _simulation_by_path()
 
     def fn(y, probs, ids, seed):
-        return ev.bootstrap_metrics(y, probs, ids, a.boot, seed)
+        return intervals(y, probs, ids, a.boot, seed)
 
     print(f"cervirad from {ev.__file__}; mu {a.mu}, {a.reps} draws, {a.boot} bootstrap resamples")
     print("n   " + "  ".join(f"{k:>18}" for k in TRUE_KEYS))

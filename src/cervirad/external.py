@@ -304,8 +304,8 @@ def score_predictions(pred: pd.DataFrame, card: dict, cfg: Config) -> dict:
     get a zero-probability column (scored, and listed); a patient without a prediction is scored from the
     development training prior and counted; calibration by the classify stage's one definition."""
     from .classification.calibration import CALIBRATION_DEFINITION, flat_calibration
-    from .classification.metrics import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, bootstrap_metrics, ci_method,
-                                          flatten)
+    from .classification.metrics import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, ci_method, flatten,
+                                          metric_intervals)
 
     dev_classes = list(card["class_codes"])
     truth = pred[LABEL].tolist()
@@ -323,7 +323,7 @@ def score_predictions(pred: pd.DataFrame, card: dict, cfg: Config) -> dict:
     ids = pred[card["id_column"]].astype(str).to_numpy()
     model = card["model"]
     n_boot = cfg.classification.bootstrap
-    metrics = flatten(model, bootstrap_metrics(y, [P], ids, n_boot, cfg.run.seed), classes,
+    metrics = flatten(model, metric_intervals(y, [P], ids, n_boot, cfg.run.seed), classes,
                       np.bincount(y, minlength=len(classes)))
     why = undefined_aucs(y, classes, len(dev_classes))  # per class: auc_ovr already gives none (NaN -> null)
     if "macro" in why:  # no class the model scores has positives and negatives: no AUC at all, never "0.5"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.dummy import DummyClassifier
 
-from cervirad.classification.calibration import CalibratedPipeline, calibration_metrics, intercept_slope
+from cervirad.classification.calibration import CalibratedPipeline, calibration_metrics
 from cervirad.classification.core import evaluate_holdout, nested_cv
 from cervirad.classification.data import load_table
 from cervirad.classification.estimators import build_pipeline, transform_to_selected
@@ -85,6 +85,13 @@ def test_calibrated_classifier_cv_never_sees_test_rows(imbalanced, monkeypatch, 
         assert rows == train_rows  # every training row, and nothing else
 
 
+def intercept_slope(y, p):
+    """Calibration intercept and slope of binary outcomes given the positive class's probabilities: the
+    model-level values of :func:`calibration_metrics` (a binary model's are its positive class's)."""
+    m = calibration_metrics(y, np.column_stack([1 - p, p]))
+    return m["intercept"]["value"], m["slope"]["value"]
+
+
 def test_intercept_and_slope_of_a_perfectly_calibrated_predictor():
     rng = np.random.default_rng(0)
     p = rng.uniform(0.02, 0.98, 20000)
@@ -97,7 +104,7 @@ def test_intercept_and_slope_of_a_perfectly_calibrated_predictor():
     assert intercept_slope(y, 1 / (1 + np.exp(-(lp - 1))))[0] == pytest.approx(1.0, abs=0.05)
     # binary P: the model value is the positive class's, multiclass: the mean over classes
     m = calibration_metrics(y, np.column_stack([1 - p, p]))
-    assert m["intercept"]["value"] == pytest.approx(a) and m["slope"]["value"] == pytest.approx(b)
+    assert m["per_class"][1]["intercept"]["value"] == a and m["per_class"][1]["slope"]["value"] == b
     assert m["per_class"][0]["intercept"]["value"] == pytest.approx(-a, abs=1e-6)
     # each class: its positives and a Wald interval around the estimate
     s1 = m["per_class"][1]["slope"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from cervirad.classification.metrics import bootstrap_metrics, calibration_points, point_metrics
+from cervirad.classification.metrics import calibration_points, metric_intervals, point_metrics
 
 
 @pytest.fixture()
@@ -46,8 +46,8 @@ def test_class_unseen_in_training_is_scored_from_its_zero_probability(preds):
 
 def test_bootstrap_ci_brackets_the_value_and_narrows_with_more_patients(preds):
     y, P = preds
-    small = bootstrap_metrics(y[:30], [P[:30]], np.arange(30).astype(str), 300, 0)
-    big = bootstrap_metrics(np.tile(y, 4), [np.tile(P, (4, 1))], np.arange(320).astype(str), 300, 0)
+    small = metric_intervals(y[:30], [P[:30]], np.arange(30).astype(str), 300, 0)
+    big = metric_intervals(np.tile(y, 4), [np.tile(P, (4, 1))], np.arange(320).astype(str), 300, 0)
     for b in (small, big):
         assert b["accuracy"]["ci_low"] <= b["accuracy"]["value"] <= b["accuracy"]["ci_high"]
     width = lambda b: b["auc_macro"]["ci_high"] - b["auc_macro"]["ci_low"]  # noqa: E731
@@ -57,9 +57,9 @@ def test_bootstrap_ci_brackets_the_value_and_narrows_with_more_patients(preds):
 def test_bootstrap_resamples_whole_patients(preds):
     y, P = preds
     dup_y, dup_P = np.repeat(y, 2), np.repeat(P, 2, axis=0)
-    per_row = bootstrap_metrics(dup_y, [dup_P], np.arange(160).astype(str), 300, 0)
-    per_patient = bootstrap_metrics(dup_y, [dup_P], np.repeat(np.arange(80), 2).astype(str), 300, 0)
-    single = bootstrap_metrics(y, [P], np.arange(80).astype(str), 300, 0)
+    per_row = metric_intervals(dup_y, [dup_P], np.arange(160).astype(str), 300, 0)
+    per_patient = metric_intervals(dup_y, [dup_P], np.repeat(np.arange(80), 2).astype(str), 300, 0)
+    single = metric_intervals(y, [P], np.arange(80).astype(str), 300, 0)
     # two identical rows per patient: resampling patients gives the CI of 80 patients, not of 160 rows
     assert per_patient["accuracy"]["ci_low"] == pytest.approx(single["accuracy"]["ci_low"], abs=1e-9)
     assert per_row["accuracy"]["ci_high"] - per_row["accuracy"]["ci_low"] < \

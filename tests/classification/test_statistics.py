@@ -31,7 +31,7 @@ def test_majority_class_accuracy_has_a_wilson_interval():
     """Always predicting the majority class: accuracy 0.9 with the Wilson interval of 45/50, not [0.9, 0.9]."""
     y = np.array([0] * 45 + [1] * 5)
     P = np.tile([0.9, 0.1], (50, 1))
-    b = ev.bootstrap_metrics(y, [P], np.arange(50).astype(str), 300, 0)
+    b = ev.metric_intervals(y, [P], np.arange(50).astype(str), 300, 0)
     assert b["accuracy"]["value"] == pytest.approx(0.9) and b["accuracy"]["ci_method"] == "wilson"
     assert (b["accuracy"]["ci_low"], b["accuracy"]["ci_high"]) == pytest.approx(ev.wilson(45, 50))
     assert b["accuracy"]["ci_low"] == pytest.approx(0.786, abs=0.002)
@@ -39,7 +39,7 @@ def test_majority_class_accuracy_has_a_wilson_interval():
 
 def test_every_metric_names_its_method_and_n():
     y, P = _preds(counts=(30, 15, 1))  # class 2: a single patient
-    b = ev.bootstrap_metrics(y, [P], np.arange(len(y)).astype(str), 120, 0)
+    b = ev.metric_intervals(y, [P], np.arange(len(y)).astype(str), 120, 0)
     methods = {"accuracy": "wilson", "balanced_accuracy": "jeffreys_mean", "auc_macro": "delong_macro",
                "brier": "t_mean", "f1_macro": "bootstrap", "class_0.auc": "delong", "class_1.recall": "wilson",
                "class_2.recall": "n_too_small", "class_2.auc": "n_too_small"}
@@ -63,13 +63,13 @@ def test_every_metric_names_its_method_and_n():
 def test_macro_auc_of_perfect_separation_keeps_a_width():
     y, _ = _preds(counts=(3, 3, 3))
     P = np.eye(3)[y] * 0.8 + 0.1
-    b = ev.bootstrap_metrics(y, [P], np.arange(9).astype(str), 0, 0)
+    b = ev.metric_intervals(y, [P], np.arange(9).astype(str), 0, 0)
     assert b["auc_macro"]["value"] == 1.0 and b["auc_macro"]["ci_low"] < 0.95 and b["auc_macro"]["ci_high"] <= 1.0
 
 
 def test_without_bootstrap_only_the_resampled_metrics_lack_an_interval():
     y, P = _preds()
-    b = ev.bootstrap_metrics(y, [P], np.arange(len(y)).astype(str), 0, 0)
+    b = ev.metric_intervals(y, [P], np.arange(len(y)).astype(str), 0, 0)
     assert b["auc_macro"]["n_boot_valid"] == 0 and b["auc_macro"]["n"] == len(y)
     assert b["auc_macro"]["ci_low"] < b["auc_macro"]["value"] and np.isnan(b["f1_macro"]["ci_low"])
 
@@ -88,7 +88,7 @@ def test_nested_cv_intervals_include_the_fold_to_fold_spread():
     rng = np.random.default_rng(0)
     folds = [np.sort(rng.permutation(len(y))[:20]) for _ in range(5)]
     outer = [(0, te, 80) for te in folds]
-    point = ev.bootstrap_metrics(y, [P], np.arange(len(y)).astype(str), 0, 0)
+    point = ev.metric_intervals(y, [P], np.arange(len(y)).astype(str), 0, 0)
     nb = ev.nested_cv_intervals(y, [P], outer, {k: dict(v) for k, v in point.items()})
     acc = nb["accuracy"]
     fold_acc = [ev.point_metrics(y[te], P[te])["accuracy"] for te in folds]

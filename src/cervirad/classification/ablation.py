@@ -27,7 +27,7 @@ from ..files import write_json
 from ..layout import ABLATION
 from .core import Result, evaluate_holdout, fitting
 from .data import Table
-from .metrics import bootstrap_metrics
+from .metrics import metric_intervals
 from .harmonize import BATCH_FEATURE
 
 SOURCES = ("clinical", "radiomics", "histogram")
@@ -71,7 +71,7 @@ def columns_of(table: Table, source: str, sequences: tuple[str, ...] = ()) -> Ta
 
 
 def _row(source: str, n_cols: int, y, P, groups, n_boot: int, seed: int, model: str) -> dict:
-    boot = bootstrap_metrics(y, [P], groups, n_boot, seed)
+    boot = metric_intervals(y, [P], groups, n_boot, seed)
     return {"source": source, "model": model, "n_columns": n_cols,
             **{k: {kk: (None if isinstance(vv, float) and not np.isfinite(vv) else vv) for kk, vv in boot[k].items()}
                for k in SHOWN}}

@@ -236,12 +236,6 @@ def _fits(y: np.ndarray, p: np.ndarray) -> tuple[tuple | None, tuple | None]:
     return ia, ib
 
 
-def intercept_slope(y: np.ndarray, p: np.ndarray) -> tuple[float | None, float | None]:
-    """Calibration intercept (slope fixed at 1) and slope of binary outcomes ``y`` given probabilities ``p``."""
-    a, b = _fits(y, p)
-    return (None if a is None else a[0]), (None if b is None else b[0])
-
-
 def _wald(fit: tuple | None, n_pos: int) -> dict:
     from .metrics import MIN_CLASS_N, _z
 

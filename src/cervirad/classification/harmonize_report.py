@@ -28,7 +28,7 @@ from ..files import write_json
 from .core import evaluate_holdout
 from .data import Table
 from .estimators import selected_features
-from .metrics import bootstrap_metrics, patient_draws, point_metrics
+from .metrics import metric_intervals, patient_draws, point_metrics
 from .harmonize import attach_batch
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def write_harmonization(out: Path, res, plain: Table, labels: np.ndarray, levels
     pipe_without = (again.searches[best] if harmonised_run else res.searches[best]).best_estimator_
     y, ids = test_b.y, test_b.ids
     boot_seed = 1000 + list(res.probs).index(best)
-    metrics = {name: {k: v for k, v in bootstrap_metrics(y, [P], ids, cc.bootstrap, boot_seed).items() if k in SHOWN}
+    metrics = {name: {k: v for k, v in metric_intervals(y, [P], ids, cc.bootstrap, boot_seed).items() if k in SHOWN}
                for name, P in (("with", P_with), ("without", P_without))}
     metrics["difference"] = paired_difference(y, P_with, P_without, ids, cc.bootstrap, boot_seed)
 

@@ -343,10 +343,6 @@ def _exact_intervals(y, P, inv, n_pat, per_class, seed) -> dict[str, tuple[str, 
     return out
 
 
-# the classify stage's and external scoring's entry point (name kept for its callers)
-bootstrap_metrics = metric_intervals
-
-
 def nested_cv_intervals(y: np.ndarray, probs: list[np.ndarray], outer: list[tuple[int, np.ndarray, int]],
                         point: dict[str, dict]) -> dict[str, dict]:
     """Nested-CV intervals that include the refitting: the metric on every outer test fold (repeat r's

@@ -16,7 +16,7 @@ import pandas as pd
 from ..io import write_table
 from ..jsonutil import py_value
 from .calibration import CALIBRATION_DEFINITION, flat_calibration
-from .metrics import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, bootstrap_metrics, ci_method, flatten,
+from .metrics import (AUC_MACRO_DEFINITION, CI_METHODS, HEADLINE, ci_method, flatten, metric_intervals,
                       nested_cv_intervals)
 
 if TYPE_CHECKING:  # annotations only: no import-time dependency on the fitting code
@@ -68,8 +68,8 @@ def model_metrics(y, probs, groups, res: Result, cc, classes, known) -> dict:
 def _intervals(y, P: list, groups, res: Result, cc, seed: int) -> dict:
     """Point values and intervals of one model's (or the procedure's) probabilities, one matrix per repeat."""
     if res.mode == "nested_cv" and res.outer:
-        return nested_cv_intervals(y, P, res.outer, bootstrap_metrics(y, P, groups, 0, seed))
-    return bootstrap_metrics(y, P, groups, cc.bootstrap, seed)
+        return nested_cv_intervals(y, P, res.outer, metric_intervals(y, P, groups, 0, seed))
+    return metric_intervals(y, P, groups, cc.bootstrap, seed)
 
 
 def write_predictions(path: Path, res: Result, mean_P: dict, classes, known, best, id_column, label_column) -> None:
