@@ -1,13 +1,22 @@
-"""Shared fixtures: the real public data in ../shared/data, and a tiny preprocessed demo run."""
+"""Shared fixtures: the real public data in ../shared/data, a tiny preprocessed demo run, and
+what makes the suite share its expensive work across pytest-xdist workers (`make test` runs two).
+
+A session-wide artifact (the tiny run, the signing key, the end-to-end run of tests/pipeline/e2e.py)
+is built ONCE per test session: under xdist in the folder shared by the workers (the parent of
+each worker's base temp), a file lock deciding who builds and the others waiting.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CERVIRAD_SHARED_DATA", REPO.parent / "shared" / "data"))
+E2E_FIXTURES = {"e2e_run", "installed"}  # built in the background by tests/pipeline/e2e.py
 
 
 def require_shared(sub: str = "") -> Path:
@@ -19,6 +28,32 @@ def require_shared(sub: str = "") -> Path:
             pytest.fail(msg + "; under CI its absence is a failure")
         pytest.skip(msg)
     return p
+
+
+def session_root(config: pytest.Config) -> Path:
+    """The temp folder of the whole test session: every xdist worker's base temp lies inside it."""
+    base = config._tmp_path_factory.getbasetemp()  # noqa: SLF001 (pytest's own session factory)
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once(config: pytest.Config, name: str, build: Callable[[Path], None]) -> Path:
+    """SESSION_ROOT/NAME, made by ``build(path)`` in exactly one process of the session."""
+    from filelock import FileLock
+
+    root = session_root(config)
+    path, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if failed.exists():
+            pytest.fail(f"building {name} failed in another worker: {failed.read_text(encoding='utf-8')}")
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                build(path)
+            except BaseException as e:
+                failed.write_text(repr(e)[-2000:], encoding="utf-8")
+                raise
+            done.touch()
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -41,21 +76,24 @@ def tiny_cfg():
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, tiny_cfg):
+def tiny_run(request, tiny_cfg):
     """A run directory with a 12-patient demo cohort, validated and preprocessed (shared, read-only)."""
     from cervirad.pipeline import run_stages
     from cervirad.rundir import RunDir
 
-    run = RunDir(tmp_path_factory.mktemp("tiny_run"))
-    run_stages(tiny_cfg, run, ["preprocess"])
-    return run
+    path = once(request.config, "tiny_run", lambda p: run_stages(tiny_cfg, RunDir(p), ["preprocess"]))
+    return RunDir(path)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _signing_key(tmp_path_factory):
+def _signing_key(request):
     """Model signing uses a throw-away key, never the real ~/.config/cervirad/signing.key (set in
-    os.environ so that CLI subprocesses inherit it)."""
-    key = tmp_path_factory.mktemp("signing") / "signing.key"
+    os.environ so that CLI subprocesses inherit it); one key per session, so a model signed by one
+    xdist worker (or by the background end-to-end build) loads in the other."""
+    from tests.pipeline.e2e import signing_key
+
+    key = signing_key(session_root(request.config) / "e2e")
+    key.parent.mkdir(parents=True, exist_ok=True)
     old = os.environ.get("CERVIRAD_KEY_FILE")
     os.environ["CERVIRAD_KEY_FILE"] = str(key)
     yield key
@@ -63,3 +101,29 @@ def _signing_key(tmp_path_factory):
         os.environ.pop("CERVIRAD_KEY_FILE", None)
     else:
         os.environ["CERVIRAD_KEY_FILE"] = old
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Start the end-to-end build in the background when a selected test needs it, and move the tests
+    that wait for it to the end, so the others run meanwhile (same order in every xdist worker)."""
+    if config.option.collectonly:
+        return
+    needs = [it for it in items if E2E_FIXTURES & set(getattr(it, "fixturenames", ()))]
+    if not needs:
+        return
+    from tests.pipeline import e2e
+
+    e2e.start(session_root(config) / "e2e", run=any("e2e_run" in it.fixturenames for it in needs))
+    ids = {id(it) for it in needs}
+    items[:] = [it for it in items if id(it) not in ids] + needs
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller (or a run without xdist) ends a background build still going when the session ends."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    if os.environ.get("PYTEST_XDIST_WORKER") or getattr(factory, "_basetemp", None) is None:
+        return  # a worker, or no base temp was ever made (so nothing was started)
+    from tests.pipeline import e2e
+
+    e2e.stop(session_root(config) / "e2e")

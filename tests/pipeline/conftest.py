@@ -1,62 +1,67 @@
-"""A tiny end-to-end run-all, shared by the pipeline and report tests (slow)."""
+"""The suite's one end-to-end run (tests/pipeline/e2e.py), shared read-only by the pipeline and
+report tests (slow): a test that changes a run works on a copy (:func:`copy_run`)."""
 from __future__ import annotations
 
 import json
 import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import session_root
 
-E2E_OVERRIDES = [
-    "data.demo_patients=30",
-    "preprocess.spacing=[1.4,1.4,4.0]",
-    "preprocess.slice_size=128",
-    "segmentation.epochs=2",
-    "segmentation.plan_keep=[segmentation.folds]",  # 25 development patients: the plan would train 5 folds
-    "segmentation.budget_minutes=null",  # epochs as set, not from a timing probe (machine-dependent)
-    "segmentation.tta_mirror=false",  # 4x inference; mirroring has its own tests (tests/segmentation/test_tta.py)
-    "segmentation.max_train_slices_per_epoch=24",
-    "segmentation.bootstrap=100",
-    "segmentation.n_overlays=2",
-    f"features.radiomics_params={REPO / 'tests' / 'fixtures' / 'radiomics_original.yaml'}",
-    "classification.k_grid=[10]",
-    "classification.cv_folds=3",
-    "classification.bootstrap=100",
-    "classification.grids={rf: {n_estimators: [50], max_depth: [null], min_samples_split: [2]}, "
-    "xgboost: {n_estimators: [50], max_depth: [3], learning_rate: [0.1]}, svm: {C: [1.0], gamma: [scale]}, "
-    "lr: {C: [1.0]}}",
-    "execution.n_jobs=2",
-    "classification.targets=[pathologic_typing,large_cell]",  # one binary sub-task: its report section
-    "classification.ablation=true",
-]
+from .e2e import E2E_OVERRIDES, REPO, outside, run_all_args, wait
+
+__all__ = ["E2E_OVERRIDES", "REPO", "run_all_cmd", "env", "read_json", "copy_run"]
 
 
 def run_all_cmd(run_dir: Path, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "cervirad.cli", "run-all", "--config", str(REPO / "configs" / "demo.yaml"),
-           "--run-dir", str(run_dir)]
-    for o in E2E_OVERRIDES:
-        cmd += ["--set", o]
-    return cmd + list(extra)
+    """The end-to-end run's command, through the source tree's package (``python -m cervirad.cli``)."""
+    return [sys.executable, "-m", "cervirad.cli", *run_all_args("--run-dir", str(run_dir), *extra)]
 
 
 def env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
 
 
-@pytest.fixture(scope="session")
-def e2e_run(tmp_path_factory) -> Path:
-    """An uninterrupted run-all on a 30-patient demo cohort (128 px slices, tiny grids)."""
-    run_dir = tmp_path_factory.mktemp("e2e") / "run"
-    res = subprocess.run(run_all_cmd(run_dir), capture_output=True, text=True, encoding="utf-8", env=env(),
-                         timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir / "run-all.stdout").write_text(res.stdout + res.stderr, encoding="utf-8")
-    return run_dir
-
-
 def read_json(p: Path) -> dict:
     return json.loads(p.read_text(encoding="utf-8"))
+
+
+def copy_run(run: Path, dst: Path) -> Path:
+    """A private, writable copy of a finished run in another folder (paths change, contents do not)."""
+    shutil.copytree(run, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def e2e_root(request) -> Path:
+    return session_root(request.config) / "e2e"
+
+
+@pytest.fixture(scope="session")
+def installed(e2e_root) -> Path:
+    """SITE folder holding the wheel's cervirad package and its `bin/cervirad` console script."""
+    rc, log = wait(e2e_root, "site")
+    assert rc == 0, log
+    return e2e_root / "site"
+
+
+@pytest.fixture(scope="session")
+def e2e_run(e2e_root, installed) -> Path:
+    """An uninterrupted run-all of the INSTALLED wheel, run from outside the repository, on a 30-patient
+    demo cohort (128 px slices, tiny grids); read-only: copy it (:func:`copy_run`) to change anything."""
+    rc, log = wait(e2e_root, "run")
+    assert rc == 0, log
+    assert REPO.resolve() not in outside(e2e_root).resolve().parents
+    run = e2e_root / "run"
+    before = _stat_tree(run)
+    yield run
+    assert _stat_tree(run) == before, "a test changed the shared end-to-end run: it must work on a copy"
+
+
+def _stat_tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file()}

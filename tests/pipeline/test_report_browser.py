@@ -13,12 +13,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_report_in_headless_chromium(e2e_run):
+def test_report_in_headless_chromium(e2e_run, tmp_path):
     chromium_path()  # skip (or fail under CI) before any work when there is no browser
     report = e2e_run / "report.html"
     html = report.read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
-    shot = e2e_run / "report_screenshot.png"
+    shot = tmp_path / "report_screenshot.png"  # the shared run stays read-only
     result = open_report(report, shot)
     assert result["console"] == [] and result["page_errors"] == []
     assert result["broken"] == []

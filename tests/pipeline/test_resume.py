@@ -18,10 +18,15 @@ from cervirad.config import load_config
 from cervirad.pipeline import run_stages
 from cervirad.rundir import RunDir
 
-from .conftest import E2E_OVERRIDES, REPO, env, read_json, run_all_cmd
+from .conftest import E2E_OVERRIDES, REPO, copy_run, env, read_json, run_all_cmd
 
 pytestmark = pytest.mark.slow
 FIXTURE_PARAMS = REPO / "tests" / "fixtures" / "radiomics_original.yaml"
+
+
+# for the reruns that redo classify anyway: what reruns is the subject there, not the classifier
+ONE_CLASSIFIER = ["classification.models=[lr]", "classification.targets=[pathologic_typing]",
+                  "classification.ablation=false", "classification.permutation_repeats=1"]
 
 
 def e2e_config(*extra: str):
@@ -31,9 +36,7 @@ def e2e_config(*extra: str):
 @pytest.fixture
 def copied_run(e2e_run, tmp_path) -> RunDir:
     """A private copy of the finished e2e run, in another folder (paths change, contents do not)."""
-    dst = tmp_path / "copy"
-    shutil.copytree(e2e_run, dst)
-    return RunDir(dst)
+    return RunDir(copy_run(e2e_run, tmp_path / "copy"))
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -51,7 +54,7 @@ def test_contents_decide_what_reruns(copied_run, tmp_path):
     p = yaml.safe_load(FIXTURE_PARAMS.read_text(encoding="utf-8"))
     del p["featureClass"]["glcm"]
     params.write_text(yaml.safe_dump(p), encoding="utf-8")
-    cfg = e2e_config(f"features.radiomics_params={params}")
+    cfg = e2e_config(f"features.radiomics_params={params}", *ONE_CLASSIFIER)
     ran = run_stages(cfg, run)
     assert set(ran) == {"features", "features-predicted", "classify", "report"}
     cols = pd.read_parquet(run.features_table("manual")).columns
@@ -61,7 +64,8 @@ def test_contents_decide_what_reruns(copied_run, tmp_path):
     assert set(run_stages(cfg, run)) == {"classify", "report"}
     assert (run.classification_dir / "metrics.json").is_file()
     # one segmentation setting: train-seg and what reads it, not validate, preprocess or features
-    ran = run_stages(e2e_config(f"features.radiomics_params={params}", "segmentation.bootstrap=60"), run)
+    ran = run_stages(e2e_config(f"features.radiomics_params={params}", *ONE_CLASSIFIER, "segmentation.bootstrap=60"),
+                     run)
     assert "train-seg" in ran and {"validate", "preprocess", "features"}.isdisjoint(ran), ran
     assert read_json(run.seg_metrics())["dice"]["value"] is not None
 
@@ -98,13 +102,15 @@ def _wait_for(pred, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.05)
 
 
-def test_one_process_per_run_folder_and_a_killed_lock_is_taken_over(tmp_path):
-    run_dir = tmp_path / "run"
+def test_one_process_per_run_folder_and_a_killed_lock_is_taken_over(e2e_run, tmp_path):
+    """On a copy of the end-to-end run: `preprocess --force` holds the lock while run-all is refused;
+    `run-all --from train-seg` killed -9 inside train-seg leaves its lock, which the next command takes over."""
+    run_dir = copy_run(e2e_run, tmp_path / "run")
     lock = run_dir / ".lock"
     sets = [a for o in E2E_OVERRIDES for a in ("--set", o)]
     preprocess = [sys.executable, "-m", "cervirad.cli", "preprocess", "--config", str(REPO / "configs" / "demo.yaml"),
                   "--run-dir", str(run_dir), *sets]
-    first = subprocess.Popen(preprocess, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    first = subprocess.Popen([*preprocess, "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
     _wait_for(lambda: lock.is_file() and lock.read_text(encoding="utf-8").strip().isdigit(), first)
     t0 = time.perf_counter()
     second = subprocess.run(run_all_cmd(run_dir), capture_output=True, text=True, encoding="utf-8", env=env(),
@@ -113,14 +119,15 @@ def test_one_process_per_run_folder_and_a_killed_lock_is_taken_over(tmp_path):
     assert f"in use by another cervirad process (pid {first.pid})" in second.stderr, second.stderr
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]  # the first one is not disturbed
+    assert "preprocess" in err and "forced (--force)" in err, err[-2000:]  # it did the work, not a no-op
     info = read_json(run_dir / "run.json")
     for name in ("validate", "preprocess"):
         rec = info["stages"][name]
         assert rec["status"] == "done" and all((run_dir / rel).exists() for rel in rec["outputs"]), name
     assert not lock.exists() and not (run_dir / ".partial").exists()
     # kill -9 inside a stage: the lock file stays behind, and the next run takes it over
-    killed = subprocess.Popen(run_all_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
-                              start_new_session=True)
+    killed = subprocess.Popen(run_all_cmd(run_dir, "--from", "train-seg"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env(), start_new_session=True)
     try:
         _wait_for(lambda: lock.is_file() and read_json(run_dir / "run.json")["stages"].get("train-seg", {})
                   .get("status") == "running", killed)

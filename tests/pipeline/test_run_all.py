@@ -1,8 +1,10 @@
-"""End-to-end run-all: artifacts, resumability, kill -9 and resume (slow; CI runs them)."""
+"""End-to-end run-all: artifacts, resumability, kill -9 and resume (slow; CI runs them). The shared
+end-to-end run is read-only: the rerun and kill -9 tests work on copies of it."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -10,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import env, read_json, run_all_cmd
+from cervirad.rundir import file_hash
+
+from .conftest import copy_run, env, read_json, run_all_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -58,18 +62,19 @@ def test_run_all_writes_every_artifact(e2e_run):
     assert dict(zip(feats.patient_id, feats.split)) == {p: k for k in ("train", "val", "test") for p in splits[k]}
 
 
-def test_rerun_skips_unchanged_stages_and_from_redoes(e2e_run):
+def test_rerun_skips_unchanged_stages_and_from_redoes(e2e_run, tmp_path):
+    run_dir = copy_run(e2e_run, tmp_path / "run")
     t = time.perf_counter()
-    res = subprocess.run(run_all_cmd(e2e_run), capture_output=True, text=True, encoding="utf-8", env=env(),
+    res = subprocess.run(run_all_cmd(run_dir), capture_output=True, text=True, encoding="utf-8", env=env(),
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "nothing to redo" in res.stdout
     assert time.perf_counter() - t < 60
-    before = read_json(e2e_run / "classification" / "metrics.json")
-    res = subprocess.run(run_all_cmd(e2e_run, "--from", "report"), capture_output=True, text=True,
+    before = read_json(run_dir / "classification" / "metrics.json")
+    res = subprocess.run(run_all_cmd(run_dir, "--from", "report"), capture_output=True, text=True,
                          encoding="utf-8", env=env(), timeout=300)
     assert res.returncode == 0 and "report" in res.stdout and "classify" not in res.stdout
-    assert read_json(e2e_run / "classification" / "metrics.json") == before
+    assert read_json(run_dir / "classification" / "metrics.json") == before
 
 
 def _stage_running(run_dir: Path, stage: str) -> bool:
@@ -79,9 +84,13 @@ def _stage_running(run_dir: Path, stage: str) -> bool:
     return json.loads(p.read_text(encoding="utf-8")).get("stages", {}).get(stage, {}).get("status") == "running"
 
 
-def _kill_when(run_dir: Path, ready, timeout: float = 600) -> None:
-    """Start run-all, wait until ``ready()`` holds, then kill -9 its whole process group."""
-    proc = subprocess.Popen(run_all_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
+def _stage_status(run_dir: Path, stage: str) -> str | None:
+    return read_json(run_dir / "run.json")["stages"].get(stage, {}).get("status")
+
+
+def _kill_when(cmd: list[str], ready, timeout: float = 600) -> None:
+    """Start ``cmd``, wait until ``ready()`` holds, then kill -9 its whole process group."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
                             start_new_session=True)
     try:
         t0 = time.time()
@@ -95,20 +104,28 @@ def _kill_when(run_dir: Path, ready, timeout: float = 600) -> None:
 
 
 def test_kill_9_and_resume_gives_the_same_numbers(e2e_run, tmp_path):
-    run_dir = tmp_path / "run"
+    """On a copy of the end-to-end run: train-seg redone (--from) and killed; resumed, and feature extraction
+    redone (--from; the copy's per-case feature cache removed) and killed; then finished: the same numbers."""
+    run_dir = copy_run(e2e_run, tmp_path / "run")
+    cache = run_dir / "cache" / "features"
+    shutil.rmtree(cache)
+    committed = {rel: file_hash(run_dir / rel) for rel in ("segmentation/metrics.json", "features/features.parquet")}
     # 1) killed during segmentation training, once a checkpoint exists
     ckpt = run_dir / ".partial" / "train-seg" / "segmentation" / "last.pt"
-    _kill_when(run_dir, lambda: _stage_running(run_dir, "train-seg") and ckpt.is_file())
-    assert not (run_dir / "segmentation" / "metrics.json").exists()
-    # 2) killed again half-way through feature extraction (cases land in the per-case cache first)
-    cache = run_dir / "cache" / "features"
-    _kill_when(run_dir, lambda: cache.is_dir() and len(list(cache.glob("*.json"))) >= 5)
-    assert not (run_dir / "features" / "features.parquet").exists()
+    _kill_when(run_all_cmd(run_dir, "--from", "train-seg"),
+               lambda: _stage_running(run_dir, "train-seg") and ckpt.is_file())
+    assert _stage_status(run_dir, "train-seg") == "running"  # nothing committed: the old results untouched
+    assert file_hash(run_dir / "segmentation" / "metrics.json") == committed["segmentation/metrics.json"]
+    # 2) resumed, and killed again half-way through feature extraction (cases land in the per-case cache first)
+    _kill_when(run_all_cmd(run_dir, "--from", "features"), lambda: cache.is_dir() and len(list(cache.glob("*.json"))) >= 5)
+    assert _stage_status(run_dir, "train-seg") == "done" and _stage_status(run_dir, "features") == "running"
+    assert file_hash(run_dir / "features" / "features.parquet") == committed["features/features.parquet"]
     # 3) finish
     res = subprocess.run(run_all_cmd(run_dir), capture_output=True, text=True, encoding="utf-8", env=env(),
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (run_dir / ".partial").exists()
+    assert read_json(run_dir / "segmentation" / "metrics.json")["resumed"] is True  # from the killed epoch's last.pt
     for rel in ("segmentation/metrics.json", "classification/metrics.json"):
         a, b = read_json(run_dir / rel), read_json(e2e_run / rel)
         keys = [k for k, v in b.items() if isinstance(v, dict) and "value" in v and "ms" not in k]

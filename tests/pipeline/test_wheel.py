@@ -1,22 +1,22 @@
 """The built wheel carries its presets: an INSTALLED copy runs `run-all --config demo` outside the repo.
 
 The wheel is built from a copy of the sources (no build/ folder in the work tree), installed with
-``pip install --target SITE`` and put first on ``PYTHONPATH``; the check asserts that
-``cervirad`` is imported from SITE (not from the editable ``src/``), and the console script
-``SITE/bin/cervirad`` then runs from a directory outside the repository.
+``pip install --target SITE`` and put first on ``PYTHONPATH`` (tests/pipeline/e2e.py, once per
+session); the check asserts that ``cervirad`` is imported from SITE (not from the editable
+``src/``), and the console script ``SITE/bin/cervirad`` runs the suite's shared end-to-end run
+from a directory outside the repository.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.pipeline.conftest import E2E_OVERRIDES, REPO
+from tests.pipeline.e2e import REPO, outside
 
 PACKAGED = REPO / "src" / "cervirad" / "configs"
 
@@ -35,27 +35,6 @@ for n in presets.available("radiomics"):
     out["radiomics"][n] = str(presets.resolve(n, kind="radiomics"))
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """SITE folder holding the wheel's cervirad package and its `bin/cervirad` console script."""
-    tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "project"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    res = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "dist"),
-                                str(src)], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    (wheel,) = (tmp / "dist").glob("cervirad-*.whl")
-    site = tmp / "site"
-    res = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    return site
 
 
 def _env(site: Path) -> dict:
@@ -84,18 +63,13 @@ def test_installed_wheel_finds_every_preset(installed, tmp_path):
 
 
 @pytest.mark.slow
-def test_installed_wheel_runs_demo_outside_the_repo(installed, tmp_path):
+def test_installed_wheel_runs_demo_outside_the_repo(installed, e2e_root, e2e_run):
+    """The suite's end-to-end run IS the installed wheel's `run-all --config demo` (tests/pipeline/e2e.py)."""
     script = installed / "bin" / "cervirad"
     assert script.is_file()
-    run_dir = tmp_path / "run"
-    cmd = [str(script), "run-all", "--config", "demo", "--run-dir", str(run_dir)]
-    for o in E2E_OVERRIDES + ["segmentation.epochs=1"]:
-        cmd += ["--set", o]
-    res = subprocess.run(cmd, cwd=_outside(tmp_path), env=_env(installed), capture_output=True, text=True,
-                         encoding="utf-8", timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert (run_dir / "run.json").is_file()
-    # stderr is a pipe: no progress bars (carriage returns), progress as log lines ending at 100 %
-    log = res.stdout + res.stderr
+    assert REPO.resolve() not in outside(e2e_root).resolve().parents
+    assert (e2e_run / "run.json").is_file()
+    # stdout and stderr went to a file: no progress bars (carriage returns), progress as log lines ending at 100 %
+    log = (e2e_root / "run.log").read_text(encoding="utf-8")
     assert "\r" not in log
     assert "extract-features: " in log and "(100 %) done" in log
