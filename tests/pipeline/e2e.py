@@ -57,7 +57,8 @@ def signing_key(root: Path) -> Path:
 def wheel_env(root: Path) -> dict:
     """The environment of the installed copy: only SITE on PYTHONPATH; progress left as a user gets it."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TQDM_DISABLE")}
-    return {**env, "PYTHONPATH": str(root / "site"), "PYTHONUNBUFFERED": "1", "CERVIRAD_KEY_FILE": str(signing_key(root))}
+    return {**env, "PYTHONPATH": str(root / "site"), "PYTHONUNBUFFERED": "1",
+            "CERVIRAD_KEY_FILE": str(signing_key(root))}
 
 
 def outside(root: Path) -> Path:
@@ -94,11 +95,12 @@ def build(root: Path, wheel: bool, run: bool) -> int:
         for name in ("pyproject.toml", "README.md"):
             shutil.copy2(REPO / name, src / name)
         shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        install = (f"import glob, subprocess, sys; (w,) = glob.glob({str(tmp / 'dist' / 'cervirad-*.whl')!r}); "
+                   f"sys.exit(subprocess.run({PIP!r} + ['install', '--no-deps', '--no-index', '--target', "
+                   f"{str(root / 'site')!r}, w]).returncode)")
         _step(root, "site", [
             PIP + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "dist"), str(src)],
-            [sys.executable, "-c", f"import glob, subprocess, sys; (w,) = glob.glob({str(tmp / 'dist' / 'cervirad-*.whl')!r});"
-             f"sys.exit(subprocess.run({PIP!r} + ['install', '--no-deps', '--no-index', '--target', "
-             f"{str(root / 'site')!r}, w]).returncode)"],
+            [sys.executable, "-c", install],
         ])
     if not run:
         return 0

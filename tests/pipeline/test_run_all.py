@@ -117,7 +117,8 @@ def test_kill_9_and_resume_gives_the_same_numbers(e2e_run, tmp_path):
     assert _stage_status(run_dir, "train-seg") == "running"  # nothing committed: the old results untouched
     assert file_hash(run_dir / "segmentation" / "metrics.json") == committed["segmentation/metrics.json"]
     # 2) resumed, and killed again half-way through feature extraction (cases land in the per-case cache first)
-    _kill_when(run_all_cmd(run_dir, "--from", "features"), lambda: cache.is_dir() and len(list(cache.glob("*.json"))) >= 5)
+    _kill_when(run_all_cmd(run_dir, "--from", "features"),
+               lambda: cache.is_dir() and len(list(cache.glob("*.json"))) >= 5)
     assert _stage_status(run_dir, "train-seg") == "done" and _stage_status(run_dir, "features") == "running"
     assert file_hash(run_dir / "features" / "features.parquet") == committed["features/features.parquet"]
     # 3) finish
@@ -125,7 +126,7 @@ def test_kill_9_and_resume_gives_the_same_numbers(e2e_run, tmp_path):
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (run_dir / ".partial").exists()
-    assert read_json(run_dir / "segmentation" / "metrics.json")["resumed"] is True  # from the killed epoch's last.pt
+    assert read_json(run_dir / "segmentation" / "metrics.json")["resumed"] is True  # from the killed run's last.pt
     for rel in ("segmentation/metrics.json", "classification/metrics.json"):
         a, b = read_json(run_dir / rel), read_json(e2e_run / rel)
         keys = [k for k, v in b.items() if isinstance(v, dict) and "value" in v and "ms" not in k]
