@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cervirad.rundir import file_hash
+from cervirad.files import file_hash
 
 from .conftest import copy_run, env, read_json, run_all_cmd
 
