@@ -3,12 +3,15 @@ importance share (classification.ablation), Table 1 - in the classify stage's ou
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from cervirad import files
 from cervirad.classification.data import load_table
 from cervirad.classification.targets import binary_table
 from cervirad.io import write_table
@@ -34,9 +37,17 @@ def run_with_targets(tmp_path_factory, fast_cfg):
     r = RunDir(d, cfg)
     write_json(d / "splits.json", {p: sorted(df.loc[df.split == p, "patient_id"]) for p in ("train", "val", "test")})
     write_table(df, d / "features" / "features.parquet")
-    with r.stage("classify") as st:
+    writes: list[Path] = []  # every file the stage writes through files.write_text / write_json, in order
+    real = files.atomic_path
+
+    def spy(path):
+        writes.append(Path(path))
+        return real(path)
+
+    with pytest.MonkeyPatch.context() as mp, r.stage("classify") as st:
+        mp.setattr(files, "atomic_path", spy)
         classify(cfg, r, None, st)
-    return r, df
+    return r, df, writes
 
 
 def test_binary_targets_are_bits_of_the_category():
@@ -52,7 +63,7 @@ def test_binary_targets_are_bits_of_the_category():
 
 @pytest.mark.slow  # one classify run with a sub-task and the ablation: ~25 s on a busy 2-core machine
 def test_every_target_uses_the_same_split_and_features(run_with_targets):
-    r, df = run_with_targets
+    r, df, _ = run_with_targets
     out = r.classification_dir
     main_pred = pd.read_csv(out / "predictions.csv")
     main_card = _read(out / "model_card.json")
@@ -77,7 +88,7 @@ def test_every_target_uses_the_same_split_and_features(run_with_targets):
 
 @pytest.mark.slow  # one classify run with a sub-task and the ablation: ~25 s on a busy 2-core machine
 def test_ablation_rows_with_cis_and_importance_share(run_with_targets):
-    r, _ = run_with_targets
+    r, _, _ = run_with_targets
     out = r.classification_dir
     ab = _read(out / "ablation.json")
     m = _read(out / "metrics.json")
@@ -102,12 +113,25 @@ def test_ablation_rows_with_cis_and_importance_share(run_with_targets):
 def test_report_shows_the_new_sections(run_with_targets):
     from cervirad.report import build_report
 
-    r, _ = run_with_targets
+    r, _, _ = run_with_targets
     html = build_report(r, None).read_text(encoding="utf-8")
     for title in ("Table 1: baseline characteristics", "Calibration after SMOTE",
                   "Binary sub-tasks of the pathological type", "Clinical vs radiomics vs histogram features"):
         assert title in html
     assert "large_cell" in html and "Wilson" in html
+
+
+@pytest.mark.slow  # one classify run with a sub-task and the ablation: ~25 s on a busy 2-core machine
+def test_metrics_and_card_are_written_once_per_folder(run_with_targets):
+    """Table 1, the sub-tasks, the ablation and the importance share each return their keys: metrics.json and
+    model_card.json are written once per evaluation folder (main task, each sub-task), never rewritten."""
+    r, _, writes = run_with_targets
+    for name in ("metrics.json", "model_card.json"):
+        per_folder = Counter(p.parent.name for p in writes if p.name == name)
+        assert per_folder == {"classification": 1, "large_cell": 1}, (name, per_folder)
+    main = _read(r.classification_dir / "metrics.json")
+    assert {"table1_file", "target.large_cell.auc_macro", "ablation.all.auc_macro"} <= set(main)
+    assert any(k.startswith("importance_share.") for k in main)
 
 
 def test_unknown_target_or_calibration_is_refused_at_load():
