@@ -95,7 +95,7 @@ def test_bad_min_icc_is_a_one_line_config_error(overrides, message):
 
 def test_classify_stage_writes_comparison_agreement_card_and_report(tmp_path, fast_cfg, demo_like):
     from cervirad.classification.stage import run as classify
-    from cervirad.report.robustness import robustness_sections
+    from cervirad.report.feature_icc import icc_sections
 
     cfg = fast_cfg.with_overrides(["features.robustness.perturbations=3", "classification.min_icc=0.5",
                                    "classification.models=[lr]", "classification.selectors=[anova]"])
@@ -133,7 +133,7 @@ def test_classify_stage_writes_comparison_agreement_card_and_report(tmp_path, fa
         assert json.loads((out / name).read_text(encoding="utf-8"))["robust_filter"]["n_kept"] == info["n_kept"]
     agree = pd.read_csv(out / "agreement.csv")
     assert list(agree["feature"]) == image and (agree["icc1"].dropna() > 0.9).mean() > 0.9  # 5 % noise only
-    sections = robustness_sections(r, r)
+    sections = icc_sections(r, r)
     assert len(sections) == 1 and "min_icc = 0.5" in sections[0][2] and "data:image/png" in sections[0][2]
     assert (r.report_files / "robustness_icc.png").is_file()
 

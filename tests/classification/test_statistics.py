@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cervirad.classification import metrics as ev
-from cervirad.report import _fmt
+from cervirad.report.markup import cell
 
 
 def _preds(seed=0, counts=(30, 15, 5)):
@@ -57,7 +57,7 @@ def test_every_metric_names_its_method_and_n():
     flat = ev.flatten("lr", b, np.array([0, 2, 6]), np.bincount(y))
     assert flat["lr.class_6.recall"]["n"] == 1 and flat["lr.class_6.recall"]["ci_low"] is None
     assert flat["lr.class_6.recall"]["n_too_small"] is True and flat["lr.accuracy"]["ci_method"] == "wilson"
-    assert "n too small" in _fmt(flat["lr.class_6.recall"])  # the report says so instead of an interval
+    assert "n too small" in cell(flat["lr.class_6.recall"])  # the report says so instead of an interval
 
 
 def test_macro_auc_of_perfect_separation_keeps_a_width():

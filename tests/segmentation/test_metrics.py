@@ -148,19 +148,19 @@ def test_detection_is_overlap_and_the_penalty_uses_the_given_image_extent():
 
 def test_report_shows_detection_rate_and_detected_only_hd95_with_n():
     from cervirad.jsonutil import jsonable
-    from cervirad.report import _detection_summary
+    from cervirad.report.segmentation import detection_summary
 
     sp = (3.0, 1.0, 0.5)
     df = pd.DataFrame([patient_metrics(p, t, sp) for p, t in (_lesion_pair(0), _lesion_pair(1), _lesion_pair(None))])
-    html_ = _detection_summary(jsonable(summarise(df, 50, 0)))
+    html_ = detection_summary(jsonable(summarise(df, 50, 0)))
     assert "detection rate" in html_ and "HD95 (mm), detected lesions only" in html_
     assert "<td>2</td>" in html_ and "<td>3</td>" in html_  # n detected, n lesions
     assert "1 of 3 lesion(s) missed" in html_ and "image diagonal (mm)" in html_
-    assert _detection_summary({"dice": {"value": 0.5}}) == ""  # an older metrics.json: nothing to show
+    assert detection_summary({"dice": {"value": 0.5}}) == ""  # an older metrics.json: nothing to show
 
 
 def test_lesion_diameter_and_size_strata():
-    from cervirad.report import _lesion_size_strata
+    from cervirad.report.segmentation import lesion_size_strata
     from cervirad.segmentation.metrics import LESION_BANDS, lesion_band, lesion_diameter_mm
 
     t = np.zeros((10, 40, 40), bool)
@@ -183,7 +183,7 @@ def test_lesion_diameter_and_size_strata():
     assert s["20-40mm"]["iou_foreground"]["value"] == pytest.approx(0.75)
     assert s["10-20mm"] == {"n_patients": 0} and s[">=40mm"] == {"n_patients": 0}
     assert all(set(v[k]) == {"value", "ci_low", "ci_high"} for v in s.values() for k in v if k != "n_patients")
-    html_ = _lesion_size_strata({"by_lesion_size": s})
+    html_ = lesion_size_strata({"by_lesion_size": s})
     assert "By lesion size" in html_ and "&lt;10mm" in html_ and "n/a" in html_
 
 

@@ -145,9 +145,9 @@ def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
     assert list(table.model) == ["crfe", "unet"] and {"dice", "dice_ci_low", "iou_mean_fg_bg"} <= set(table.columns)
     assert table.equals(pd.read_csv(segmentation.write_comparison(run, [run])))  # found again without the list
     # the report shows it as metric rows x model columns, each metric with its interval
-    from cervirad.report import _comparison_table
+    from cervirad.report.segmentation import comparison_table
 
-    shown = _comparison_table(table)
+    shown = comparison_table(table)
     assert "<th>CRFE</th><th>U-Net</th>" in shown
     c, d = (table.set_index("model").loc[a] for a in ("crfe", "unet"))
     cell = lambda r: f"{r.dice:.3f} <span class='muted'>[{r.dice_ci_low:.3f}, {r.dice_ci_high:.3f}]</span>"  # noqa: E731

@@ -10,12 +10,15 @@ can answer, ``not_reported`` for the statements the config holds for the study t
 
 References follow the published TRIPOD+AI list (Collins et al., BMJ 2024;385:e078378;
 :data:`TRIPOD_AI`, checked by :func:`check_references`), CLAIM 2020 (Mongan et al., Radiol Artif
-Intell 2020) and CLEAR (Kocak et al., Insights Imaging 2023).
+Intell 2020) and CLEAR (Kocak et al., Insights Imaging 2023). :func:`checklist_table` is the report's
+section.
 """
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from .markup import Classed, table
 
 # the published TRIPOD+AI items (number -> topic)
 TRIPOD_AI = {
@@ -159,3 +162,15 @@ def build_checklist(facts: dict[str, Any]) -> list[dict[str, str]]:
         out.append({"ref": ref, "item": item, "status": status, "evidence": evidence})
     check_references(out)
     return out
+
+
+STATUS_CSS = {"filled": "ok", "user": "warn", "missing": "bad", "not_reported": "bad"}
+STATUS_LABEL = {"filled": "filled from the run", "user": "TO COMPLETE by the study team", "missing": "missing in this run",
+                "not_reported": "not reported (config field empty)"}
+
+
+def checklist_table(items: list[dict]) -> str:
+    """The checklist as the report shows it: reference, item, status (coloured) and evidence."""
+    rows = [[i["ref"], i["item"], Classed(STATUS_CSS[i["status"]], STATUS_LABEL[i["status"]]), i["evidence"]]
+            for i in items]
+    return table(rows, ["guideline", "item", "status", "evidence / what to write"])

@@ -12,10 +12,20 @@ The curve uses the probabilities the classify stage reports (``predictions.csv``
 probabilities after ``classification.calibration``), and carries a 95 % band: the 2.5 and 97.5
 percentiles of the model's net benefit over bootstrap resamples of the test patients, stratified
 by the category (positives and negatives each resampled with replacement, seeded).
+
+:func:`dca_section` is the report's section: the curve for ``report.dca_category`` from the run's
+``classification/predictions.csv``, drawn into ``report_files/``.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+from ..layout import PREDICTIONS, Layout
+from ..pathology import CATEGORY_NAMES, LABEL
+from ..plotting import save_figure
+from ..rundir import RunDir
+from .markup import figures
 
 
 def net_benefit(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -74,3 +84,21 @@ def decision_curve_figure(y: np.ndarray, prob: np.ndarray, label: str, n_boot: i
     ax.set_title(f"Decision curve: {label} (test patients, n={len(y)})")
     ax.legend(frameon=False)
     return fig
+
+
+def dca_section(run: RunDir, category: int | None, out: Layout) -> tuple[str, bool]:
+    """The section's HTML and whether it holds a curve (the checklist's clinical-utility item)."""
+    if category is None:
+        return "<p class='muted'>Decision-curve analysis disabled (report.dca_category is null).</p>", False
+    p = run.classification_dir / PREDICTIONS
+    if not p.is_file():
+        return "<p class='muted'>No test predictions to analyse.</p>", False
+    df = pd.read_csv(p)
+    truth, prob = LABEL, f"prob_{category}"
+    if truth not in df.columns or prob not in df.columns:
+        return f"<p class='muted'>Predictions carry no probability column for category {category}.</p>", False
+    y = (df[truth].astype(str) == str(category)).to_numpy()
+    if y.sum() == 0:
+        return f"<p class='muted'>No test patient of category {category}: no decision curve.</p>", False
+    fig = decision_curve_figure(y, df[prob].to_numpy(), f"category {category} ({CATEGORY_NAMES.get(category, '')}) vs rest")
+    return figures([save_figure(fig, out.report_files / f"dca_category_{category}.png")]), True

@@ -8,35 +8,23 @@ validation, :func:`external_note` says how the external scanners were treated (t
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 from ..classification.harmonize_report import ALPHA, HARMONIZATION, SHOWN
-from ..files import read_json
 from ..rundir import RunDir
+from .artifacts import read_optional
+from .markup import PLAIN, cell, table
 
 
 def _f(v, digits: int = 3) -> str:
-    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else html.escape(str(v))
-
-
-def _ci(m: dict) -> str:
-    if not m:
-        return "–"
-    lo, hi = m.get("ci_low"), m.get("ci_high")
-    return _f(m.get("value")) + (f" [{_f(lo)}, {_f(hi)}]" if lo is not None and hi is not None else "")
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return cell(v, replace(PLAIN, number=f".{digits}f"))
 
 
 def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
     """``[(anchor, title, html)]``: the scanner section, or nothing without harmonization.json."""
-    path = run.classification_dir / HARMONIZATION
-    if not path.is_file():
+    doc = read_optional(run.classification_dir / HARMONIZATION)
+    if doc is None:
         return []
-    doc = read_json(path)
     if doc.get("note") and "metrics" not in doc:
         note = f"<p class='warn'>{html.escape(doc['note'])}</p>"
         return [("harmonization", "Scanners and ComBat harmonisation", note)]
@@ -47,14 +35,13 @@ def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
              f"never on test patients, never with the label). Model {html.escape(str(doc.get('model')))}.</p>"]
     mix = doc.get("class_mix_by_batch") or {}
     classes = sorted({c for v in mix.values() for c in v}, key=lambda c: (len(c), c))
-    parts.append("<h3>Batches and their class mix</h3>" + _table(
-        [[html.escape(b), str(doc["batches"][b]["fit"]), str(doc["batches"][b]["test"])]
-         + [str(mix[b].get(c, 0)) for c in classes] for b in mix],
-        ["batch", "train+val", "test"] + [f"class {c}" for c in classes]))
+    parts.append("<h3>Batches and their class mix</h3>" + table(
+        [[b, doc["batches"][b]["fit"], doc["batches"][b]["test"]] + [mix[b].get(c, 0) for c in classes] for b in mix],
+        ["batch", "train+val", "test"] + [f"class {c}" for c in classes], PLAIN))
     m = doc.get("metrics") or {}
-    parts.append("<h3>Final model with and without ComBat, same test patients (95 % bootstrap CI)</h3>" + _table(
-        [[k, _ci(m.get("with", {}).get(k)), _ci(m.get("without", {}).get(k)), _ci(m.get("difference", {}).get(k))]
-         for k in SHOWN], ["metric", "with ComBat", "without", "difference (paired)"]))
+    parts.append("<h3>Final model with and without ComBat, same test patients (95 % bootstrap CI)</h3>" + table(
+        [[k, m.get("with", {}).get(k), m.get("without", {}).get(k), m.get("difference", {}).get(k)] for k in SHOWN],
+        ["metric", "with ComBat", "without", "difference (paired)"], PLAIN))
     for part, title in (("test", "test patients, frozen ComBat"), ("fit", "train+val patients, ComBat fitted on them")):
         eff = (doc.get("batch_effect") or {}).get(part) or {}
         s = eff.get("summary") or {}
@@ -71,10 +58,10 @@ def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
                          f"{a.get(f'n_kw_p_below_{ALPHA}_after')} after.</p>")
         rows = eff.get("features") or []
         if rows:
-            parts.append("<details><summary>Per feature</summary>" + _table(
-                [[html.escape(r["feature"]), _f(r["eta2_before"]), _f(r["eta2_after"]), _f(r["kw_h_before"], 2),
-                  _f(r["kw_h_after"], 2), _f(r["kw_p_before"], 4), _f(r["kw_p_after"], 4)] for r in rows],
-                ["feature", "eta² before", "eta² after", "KW H before", "KW H after", "KW p before", "KW p after"])
+            parts.append("<details><summary>Per feature</summary>" + table(
+                [[r["feature"], r["eta2_before"], r["eta2_after"], _f(r["kw_h_before"], 2), _f(r["kw_h_after"], 2),
+                  _f(r["kw_p_before"], 4), _f(r["kw_p_after"], 4)] for r in rows],
+                ["feature", "eta² before", "eta² after", "KW H before", "KW H after", "KW p before", "KW p after"], PLAIN)
                 + "</details>")
     parts.append("<p class='muted'>" + html.escape(str(doc.get("definition", ""))) + ". When the class mix differs "
                  "by batch, part of a feature's batch effect is the class: ComBat (label-free) removes some class "

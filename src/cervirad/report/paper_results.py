@@ -6,50 +6,17 @@ Reads only what the classify stage wrote in ``classification/`` (``table1.csv``,
 """
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from ..files import read_json
 from ..layout import ABLATION, FIGURES, METRICS, MODEL_CARD, SUMMARY, TABLE1, TARGETS_SUMMARY
 from ..rundir import RunDir
+from .artifacts import read_optional
+from .markup import ROUNDED, figure, table
 
 Section = tuple[str, str, str]
-
-
-def _read(p: Path) -> Any:
-    return read_json(p) if p.is_file() else None
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, dict) and "value" in v:
-        val, lo, hi = v.get("value"), v.get("ci_low"), v.get("ci_high")
-        if val is None:
-            return "n/a"
-        if v.get("n_too_small"):
-            return f"{val:.3f} <span class='warn'>n too small (n={v.get('n')})</span>"
-        out = f"{val:.3f}" + ("" if lo is None or hi is None else f" <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>")
-        return out + (f" <span class='warn'>n={v['n']}</span>" if lo is not None and lo == hi and "n" in v else "")
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return html.escape(str(v))
-
-
-def _table(rows: list[list[Any]], header: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    cap = html.escape(caption)
-    return f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>'
 
 
 # --------------------------------------------------------------------------- sections
@@ -65,15 +32,15 @@ def table1_sections(run: RunDir) -> list[Section]:
             "(bootstrap 95 % CI of the median); missing values counted as their own row. FIGO stage grouped I-IV; "
             "train+val = the patients the classifier is fitted on.</p>")
     return [("table1", "Table 1: baseline characteristics",
-             note + _table(wide.values.tolist(), list(wide.columns)))]
+             note + table(wide.values.tolist(), list(wide.columns), ROUNDED))]
 
 
 def _calibration(d: Path) -> str:
-    m = _read(d / METRICS) or {}
+    m = read_optional(d / METRICS) or {}
     best = m.get("best_model")
     if not best:
         return ""
-    card = _read(d / MODEL_CARD) or {}
+    card = read_optional(d / MODEL_CARD) or {}
     method = (card.get("calibration") or {}).get("method")
     if method:  # the model card names the calibration of the saved probabilities
         m = {**m, "calibration_method": method}
@@ -81,8 +48,8 @@ def _calibration(d: Path) -> str:
     rows = [[mod, m.get(f"{mod}.brier"), m.get(f"{mod}.calibration_intercept"), m.get(f"{mod}.calibration_slope")]
             for mod in models]
     return (calibration_table(m, str(best))
-            + "<h3>Every model</h3>" + _table(rows, ["model", "Brier [95 % CI]", "calibration intercept (0 ideal)",
-                                                    "calibration slope (1 ideal)"]))
+            + "<h3>Every model</h3>" + table(rows, ["model", "Brier [95 % CI]", "calibration intercept (0 ideal)",
+                                                    "calibration slope (1 ideal)"], ROUNDED))
 
 
 def calibration_table(m: dict, model: str) -> str:
@@ -101,13 +68,13 @@ def calibration_table(m: dict, model: str) -> str:
                  "all" if not failed else f"not estimable: class(es) {', '.join(map(str, failed))} did not converge"])
     return (f"<p>Calibration of the saved probabilities: <b>{html.escape(str(m.get('calibration_method', '?')))}"
             "</b> (from the model card).</p>"
-            + _table(rows, ["class", "intercept (0 ideal) [95 % CI]", "slope (1 ideal) [95 % CI]", "positives",
-                            "fit converged"])
+            + table(rows, ["class", "intercept (0 ideal) [95 % CI]", "slope (1 ideal) [95 % CI]", "positives",
+                            "fit converged"], ROUNDED)
             + f"<p class='muted'>{html.escape(str(m.get('calibration_definition', '')))}</p>")
 
 
 def _targets(d: Path) -> str:
-    t = _read(d / TARGETS_SUMMARY)
+    t = read_optional(d / TARGETS_SUMMARY)
     if not t:
         return ""
     rows = [[r["target"], r["definition"], r["best_model"], r["n_test"], r.get("n_test_positive"),
@@ -117,27 +84,27 @@ def _targets(d: Path) -> str:
         folder = t.get("folders", {}).get(r["target"])
         roc = d / folder / FIGURES / f"roc_{r['best_model']}.png" if folder else None
         if roc is not None and roc.is_file():
-            figs.append(_img(roc, f"ROC, {r['target']} ({r['best_model']})"))
+            figs.append(figure(roc, f"ROC, {r['target']} ({r['best_model']})"))
     return ("<p>Each task is a classify run of its own (every model tuned, final model by the same rule) on the same "
             "fitting and test patients and the same features; binary tasks: AUC of the positive class.</p>"
-            + _table(rows, ["target", "definition", "final model", "test patients", "positives", "AUC [95 % CI]",
-                            "accuracy", "balanced accuracy", "F1 macro"])
+            + table(rows, ["target", "definition", "final model", "test patients", "positives", "AUC [95 % CI]",
+                            "accuracy", "balanced accuracy", "F1 macro"], ROUNDED)
             + (f"<div class='figs'>{''.join(figs)}</div>" if figs else ""))
 
 
 def _sources(d: Path) -> str:
-    s = (_read(d / SUMMARY) or {}).get("importance_share")
-    a = _read(d / ABLATION)
+    s = (read_optional(d / SUMMARY) or {}).get("importance_share")
+    a = read_optional(d / ABLATION)
     parts = []
     if s:
-        parts.append("<h3>Importance share among the final model's selected features</h3>" + _table(
+        parts.append("<h3>Importance share among the final model's selected features</h3>" + table(
             [[src, v.get("n_selected"), v.get("permutation_share"), v.get("model_share")] for src, v in s.items()],
-            ["source", "selected features", "share of permutation importance", "share of model importance"]))
+            ["source", "selected features", "share of permutation importance", "share of model importance"], ROUNDED))
     if a:
-        parts.append(f"<h3>Ablation ({html.escape(str(a.get('model')))}, test patients)</h3>" + _table(
+        parts.append(f"<h3>Ablation ({html.escape(str(a.get('model')))}, test patients)</h3>" + table(
             [[r["source"], r.get("n_columns"), r.get("auc_macro", r.get("note")), r.get("accuracy"),
               r.get("balanced_accuracy")] for r in a["rows"]],
-            ["columns used", "columns", "macro AUC [95 % CI]", "accuracy", "balanced accuracy"])
+            ["columns used", "columns", "macro AUC [95 % CI]", "accuracy", "balanced accuracy"], ROUNDED)
             + f"<p class='muted'>{html.escape(str(a.get('definition', '')))}</p>")
     return "".join(parts)
 

@@ -7,44 +7,16 @@ Reads only the run's ``plan.yaml``, ``config.yaml`` and what train-seg wrote in 
 """
 from __future__ import annotations
 
-import base64
 import html
-from typing import Any
 
 import yaml
 
-from ..files import read_json
 from ..layout import FOLD_CURVES, METRICS
 from ..rundir import RunDir
+from .artifacts import read_optional
+from .markup import ROUNDED, cell, figure, gallery, table
 
 Section = tuple[str, str, str]
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, dict) and "value" in v:
-        val, lo, hi = v.get("value"), v.get("ci_low"), v.get("ci_high")
-        if val is None:
-            return "n/a"
-        return f"{val:.3f}" + ("" if lo is None or hi is None else f" <span class='muted'>[{lo:.3f}, {hi:.3f}]</span>")
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    if isinstance(v, (list, tuple)):
-        return html.escape(", ".join(str(x) for x in v))
-    return html.escape(str(v))
-
-
-def _table(rows: list[list[Any]], header: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    cap = html.escape(caption)
-    return f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>'
 
 
 def _yaml(path) -> dict:
@@ -53,18 +25,23 @@ def _yaml(path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
+def _listed(v):
+    """A list (a spacing, a patch size) reads as its items: '1.4, 1.4, 4.0'."""
+    return ", ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
 def plan_html(run: RunDir) -> str:
     """The plan's decisions (value, source, why) and its fold rule; empty without plan.yaml."""
     plan = _yaml(run.plan)
     if not plan:
         return ""
-    rows = [[k, d.get("value"), d.get("source"), d.get("why")] for k, d in (plan.get("decisions") or {}).items()]
+    rows = [[k, _listed(d.get("value")), d.get("source"), d.get("why")] for k, d in (plan.get("decisions") or {}).items()]
     out = ["<h3>Training plan (plan.yaml)</h3>"]
     if not plan.get("enabled", True):
         out.append(f"<p>{html.escape(str(plan.get('why', 'the plan is off')))}</p>")
     if rows:
-        out.append(_table(rows, ["setting", "value", "source", "why"]))
-    out.append(f"<p>Folds: {_cell(plan.get('folds', 1))} ({_cell(plan.get('folds_reason', ''))}).</p>")
+        out.append(table(rows, ["setting", "value", "source", "why"], ROUNDED))
+    out.append(f"<p>Folds: {cell(plan.get('folds', 1), ROUNDED)} ({cell(plan.get('folds_reason', ''), ROUNDED)}).</p>")
     return "".join(out)
 
 
@@ -80,7 +57,7 @@ def inference_html(run: RunDir, m: dict) -> str:
                       "slices larger than the patch)", "never": "never (whole slices)"}.get(s.get("sliding_window"),
                                                                                            str(s.get("sliding_window")))
     return (f"<h3>Inference</h3><p>Test-time mirroring: {html.escape(mirror)}. Sliding window: {html.escape(window)}."
-            f" Models averaged: {_cell(n_models)}.</p>")
+            f" Models averaged: {cell(n_models, ROUNDED)}.</p>")
 
 
 def folds_html(run: RunDir, m: dict) -> str:
@@ -91,22 +68,22 @@ def folds_html(run: RunDir, m: dict) -> str:
     rows = [[f["fold"], f.get("n_train_patients"), len(f.get("val_patients") or []), f.get("best_epoch"),
              f.get("best_val_dice"), f.get("epochs_run"), f.get("train_seconds")] for f in per_fold]
     out = [f"<h3>{len(per_fold)}-fold ensemble: each fold validated on its held-out patients</h3>",
-           _table(rows, ["fold", "training patients", "held-out patients", "best epoch", "best validation Dice",
-                         "epochs run", "training s"])]
+           table(rows, ["fold", "training patients", "held-out patients", "best epoch", "best validation Dice",
+                        "epochs run", "training s"], ROUNDED)]
     curves = run.segmentation_dir() / FOLD_CURVES
     if curves.is_file():
-        out.append('<div class="figs">' + _img(curves, "per-fold validation curves") + "</div>")
+        out.append(gallery([figure(curves, "per-fold validation curves")]))
     single = m.get("single_fold_test") or {}
     if single:
         cmp_rows = [[f"ensemble of {len(per_fold)} folds", m.get("dice"), m.get("hd95_mm"), m.get("detection_rate")],
                     ["fold 0 alone", single.get("dice"), single.get("hd95_mm"), single.get("detection_rate")]]
-        out.append(f"<h3>Ensemble vs single fold (test patients, n = {_cell(m.get('n_patients'))}, bootstrap "
-                   "95 % CI)</h3>" + _table(cmp_rows, ["model", "Dice", "HD95 (mm)", "detection rate"]))
+        out.append(f"<h3>Ensemble vs single fold (test patients, n = {cell(m.get('n_patients'), ROUNDED)}, bootstrap "
+                   "95 % CI)</h3>" + table(cmp_rows, ["model", "Dice", "HD95 (mm)", "detection rate"], ROUNDED))
     post = m.get("postprocessing") or {}
     if "val_dice_with" in post:
         out.append(f"<p class='muted'>Component selection {'on' if post.get('component_selection') else 'off'}: "
-                   f"chosen on the pooled out-of-fold predictions of {_cell(post.get('n_val_patients'))} patients "
-                   f"(Dice {_cell(post.get('val_dice_without'))} without, {_cell(post.get('val_dice_with'))} "
+                   f"chosen on the pooled out-of-fold predictions of {cell(post.get('n_val_patients'), ROUNDED)} patients "
+                   f"(Dice {cell(post.get('val_dice_without'), ROUNDED)} without, {cell(post.get('val_dice_with'), ROUNDED)} "
                    "with).</p>")
     return "".join(out)
 
@@ -116,29 +93,28 @@ def input_post_html(m: dict) -> str:
     inf, post = m.get("inference") or {}, m.get("postprocessing") or {}
     if not inf and not post:
         return ""
-    items = [f"input: {_cell(inf.get('context_slices', 0))} context slice(s) per side"]
+    items = [f"input: {cell(inf.get('context_slices', 0), ROUNDED)} context slice(s) per side"]
     if post.get("lesions") == "one":
-        items.append(f"one lesion per patient: {_cell(m.get('n_lesion_fallback', 0))} of {_cell(m.get('n_patients'))} "
+        items.append(f"one lesion per patient: {cell(m.get('n_lesion_fallback', 0), ROUNDED)} of {cell(m.get('n_patients'), ROUNDED)} "
                      f"test patients had no voxel above the threshold and got the fallback component (threshold "
-                     f"{_cell(post.get('fallback_threshold'))}, chosen on {_cell(post.get('n_val_patients'))} "
+                     f"{cell(post.get('fallback_threshold'), ROUNDED)}, chosen on {cell(post.get('n_val_patients'), ROUNDED)} "
                      "validation patients)")
     if "dice_unprocessed" in m:
-        items.append(f"Dice before post-processing {_cell(m['dice_unprocessed'])}, after {_cell(m.get('dice'))}")
+        items.append(f"Dice before post-processing {cell(m['dice_unprocessed'], ROUNDED)}, after {cell(m.get('dice'), ROUNDED)}")
     warm = m.get("warm_start")
     if warm:
-        items.append(f"self-supervised warm start: {_cell(warm.get('steps'))} in-painting steps in "
-                     f"{_cell(warm.get('seconds'))} s on {len(warm.get('patients') or [])} training patients "
-                     f"(loss {_cell(warm.get('loss_first'))} -> {_cell(warm.get('loss_last'))})")
+        items.append(f"self-supervised warm start: {cell(warm.get('steps'), ROUNDED)} in-painting steps in "
+                     f"{cell(warm.get('seconds'), ROUNDED)} s on {len(warm.get('patients') or [])} training patients "
+                     f"(loss {cell(warm.get('loss_first'), ROUNDED)} -> {cell(warm.get('loss_last'), ROUNDED)})")
     if m.get("budget_minutes"):
-        items.append(f"training budget of this model: {_cell(m['budget_minutes'])} min (its share of "
+        items.append(f"training budget of this model: {cell(m['budget_minutes'], ROUNDED)} min (its share of "
                      "segmentation.budget_minutes; plan.yaml: budget_split)")
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
 def recipe_sections(run: RunDir) -> list[Section]:
     """The segmentation-recipe section (plan, inference, folds), or none when train-seg has not run."""
-    path = run.segmentation_dir() / METRICS
-    m = read_json(path) if path.is_file() else {}
+    m = read_optional(run.segmentation_dir() / METRICS) or {}
     body = plan_html(run) + (inference_html(run, m) + input_post_html(m) if m else "") + folds_html(run, m)
     return [("seg-recipe", "Segmentation recipe: plan, test-time augmentation, fold ensemble", body)] if body else []
 

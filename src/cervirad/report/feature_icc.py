@@ -1,4 +1,5 @@
-"""The report's feature-robustness section (``features.robustness``, ``classification.min_icc``).
+"""The report's feature-ICC section (``features.robustness``, ``classification.min_icc``): how stable each
+feature is under perturbation, how it agrees between manual and predicted masks, what the ICC filter kept.
 
 Reads ``features/robustness.csv`` (perturbation ICC, training patients), ``classification/agreement.csv``
 and ``classification/robust_filter.json``; draws the ICC(1,1) distribution per feature class and per
@@ -7,14 +8,14 @@ image type (box plots) into ``report_files/robustness_icc.png``. No file, no sec
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import pandas as pd
 
-from ..files import read_json
 from ..layout import AGREEMENT, ROBUST_FILTER, Layout
 from ..plotting import save_figure
 from ..rundir import RunDir
+from .artifacts import read_optional
+from .markup import AS_IS, df_table, figure, gallery
 
 THRESHOLDS = (0.75, 0.9)
 
@@ -55,21 +56,6 @@ def share_table(df: pd.DataFrame, by: str) -> pd.DataFrame:
                                        *[f"kept at {t}" for t in THRESHOLDS]])
 
 
-def _html_table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in r) + "</tr>"
-                   for r in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(path: Path) -> str:
-    import base64
-
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<div class="figs"><figure><img alt="ICC distribution" src="data:image/png;base64,{data}">'
-            "<figcaption>ICC(1,1) per feature class and image type (dashed 0.75, dotted 0.9)</figcaption></figure></div>")
-
-
 def _comparison(comp: dict) -> str:
     rows = []
     for name in ("filter_on", "filter_off"):
@@ -78,11 +64,11 @@ def _comparison(comp: dict) -> str:
             if m:
                 rows.append([name.replace("_", " "), masks, m.get("n"), *[m.get(k) for k in
                              ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")]])
-    return _html_table(pd.DataFrame(rows, columns=["filter", "masks", "test patients", "accuracy",
-                                                   "balanced accuracy", "F1 macro", "macro AUC"]))
+    return df_table(pd.DataFrame(rows, columns=["filter", "masks", "test patients", "accuracy",
+                                                "balanced accuracy", "F1 macro", "macro AUC"]), AS_IS)
 
 
-def robustness_sections(run: RunDir, out: Layout) -> list[tuple[str, str, str]]:
+def icc_sections(run: RunDir, out: Layout) -> list[tuple[str, str, str]]:
     """``[(anchor, title, html)]``: the robustness section, or nothing when the run has no robustness.csv."""
     if not run.robustness.is_file():
         return []
@@ -91,11 +77,12 @@ def robustness_sections(run: RunDir, out: Layout) -> list[tuple[str, str, str]]:
              "chain of image and mask perturbations (noise, rotation, sub-voxel shift, one-voxel dilation/erosion, "
              f"contour jitter); ICC(1,1) across them, {int(df['n_patients'].max())} patients, "
              f"{len(df)} image features (features/robustness.csv).</p>"]
-    parts.append(_img(save_figure(icc_figure(df), out.report_files / "robustness_icc.png")))
-    parts.append("<h3>Share of features kept, by feature class</h3>" + _html_table(share_table(df, "feature_class")))
-    parts.append("<h3>By image type</h3>" + _html_table(share_table(df, "image_type")))
-    info_path = run.classification_dir / ROBUST_FILTER
-    info = read_json(info_path) if info_path.is_file() else {}
+    icc_png = save_figure(icc_figure(df), out.report_files / "robustness_icc.png")
+    parts.append(gallery([figure(icc_png, "ICC(1,1) per feature class and image type (dashed 0.75, dotted 0.9)",
+                                 alt="ICC distribution")]))
+    parts.append("<h3>Share of features kept, by feature class</h3>" + df_table(share_table(df, "feature_class"), AS_IS))
+    parts.append("<h3>By image type</h3>" + df_table(share_table(df, "image_type"), AS_IS))
+    info = read_optional(run.classification_dir / ROBUST_FILTER) or {}
     agree_path = run.classification_dir / AGREEMENT
     if agree_path.is_file():
         ag = pd.read_csv(agree_path)
@@ -103,15 +90,14 @@ def robustness_sections(run: RunDir, out: Layout) -> list[tuple[str, str, str]]:
             n = int(ag["n_patients"].max())
             parts.append(f"<h3>Manual vs predicted (CRFE) masks, test patients (n = {n})</h3>"
                          "<p>ICC(1,1) between each feature's value from the expert's mask and from CRFE's mask "
-                         "(classification/agreement.csv).</p>" + _html_table(share_table(ag, "feature_class")))
+                         "(classification/agreement.csv).</p>" + df_table(share_table(ag, "feature_class"), AS_IS))
     if info.get("min_icc") is not None:
         kept = info.get("kept_by_category", {})
         parts.append(f"<h3>Robust-feature filter: classification.min_icc = {info['min_icc']}</h3>"
                      f"<p>{info.get('n_kept')} of {info.get('n_features')} feature columns kept (columns without an "
                      "ICC, such as clinical variables, are kept).</p>"
-                     + _html_table(pd.DataFrame([[c, v["columns"], v["kept"], v["not_assessed"]]
-                                                 for c, v in kept.items()],
-                                                columns=["category", "columns", "kept", "not assessed"])))
+                     + df_table(pd.DataFrame([[c, v["columns"], v["kept"], v["not_assessed"]] for c, v in kept.items()],
+                                             columns=["category", "columns", "kept", "not assessed"]), AS_IS))
         if info.get("comparison"):
             parts.append(f"<p>Test metrics of the chosen model ({html.escape(str(info.get('best_model')))}) with and "
                          f"without the filter: {html.escape(str(info.get('comparison_method')))}.</p>"
