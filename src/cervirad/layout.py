@@ -91,6 +91,18 @@ ROBUST_FILTER = "robust_filter.json"
 # shift.json in an evaluate --out folder: the shift check against the development run
 RADIOMICS_PARAMS = "radiomics_params.yaml"
 SHIFT = "shift.json"
+# classification/figures/: the classify stage's PNGs (classification/figures.py), per model where named "{}"
+ROC_PNG = "roc_{}.png"
+CONFUSION_PNG = "confusion_{}.png"
+MODEL_COMPARISON_PNG = "model_comparison.png"
+CALIBRATION_PNG = "calibration.png"
+IMPORTANCE_PNG = "feature_importance.png"
+CORRELATION_PNG = "correlation.png"
+# classification/harmonization.json: the scanner effect with and without ComBat (data.batch_column)
+HARMONIZATION = "harmonization.json"
+# report_files/: the report's own figures (the decision curve of one category, the perturbation ICC)
+DCA_PNG = "dca_category_{}.png"
+ICC_PNG = "robustness_icc.png"
 
 # every top-level entry of a run folder that cervirad owns: a user's file inside one of them would be replaced or
 # deleted by the next run, so no command writes a user-chosen output there (:func:`cervirad.rundir.refuse_inside_run`)

@@ -9,18 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plotting import save_figure
+from ..layout import (CALIBRATION_PNG, CONFUSION_PNG, CORRELATION_PNG, IMPORTANCE_PNG, MODEL_COMPARISON_PNG,
+                      ROC_PNG)
+from ..plotting import pyplot, save_figure
 from .metrics import HEADLINE, calibration_points
 from .estimators import MODEL_NAMES
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def roc_figure(y: np.ndarray, P: np.ndarray, labels: list[str], known: np.ndarray, title: str):
@@ -29,7 +22,7 @@ def roc_figure(y: np.ndarray, P: np.ndarray, labels: list[str], known: np.ndarra
 
     from .metrics import auc_ovr
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for c, name in enumerate(labels):
         pos = y == c
@@ -44,7 +37,7 @@ def roc_figure(y: np.ndarray, P: np.ndarray, labels: list[str], known: np.ndarra
 
 
 def confusion_figure(M: np.ndarray, labels: list[str], title: str):
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(labels), 1.0 + 0.5 * len(labels)))
     ax.imshow(M, cmap="Blues")
     for i in range(M.shape[0]):
@@ -60,7 +53,7 @@ def confusion_figure(M: np.ndarray, labels: list[str], title: str):
 def importance_figure(names: list[str], model_imp: np.ndarray | None, perm_mean: np.ndarray, perm_sd: np.ndarray,
                       top: int, title: str):
     """Top-``top`` features by model importance (left, when the model has one) and permutation importance."""
-    plt = _plt()
+    plt = pyplot()
     panels = [("permutation importance (drop in score)", perm_mean, perm_sd)]
     if model_imp is not None:
         panels.insert(0, ("model importance", model_imp, None))
@@ -80,7 +73,7 @@ def correlation_figure(X: np.ndarray, names: list[str], title: str):
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
-    plt = _plt()
+    plt = pyplot()
     R = np.nan_to_num(np.corrcoef(X, rowvar=False), nan=0.0) if X.shape[1] > 1 else np.ones((1, 1))
     n = R.shape[0]
     size = min(16, 3 + 0.18 * n)
@@ -107,7 +100,7 @@ def correlation_figure(X: np.ndarray, names: list[str], title: str):
 
 def comparison_figure(metrics: dict, models: list[str], best: str):
     """Headline metrics per model with their bootstrap 95 % CIs."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(HEADLINE), 4))
     width = 0.8 / len(models)
     for i, m in enumerate(models):
@@ -129,7 +122,7 @@ def comparison_figure(metrics: dict, models: list[str], best: str):
 
 def calibration_figure(y: np.ndarray, probs: dict[str, np.ndarray]):
     """Top-label reliability (confidence of the predicted class vs its accuracy) and Brier score per model."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for m, P in probs.items():
         conf, acc, cnt = calibration_points(y, P)
@@ -151,16 +144,16 @@ def write_figures(folder: Path, y: np.ndarray, probs: dict[str, np.ndarray], lab
     out = []
     for m, P in probs.items():
         out.append(save_figure(roc_figure(y, P, labels, known, f"ROC one-vs-rest: {MODEL_NAMES.get(m, m)}{tag}"),
-                               folder / f"roc_{m}.png"))
+                               folder / ROC_PNG.format(m)))
         out.append(save_figure(confusion_figure(confusions[m], labels, f"{MODEL_NAMES.get(m, m)}{tag}"),
-                               folder / f"confusion_{m}.png"))
-    out.append(save_figure(comparison_figure(metrics, list(probs), best), folder / "model_comparison.png"))
-    out.append(save_figure(calibration_figure(y, probs), folder / "calibration.png"))
+                               folder / CONFUSION_PNG.format(m)))
+    out.append(save_figure(comparison_figure(metrics, list(probs), best), folder / MODEL_COMPARISON_PNG))
+    out.append(save_figure(calibration_figure(y, probs), folder / CALIBRATION_PNG))
     if importance is not None:
         out.append(save_figure(importance_figure(importance["names"], importance["model"], importance["perm_mean"],
                                                  importance["perm_sd"], top, MODEL_NAMES.get(best, best)),
-                               folder / "feature_importance.png"))
+                               folder / IMPORTANCE_PNG))
     if correlation is not None:
         out.append(save_figure(correlation_figure(*correlation, f"Selected features ({MODEL_NAMES.get(best, best)}): "
-                                                  "Pearson r, hierarchical clustering"), folder / "correlation.png"))
+                                                  "Pearson r, hierarchical clustering"), folder / CORRELATION_PNG))
     return out

@@ -25,6 +25,7 @@ from scipy import stats
 
 from ..jsonutil import jsonable
 from ..files import write_json
+from ..layout import HARMONIZATION
 from .core import evaluate_holdout
 from .data import Table
 from .estimators import selected_features
@@ -32,7 +33,6 @@ from .metrics import metric_intervals, patient_draws, point_metrics
 from .harmonize import attach_batch
 
 log = logging.getLogger(__name__)
-HARMONIZATION = "harmonization.json"
 SHOWN = ("auc_macro", "accuracy", "balanced_accuracy", "f1_macro")
 ALPHA = 0.05
 

@@ -165,8 +165,8 @@ def build_checklist(facts: dict[str, Any]) -> list[dict[str, str]]:
 
 
 STATUS_CSS = {"filled": "ok", "user": "warn", "missing": "bad", "not_reported": "bad"}
-STATUS_LABEL = {"filled": "filled from the run", "user": "TO COMPLETE by the study team", "missing": "missing in this run",
-                "not_reported": "not reported (config field empty)"}
+STATUS_LABEL = {"filled": "filled from the run", "user": "TO COMPLETE by the study team",
+                "missing": "missing in this run", "not_reported": "not reported (config field empty)"}
 
 
 def checklist_table(items: list[dict]) -> str:

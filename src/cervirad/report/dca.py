@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..layout import PREDICTIONS, Layout
+from ..layout import DCA_PNG, PREDICTIONS, Layout
 from ..pathology import CATEGORY_NAMES, LABEL
-from ..plotting import save_figure
+from ..plotting import pyplot, save_figure
 from ..rundir import RunDir
 from .markup import figures
 
@@ -64,11 +64,7 @@ def net_benefit_band(y: np.ndarray, prob: np.ndarray, thresholds: np.ndarray, n_
 
 def decision_curve_figure(y: np.ndarray, prob: np.ndarray, label: str, n_boot: int = 500, seed: int = 0):
     """A matplotlib figure with the model (and its bootstrap 95 % band), treat-all and treat-none curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     th = np.linspace(0.01, 0.8, 80)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(th, net_benefit(y, prob, th), label="model", lw=2)
@@ -101,4 +97,4 @@ def dca_section(run: RunDir, category: int | None, out: Layout) -> tuple[str, bo
     if y.sum() == 0:
         return f"<p class='muted'>No test patient of category {category}: no decision curve.</p>", False
     fig = decision_curve_figure(y, df[prob].to_numpy(), f"category {category} ({CATEGORY_NAMES.get(category, '')}) vs rest")
-    return figures([save_figure(fig, out.report_files / f"dca_category_{category}.png")]), True
+    return figures([save_figure(fig, out.report_files / DCA_PNG.format(category))]), True

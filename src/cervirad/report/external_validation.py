@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 
-from ..layout import METRICS, METRICS_PREDICTED, SUMMARY
+from ..layout import METRICS, METRICS_PREDICTED, SHIFT, SUMMARY
 from ..rundir import RunDir
 from .artifacts import read_optional
 from .harmonization import external_note
@@ -83,5 +83,5 @@ def external_section(run: RunDir, development: str) -> str:
              external_note(s),
              table(rows, header) if rows else "<p class='muted'>The external cohort has no labels: no metrics.</p>"]
     parts += _metrics_notes(run)
-    parts += _shift_check(read_optional(run.classification_dir / "shift.json") or {})
+    parts += _shift_check(read_optional(run.classification_dir / SHIFT) or {})
     return "".join(parts)

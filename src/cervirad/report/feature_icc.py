@@ -11,8 +11,8 @@ import html
 
 import pandas as pd
 
-from ..layout import AGREEMENT, ROBUST_FILTER, Layout
-from ..plotting import save_figure
+from ..layout import AGREEMENT, ICC_PNG, ROBUST_FILTER, Layout
+from ..plotting import pyplot, save_figure
 from ..rundir import RunDir
 from .artifacts import read_optional
 from .markup import AS_IS, df_table, figure, gallery
@@ -22,11 +22,7 @@ THRESHOLDS = (0.75, 0.9)
 
 def icc_figure(df: pd.DataFrame):
     """Box plots of ICC(1,1): by feature class (left) and by image type (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
     for ax, col in zip(axes, ("feature_class", "image_type")):
         groups = [(k, g["icc1"].dropna().clip(-1, 1).to_numpy()) for k, g in df.groupby(col, sort=True)]
@@ -77,10 +73,11 @@ def icc_sections(run: RunDir, out: Layout) -> list[tuple[str, str, str]]:
              "chain of image and mask perturbations (noise, rotation, sub-voxel shift, one-voxel dilation/erosion, "
              f"contour jitter); ICC(1,1) across them, {int(df['n_patients'].max())} patients, "
              f"{len(df)} image features (features/robustness.csv).</p>"]
-    icc_png = save_figure(icc_figure(df), out.report_files / "robustness_icc.png")
+    icc_png = save_figure(icc_figure(df), out.report_files / ICC_PNG)
     parts.append(gallery([figure(icc_png, "ICC(1,1) per feature class and image type (dashed 0.75, dotted 0.9)",
                                  alt="ICC distribution")]))
-    parts.append("<h3>Share of features kept, by feature class</h3>" + df_table(share_table(df, "feature_class"), AS_IS))
+    parts.append("<h3>Share of features kept, by feature class</h3>"
+                 + df_table(share_table(df, "feature_class"), AS_IS))
     parts.append("<h3>By image type</h3>" + df_table(share_table(df, "image_type"), AS_IS))
     info = read_optional(run.classification_dir / ROBUST_FILTER) or {}
     agree_path = run.classification_dir / AGREEMENT

@@ -10,7 +10,8 @@ from __future__ import annotations
 import html
 from dataclasses import replace
 
-from ..classification.harmonize_report import ALPHA, HARMONIZATION, SHOWN
+from ..classification.harmonize_report import ALPHA, SHOWN
+from ..layout import HARMONIZATION
 from ..rundir import RunDir
 from .artifacts import read_optional
 from .markup import PLAIN, cell, table
@@ -61,7 +62,8 @@ def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
             parts.append("<details><summary>Per feature</summary>" + table(
                 [[r["feature"], r["eta2_before"], r["eta2_after"], _f(r["kw_h_before"], 2), _f(r["kw_h_after"], 2),
                   _f(r["kw_p_before"], 4), _f(r["kw_p_after"], 4)] for r in rows],
-                ["feature", "eta² before", "eta² after", "KW H before", "KW H after", "KW p before", "KW p after"], PLAIN)
+                ["feature", "eta² before", "eta² after", "KW H before", "KW H after", "KW p before", "KW p after"],
+                PLAIN)
                 + "</details>")
     parts.append("<p class='muted'>" + html.escape(str(doc.get("definition", ""))) + ". When the class mix differs "
                  "by batch, part of a feature's batch effect is the class: ComBat (label-free) removes some class "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..layout import ABLATION, FIGURES, METRICS, MODEL_CARD, SUMMARY, TABLE1, TARGETS_SUMMARY
+from ..layout import ABLATION, FIGURES, METRICS, MODEL_CARD, ROC_PNG, SUMMARY, TABLE1, TARGETS_SUMMARY
 from ..rundir import RunDir
 from .artifacts import read_optional
 from .markup import ROUNDED, figure, table
@@ -82,7 +82,7 @@ def _targets(d: Path) -> str:
     figs = []
     for r in t["rows"]:
         folder = t.get("folders", {}).get(r["target"])
-        roc = d / folder / FIGURES / f"roc_{r['best_model']}.png" if folder else None
+        roc = d / folder / FIGURES / ROC_PNG.format(r["best_model"]) if folder else None
         if roc is not None and roc.is_file():
             figs.append(figure(roc, f"ROC, {r['target']} ({r['best_model']})"))
     return ("<p>Each task is a classify run of its own (every model tuned, final model by the same rule) on the same "

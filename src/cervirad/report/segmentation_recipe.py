@@ -8,6 +8,7 @@ Reads only the run's ``plan.yaml``, ``config.yaml`` and what train-seg wrote in 
 from __future__ import annotations
 
 import html
+from functools import partial
 
 import yaml
 
@@ -17,6 +18,7 @@ from .artifacts import read_optional
 from .markup import ROUNDED, cell, figure, gallery, table
 
 Section = tuple[str, str, str]
+_val = partial(cell, cells=ROUNDED)  # a number in the text: 3 decimals, 'n/a' when missing
 
 
 def _yaml(path) -> dict:
@@ -35,13 +37,14 @@ def plan_html(run: RunDir) -> str:
     plan = _yaml(run.plan)
     if not plan:
         return ""
-    rows = [[k, _listed(d.get("value")), d.get("source"), d.get("why")] for k, d in (plan.get("decisions") or {}).items()]
+    decisions = plan.get("decisions") or {}
+    rows = [[k, _listed(d.get("value")), d.get("source"), d.get("why")] for k, d in decisions.items()]
     out = ["<h3>Training plan (plan.yaml)</h3>"]
     if not plan.get("enabled", True):
         out.append(f"<p>{html.escape(str(plan.get('why', 'the plan is off')))}</p>")
     if rows:
         out.append(table(rows, ["setting", "value", "source", "why"], ROUNDED))
-    out.append(f"<p>Folds: {cell(plan.get('folds', 1), ROUNDED)} ({cell(plan.get('folds_reason', ''), ROUNDED)}).</p>")
+    out.append(f"<p>Folds: {_val(plan.get('folds', 1))} ({_val(plan.get('folds_reason', ''))}).</p>")
     return "".join(out)
 
 
@@ -57,7 +60,7 @@ def inference_html(run: RunDir, m: dict) -> str:
                       "slices larger than the patch)", "never": "never (whole slices)"}.get(s.get("sliding_window"),
                                                                                            str(s.get("sliding_window")))
     return (f"<h3>Inference</h3><p>Test-time mirroring: {html.escape(mirror)}. Sliding window: {html.escape(window)}."
-            f" Models averaged: {cell(n_models, ROUNDED)}.</p>")
+            f" Models averaged: {_val(n_models)}.</p>")
 
 
 def folds_html(run: RunDir, m: dict) -> str:
@@ -77,13 +80,13 @@ def folds_html(run: RunDir, m: dict) -> str:
     if single:
         cmp_rows = [[f"ensemble of {len(per_fold)} folds", m.get("dice"), m.get("hd95_mm"), m.get("detection_rate")],
                     ["fold 0 alone", single.get("dice"), single.get("hd95_mm"), single.get("detection_rate")]]
-        out.append(f"<h3>Ensemble vs single fold (test patients, n = {cell(m.get('n_patients'), ROUNDED)}, bootstrap "
+        out.append(f"<h3>Ensemble vs single fold (test patients, n = {_val(m.get('n_patients'))}, bootstrap "
                    "95 % CI)</h3>" + table(cmp_rows, ["model", "Dice", "HD95 (mm)", "detection rate"], ROUNDED))
     post = m.get("postprocessing") or {}
     if "val_dice_with" in post:
         out.append(f"<p class='muted'>Component selection {'on' if post.get('component_selection') else 'off'}: "
-                   f"chosen on the pooled out-of-fold predictions of {cell(post.get('n_val_patients'), ROUNDED)} patients "
-                   f"(Dice {cell(post.get('val_dice_without'), ROUNDED)} without, {cell(post.get('val_dice_with'), ROUNDED)} "
+                   f"chosen on the pooled out-of-fold predictions of {_val(post.get('n_val_patients'))} patients "
+                   f"(Dice {_val(post.get('val_dice_without'))} without, {_val(post.get('val_dice_with'))} "
                    "with).</p>")
     return "".join(out)
 
@@ -93,21 +96,21 @@ def input_post_html(m: dict) -> str:
     inf, post = m.get("inference") or {}, m.get("postprocessing") or {}
     if not inf and not post:
         return ""
-    items = [f"input: {cell(inf.get('context_slices', 0), ROUNDED)} context slice(s) per side"]
+    items = [f"input: {_val(inf.get('context_slices', 0))} context slice(s) per side"]
     if post.get("lesions") == "one":
-        items.append(f"one lesion per patient: {cell(m.get('n_lesion_fallback', 0), ROUNDED)} of {cell(m.get('n_patients'), ROUNDED)} "
+        items.append(f"one lesion per patient: {_val(m.get('n_lesion_fallback', 0))} of {_val(m.get('n_patients'))} "
                      f"test patients had no voxel above the threshold and got the fallback component (threshold "
-                     f"{cell(post.get('fallback_threshold'), ROUNDED)}, chosen on {cell(post.get('n_val_patients'), ROUNDED)} "
+                     f"{_val(post.get('fallback_threshold'))}, chosen on {_val(post.get('n_val_patients'))} "
                      "validation patients)")
     if "dice_unprocessed" in m:
-        items.append(f"Dice before post-processing {cell(m['dice_unprocessed'], ROUNDED)}, after {cell(m.get('dice'), ROUNDED)}")
+        items.append(f"Dice before post-processing {_val(m['dice_unprocessed'])}, after {_val(m.get('dice'))}")
     warm = m.get("warm_start")
     if warm:
-        items.append(f"self-supervised warm start: {cell(warm.get('steps'), ROUNDED)} in-painting steps in "
-                     f"{cell(warm.get('seconds'), ROUNDED)} s on {len(warm.get('patients') or [])} training patients "
-                     f"(loss {cell(warm.get('loss_first'), ROUNDED)} -> {cell(warm.get('loss_last'), ROUNDED)})")
+        items.append(f"self-supervised warm start: {_val(warm.get('steps'))} in-painting steps in "
+                     f"{_val(warm.get('seconds'))} s on {len(warm.get('patients') or [])} training patients "
+                     f"(loss {_val(warm.get('loss_first'))} -> {_val(warm.get('loss_last'))})")
     if m.get("budget_minutes"):
-        items.append(f"training budget of this model: {cell(m['budget_minutes'], ROUNDED)} min (its share of "
+        items.append(f"training budget of this model: {_val(m['budget_minutes'])} min (its share of "
                      "segmentation.budget_minutes; plan.yaml: budget_split)")
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
