@@ -1,6 +1,7 @@
 """The report's external-validation section (``external_report.html``): the frozen development model on
 this cohort - internal test vs external metrics per mask source, why a class or an AUC is missing, the
-calibration, and the shift check (cohort and selected features, per mask source).
+calibration, the shift check (cohort and selected features, per mask source) and how the external scanners
+were harmonised (transductive or not).
 
 Reads the evaluate command's ``classification/`` folder (``summary.json``, ``metrics.json``,
 ``metrics_predicted.json``, ``shift.json``).
@@ -12,9 +13,19 @@ import html
 from ..layout import METRICS, METRICS_PREDICTED, SHIFT, SUMMARY
 from ..rundir import RunDir
 from .artifacts import read_optional
-from .harmonization import external_note
 from .markup import table
 from .paper_results import calibration_table
+
+
+def _scanner_note(summary: dict) -> str:
+    """One paragraph on the external scanners (a harmonised model), '' otherwise."""
+    h = summary.get("harmonization") or {}
+    if not h:
+        return ""
+    cls = "warn" if h.get("mode") == "transductive" else "muted"
+    label = "TRANSDUCTIVE harmonisation (evaluate --harmonize)" if h.get("mode") == "transductive" else "Harmonisation"
+    scanners = ", ".join(f"{html.escape(k)} ({v})" for k, v in (h.get("scanners") or {}).items())
+    return f"<p class='{cls}'><b>{label}</b>: scanners {scanners}. {html.escape(str(h.get('note', '')))}.</p>"
 
 
 def _undefined(values: dict, key: str):
@@ -80,7 +91,7 @@ def external_section(run: RunDir, development: str) -> str:
     rows = [[k, internal.get(k, "")] + [_undefined(sources[m], k) for m in sources] for k in keys]
     parts = [f"<p>Development run <code>{html.escape(str(development))}</code>, model "
              f"<b>{html.escape(str(s.get('model')))}</b>, applied unchanged (nothing refitted).</p>",
-             external_note(s),
+             _scanner_note(s),
              table(rows, header) if rows else "<p class='muted'>The external cohort has no labels: no metrics.</p>"]
     parts += _metrics_notes(run)
     parts += _shift_check(read_optional(run.classification_dir / SHIFT) or {})

@@ -2,8 +2,7 @@
 
 Batches and their class mix, the batch effect of every selected feature before and after ComBat
 (Kruskal-Wallis, share of variance explained by batch), and the final model's metrics with and
-without harmonisation on the same test patients. No file, no section. For an external
-validation, :func:`external_note` says how the external scanners were treated (transductive or not).
+without harmonisation on the same test patients. No file, no section.
 """
 from __future__ import annotations
 
@@ -70,13 +69,3 @@ def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
                  "signal with it.</p>")
     return [("harmonization", "Scanners and ComBat harmonisation", "".join(parts))]
 
-
-def external_note(summary: dict) -> str:
-    """One paragraph on the external scanners (a harmonised model), '' otherwise."""
-    h = summary.get("harmonization") or {}
-    if not h:
-        return ""
-    cls = "warn" if h.get("mode") == "transductive" else "muted"
-    label = "TRANSDUCTIVE harmonisation (evaluate --harmonize)" if h.get("mode") == "transductive" else "Harmonisation"
-    scanners = ", ".join(f"{html.escape(k)} ({v})" for k, v in (h.get("scanners") or {}).items())
-    return f"<p class='{cls}'><b>{label}</b>: scanners {scanners}. {html.escape(str(h.get('note', '')))}.</p>"
