@@ -95,7 +95,7 @@ def main() -> int:
     params = load_params(PARAMS)
     cases = [(d.name, d / "MR_T1_image.nii.gz", d / "MR_T1_mask.nii.gz")
              for d in sorted(DATA.iterdir()) if (d / "MR_T1_mask.nii.gz").is_file()][: args.cases]
-    jobs = sorted((CaseJob(pid, "t1", str(img), str(msk), params, SUBBANDS, 256, 1e-3, threads=1,
+    jobs = sorted((CaseJob(pid, "t1", str(img), str(msk), params, SUBBANDS, {"histogram_bins": 256}, 1e-3, threads=1,
                            voxels=label_voxels(msk, 1)) for pid, img, msk in cases), key=lambda j: -j.voxels)
     n = args.perturbations
     print(f"bench/perturbation: {len(jobs)} cases, N = {n} perturbations, paper preset, {args.jobs} worker(s), "

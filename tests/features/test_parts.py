@@ -30,7 +30,7 @@ def _case(folder, name: str, radius: float, seed: int, label: int = 1) -> tuple[
 
 def _job(folder, name, radius, seed, label=1):
     img, msk = _case(folder, name, radius, seed, label)
-    return CaseJob(name, "t2w", img, msk, PARAMS, ("LLL", "HHH"), 64, 1e-3, threads=1, key=f"k_{name}")
+    return CaseJob(name, "t2w", img, msk, PARAMS, ("LLL", "HHH"), {"histogram_bins": 64}, 1e-3, threads=1, key=f"k_{name}")
 
 
 def _same(a: dict, b: dict) -> bool:

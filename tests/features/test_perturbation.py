@@ -104,7 +104,7 @@ def test_shape_volume_through_the_worker(tmp_path, fast_params):
     sitk.WriteImage(image, str(tmp_path / "img.nii.gz"))
     sitk.WriteImage(mask, str(tmp_path / "msk.nii.gz"))
     job = CaseJob("C1", "t2w", str(tmp_path / "img.nii.gz"), str(tmp_path / "msk.nii.gz"),
-                  load_params(fast_params), None, 16, 1e-3)
+                  load_params(fast_params), None, {"histogram_bins": 16}, 1e-3)
     vols = {}
     for step in (-1, 0, 1):
         res = R.extract_perturbed(R.PerturbedJob(job, R.Perturbation(0, 1, volume_step=step), "k"))
@@ -150,7 +150,7 @@ def test_an_emptied_mask_is_left_out_with_a_warning(tmp_path, fast_params):
     sitk.WriteImage(image, str(tmp_path / "i.nii.gz"))
     sitk.WriteImage(mask, str(tmp_path / "m.nii.gz"))
     job = CaseJob("TINY", "t2w", str(tmp_path / "i.nii.gz"), str(tmp_path / "m.nii.gz"), load_params(fast_params),
-                  None, 16, 1e-3, voxels=20)
+                  None, {"histogram_bins": 16}, 1e-3, voxels=20)
     jobs = [R.PerturbedJob(job, R.Perturbation(i, 1, volume_step=s), f"k{i}") for i, s in enumerate((-1, 0, 1))]
     results, hits = R.extract_perturbed_all(jobs, CaseCache(tmp_path / "cache"), 1, "loky", None)
     emptied = [r for r in results if r.get("emptied")]

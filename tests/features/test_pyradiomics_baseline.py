@@ -61,7 +61,7 @@ def test_presets_hold_the_recorded_settings(baseline):
 def test_every_baseline_value_within_3_percent(baseline):
     data, values, _ = baseline
     jobs = [CaseJob(case, "image", str(data / f"{case}_image.nrrd"), str(data / f"{case}_label.nrrd"),
-                    load_params(PRESETS / f"{config}.yaml"), None, 256, 1e-3, threads=1, key=f"{case}_{config}")
+                    load_params(PRESETS / f"{config}.yaml"), None, {"histogram_bins": 256}, 1e-3, threads=1, key=f"{case}_{config}")
             for case, config in sorted(values)]
     jobs.sort(key=lambda j: j.patient_id.startswith("lung"), reverse=True)  # big CT cases first
     results = {r["key"]: r for r in run_jobs(jobs, n_jobs=2, fn=extract_case)}

@@ -14,7 +14,7 @@ UNREACHABLE = "tcp://127.0.0.1:1"
 def test_unreachable_scheduler_same_error_for_features_and_classification(monkeypatch):
     pytest.importorskip("distributed")
     monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1.0)
-    job = CaseJob("P001", "t2w", "image.nii.gz", "mask.nii.gz", {}, None, 256, 1e-3)
+    job = CaseJob("P001", "t2w", "image.nii.gz", "mask.nii.gz", {}, None, {"histogram_bins": 256}, 1e-3)
     with pytest.raises(ConfigError) as features_err:
         list(run_jobs([job], 2, "dask", UNREACHABLE, fn=lambda j: {}))
     with pytest.raises(ConfigError) as classify_err:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..features.families import names as family_names
 from ..features.stage import category
 from ..files import write_json
 from ..layout import ABLATION
@@ -30,16 +31,20 @@ from .data import Table
 from .metrics import metric_intervals
 from .harmonize import BATCH_FEATURE
 
-SOURCES = ("clinical", "radiomics", "histogram")
 SHOWN = ("auc_macro", "accuracy", "balanced_accuracy")
 DEFINITION = ("the final model's tuning procedure (selector, k, grid, SMOTE, calibration) re-run on the columns of "
               "one source, same fitting and test patients, test metrics with bootstrap 95 % CIs; 'all' = the main "
               "run's final model")
 
 
+def sources() -> tuple[str, ...]:
+    """Clinical, radiomics, and each feature family of :mod:`cervirad.features.families`."""
+    return ("clinical", "radiomics", *family_names())
+
+
 def source_of(column: str, sequences: tuple[str, ...] = ()) -> str:
     cat = category(column, sequences)
-    return cat if cat in ("clinical", "histogram") else "radiomics"
+    return cat if cat == "clinical" or cat in family_names() else "radiomics"
 
 
 def importance_share(names: list[str], perm_mean, model_imp, sequences: tuple[str, ...] = ()) -> dict:
@@ -49,14 +54,14 @@ def importance_share(names: list[str], perm_mean, model_imp, sequences: tuple[st
 
     def share(values):
         if values is None:
-            return {s: None for s in SOURCES}
+            return {s: None for s in sources()}
         v = np.clip(np.asarray(values, dtype=float), 0, None)
         total = v.sum()
-        return {s: (float(v[src == s].sum() / total) if total > 0 else None) for s in SOURCES}
+        return {s: (float(v[src == s].sum() / total) if total > 0 else None) for s in sources()}
 
     perm, model = share(perm_mean), share(model_imp)
     return {s: {"n_selected": int((src == s).sum()), "permutation_share": perm[s], "model_share": model[s]}
-            for s in SOURCES}
+            for s in sources()}
 
 
 def columns_of(table: Table, source: str, sequences: tuple[str, ...] = ()) -> Table | None:
@@ -86,7 +91,7 @@ def ablation(fit: Table, test: Table, best: str, P_all: np.ndarray, ccfg, seed: 
     column of ``fit`` (``classification.min_icc``), cut to each source's columns."""
     one = replace(ccfg, models=(best,))
     rows = []
-    for source in SOURCES:
+    for source in sources():
         f, t = columns_of(fit, source, sequences), columns_of(test, source, sequences)
         if f is None:
             rows.append({"source": source, "model": best, "n_columns": 0, "note": "no column of this source"})

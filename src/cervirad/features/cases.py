@@ -6,12 +6,12 @@ finish and the stage lists it in ``errors.csv``.
 
 Cache: ``<run>/cache/features/<key>.json`` with ``key`` = hash of the image file, the mask
 file, the PyRadiomics parameters, the cervirad settings that change values (sub-bands,
-histogram bins, tolerance) and the PyRadiomics version. It lives outside the stage's staged
+the families' settings, tolerance) and the PyRadiomics version. It lives outside the stage's staged
 output so it survives reruns; entries are written atomically as results arrive, so a crash
 keeps every finished case.
 
 Parallelism (:func:`extract_jobs`): with several workers a case is cut into PARTS, one per
-feature computation of PyRadiomics' order — part 0 = shape + histogram + diagnostics, then one
+feature computation of PyRadiomics' order — part 0 = shape + feature families + diagnostics, then one
 per image type (LoG: one per sigma; the wavelet: one for all kept sub-bands, which share one
 transform) — so one very large lesion no longer holds a worker alone at the end. Parts run
 largest case first (part 0, the superlinear shape features, first within a case) on a joblib
@@ -37,6 +37,7 @@ import numpy as np
 
 from ..files import hash_obj, read_json
 from ..parallel import dask_client
+from .families import cache_fields, compute_families
 from ..files import file_hash, write_json
 
 CODE_VERSION = 1  # bump when extraction code changes values, to invalidate caches
@@ -50,7 +51,7 @@ class CaseJob:
     mask: str
     params: dict
     subbands: Optional[tuple[str, ...]]
-    histogram_bins: int
+    family_settings: dict  # the features config values the families of .families read, by key
     tolerance: float
     # False for a sequence acquired on another grid than the mask (resampled onto it)
     same_grid_required: bool = True
@@ -70,7 +71,7 @@ def case_key(job: CaseJob) -> str:
     return hash_obj({
         "patient": job.patient_id, "sequence": job.sequence,
         "image": file_hash(job.image), "mask": file_hash(job.mask), "params": job.params,
-        "subbands": job.subbands, "bins": job.histogram_bins, "tolerance": job.tolerance,
+        "subbands": job.subbands, **cache_fields(job.family_settings), "tolerance": job.tolerance,
         "same_grid": job.same_grid_required, "radiomics": radiomics_version, "code": CODE_VERSION,
     })
 
@@ -118,10 +119,9 @@ def _check_mask(job: CaseJob, mask_arr: np.ndarray, label: int) -> np.ndarray:
 
 
 def extract_case(job: CaseJob) -> dict:
-    """Radiomics + histogram features of one job; ``{"error": ...}`` instead of raising."""
+    """Radiomics + family (:mod:`.families`) features of one job; ``{"error": ...}`` instead of raising."""
     import SimpleITK as sitk
 
-    from .histogram import lesion_histogram_features
     from .radiomics_ext import extract_radiomics
 
     t0 = time.perf_counter()
@@ -132,12 +132,12 @@ def extract_case(job: CaseJob) -> dict:
         image, mask = _load_case(job)
         label = int(job.params.get("setting", {}).get("label", 1))
         roi = _check_mask(job, sitk.GetArrayViewFromImage(mask), label)
-        hist = lesion_histogram_features(sitk.GetArrayViewFromImage(image), roi, job.histogram_bins)
+        families = compute_families(sitk.GetArrayViewFromImage(image), roi, job.family_settings)
         feats, diag = extract_radiomics(image, mask, job.params, job.subbands)
     except Exception as e:  # one failing case must not stop the others
         out["error"] = _error_message(job, e)
         return out
-    out.update(features={**feats, **hist}, diagnostics=diag, mask_voxels=int(roi.sum()),
+    out.update(features={**feats, **families}, diagnostics=diag, mask_voxels=int(roi.sum()),
                seconds=round(time.perf_counter() - t0, 3))
     return out
 
@@ -152,7 +152,7 @@ def _error_message(job: CaseJob, e: Exception) -> str:
 # --------------------------------------------------------------------------- parts of a case
 @dataclass(frozen=True)
 class CasePart:
-    """One piece of a case's extraction: ``unit`` None = shape + histogram + diagnostics (part 0),
+    """One piece of a case's extraction: ``unit`` None = shape + families + diagnostics (part 0),
     else ``(image type, custom arguments)`` of :func:`~.radiomics_ext.image_units`."""
 
     job: CaseJob
@@ -163,7 +163,7 @@ class CasePart:
 
 
 def case_parts(job: CaseJob, case: int) -> list[CasePart]:
-    """Part 0 (shape, histogram, diagnostics) and one part per image unit, in PyRadiomics' order."""
+    """Part 0 (shape, families, diagnostics) and one part per image unit, in PyRadiomics' order."""
     from .radiomics_ext import image_units
 
     units = image_units(job.params)
@@ -198,7 +198,6 @@ def extract_part(part: CasePart) -> dict:
     """Features of one part; ``{"error": ...}`` instead of raising (as :func:`extract_case`)."""
     import SimpleITK as sitk
 
-    from .histogram import lesion_histogram_features
     from .radiomics_ext import compute_shape, compute_unit
 
     t0 = time.perf_counter()
@@ -212,9 +211,9 @@ def extract_part(part: CasePart) -> dict:
             image, mask = _load_case(job)
             label = int(job.params.get("setting", {}).get("label", 1))
             roi = _check_mask(job, sitk.GetArrayViewFromImage(mask), label)
-            hist = lesion_histogram_features(sitk.GetArrayViewFromImage(image), roi, job.histogram_bins)
+            families = compute_families(sitk.GetArrayViewFromImage(image), roi, job.family_settings)
             prep = _prepared(job, (image, mask))
-            out.update(features=compute_shape(prep), histogram=hist, diagnostics=prep.diagnostics,
+            out.update(features=compute_shape(prep), families=families, diagnostics=prep.diagnostics,
                        mask_voxels=int(roi.sum()))
         else:
             out["features"] = compute_unit(_prepared(job), *part.unit, job.subbands)
@@ -226,7 +225,7 @@ def extract_part(part: CasePart) -> dict:
 
 def merge_parts(parts: list[dict]) -> dict:
     """The parts of one case -> the result dict of :func:`extract_case` (features in PyRadiomics'
-    order, histogram last); the first failing part's error when any failed."""
+    order, the families of :mod:`.families` last); the first failing part's error when any failed."""
     parts = sorted(parts, key=lambda r: r["part"])
     head = parts[0]
     out: dict[str, Any] = {k: head[k] for k in ("patient_id", "sequence", "key")}
@@ -237,7 +236,7 @@ def merge_parts(parts: list[dict]) -> dict:
     features: dict[str, float] = {}
     for r in parts:
         features.update(r["features"])
-    out.update(features={**features, **head["histogram"]}, diagnostics=head["diagnostics"],
+    out.update(features={**features, **head["families"]}, diagnostics=head["diagnostics"],
                mask_voxels=head["mask_voxels"], seconds=round(sum(r["seconds"] for r in parts), 3))
     if any("timing" in r for r in parts):  # a benchmark's worker timings, passed through
         out["timings"] = [r["timing"] for r in parts if "timing" in r]

@@ -133,7 +133,7 @@ def run_check(phantom_dir: str | Path, reference_csv: str | Path, params_path: s
 
     phantom_dir = Path(phantom_dir)
     job = CaseJob("ibsi_digital_phantom", "image", str(phantom_dir / "image" / "phantom.nii.gz"),
-                  str(phantom_dir / "mask" / "mask.nii.gz"), load_params(params_path), None, 256, 1e-3)
+                  str(phantom_dir / "mask" / "mask.nii.gz"), load_params(params_path), None, {"histogram_bins": 256}, 1e-3)
     res = extract_case(job)
     if "error" in res:
         raise RuntimeError(res["error"])

@@ -49,6 +49,7 @@ import pandas as pd
 
 from ..files import hash_obj
 from .cases import CaseCache, CaseJob, case_key, extract_case, run_jobs
+from .families import family_of
 
 log = logging.getLogger(__name__)
 
@@ -381,11 +382,12 @@ def perturbed_values(results: list[dict], columns: list[str], sequences: tuple[s
 
 
 def image_type(column: str, sequences: tuple[str, ...] = ()) -> str:
-    """``original``, ``wavelet-LLL``, ``log-sigma-...`` (radiomics) or ``histogram``; ``t2w:`` prefixed with
+    """``original``, ``wavelet-LLL``, ``log-sigma-...`` (radiomics) or a feature family's name (``histogram``); ``t2w:`` prefixed with
     several sequences."""
     head, _, rest = column.partition("_")
     seq, name = (head, rest) if head in sequences else ("", column)
-    kind = "histogram" if name.startswith("hist_") else name.split("_")[0]
+    family = family_of(name)
+    kind = family.name if family is not None else name.split("_")[0]
     return f"{seq}:{kind}" if seq else kind
 
 

@@ -38,11 +38,12 @@ from ..layout import (COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV,
 from ..rundir import RunDir, StageContext
 from . import clinical as clin
 from .cases import CaseCache, CaseJob, case_key, extract_jobs, label_voxels
+from .families import family_of, family_settings, names as family_names
 from .radiomics_ext import check_subbands, load_params, resolve_params_path
 
 log = logging.getLogger(__name__)
 
-CATEGORIES = ("clinical", "shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "histogram")
+RADIOMICS_CLASSES = ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 ERROR_COLUMNS = ["patient_id", "sequence", "step", "message"]
 
 
@@ -71,7 +72,7 @@ def build_jobs(cfg: Config, cohort: Cohort, masks_dir: Path, masks: str, params:
                 errors.append(_err(p.id, seq, "image", f"Missing {seq} for case '{p.id}': the manifest cell is "
                                    "empty; add the file or remove the sequence from features.sequences."))
                 continue
-            jobs.append(CaseJob(p.id, seq, str(image), str(mask), params, subbands, fc.histogram_bins,
+            jobs.append(CaseJob(p.id, seq, str(image), str(mask), params, subbands, family_settings(fc),
                                 cfg.data.geometry_tolerance, same_grid_required=(seq == reference),
                                 threads=1 if n_jobs > 1 else 0, voxels=voxels))
     jobs.sort(key=lambda j: (-j.voxels, j.patient_id, j.sequence))
@@ -112,7 +113,7 @@ def extract_all(jobs: list[CaseJob], cache: CaseCache, n_jobs: int, backend: str
 
 # --------------------------------------------------------------------------- the table
 def category(column: str, sequences: tuple[str, ...] = ()) -> str:
-    """Category of a feature column: clinical, histogram, or the radiomics class.
+    """Category of a feature column: clinical, a feature family (:mod:`.families`), or the radiomics class.
 
     ``sequences``: the sequence prefixes in use (several sequences), stripped first.
     """
@@ -120,8 +121,9 @@ def category(column: str, sequences: tuple[str, ...] = ()) -> str:
         return "clinical"
     head, _, rest = column.partition("_")
     name = rest if head in sequences else column
-    if name.startswith("hist_"):
-        return "histogram"
+    family = family_of(name)
+    if family is not None:
+        return family.name
     parts = name.split("_")
     return parts[1] if len(parts) >= 3 else "other"
 
@@ -159,8 +161,8 @@ def _column_order(results: list[dict], sequences: tuple[str, ...], prefix: bool)
 
 
 def column_counts(columns: list[str], sequences: tuple[str, ...] = ()) -> dict[str, int]:
-    """Feature columns per category (:data:`CATEGORIES`), plus ``total``."""
-    counts = {c: 0 for c in CATEGORIES}
+    """Feature columns per category (clinical, each radiomics class, each feature family), plus ``total``."""
+    counts = {c: 0 for c in ("clinical", *RADIOMICS_CLASSES, *family_names())}
     for col in columns:
         cat = category(col, sequences)
         counts[cat] = counts.get(cat, 0) + 1
