@@ -71,12 +71,9 @@ def ensemble_checkpoint(fold_models: list[Path], held_out: list[list[str]], read
 
 def plot_fold_curves(logs: list[pd.DataFrame], path: Path, title: str) -> Path:
     """Validation Dice (each fold on its held-out patients) and training loss per epoch, one line per fold."""
-    import matplotlib
+    from ..plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..plotting import save_figure
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     for i, df in enumerate(logs):

@@ -91,12 +91,9 @@ def _pick_overlays(pool: list[dict], n: int) -> list[dict]:
 
 def save_overlays(overlays: list[dict], out_dir: Path, title: str) -> list[Path]:
     """One PNG per slice: the image with the reference (green) and predicted (red) contours."""
-    import matplotlib
+    from ..plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..plotting import save_figure
+    plt = pyplot()
 
     paths = []
     for o in overlays:

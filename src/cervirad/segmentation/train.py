@@ -437,12 +437,9 @@ class TrainJob:
 
 def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
     """Loss (train, val) and validation Dice per epoch."""
-    import matplotlib
+    from ..plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..plotting import save_figure
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     a.plot(df.epoch, df.train_loss, "o-", label="train")
