@@ -263,7 +263,8 @@ def compare_recipes(a: argparse.Namespace, work: Path, prep: Path, base, splits:
     import yaml
 
     from cervirad.segmentation.metrics import summarise
-    from cervirad.segmentation.plan import apply_decisions, make_plan, probe_seconds_per_sample
+    from cervirad.segmentation.budget import probe_seconds_per_sample
+    from cervirad.segmentation.plan import apply_decisions, make_plan
 
     recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
     bad = [r for r in recipes if parse_recipe(r)[0] not in RECIPES]

@@ -264,7 +264,8 @@ def shift_check(dev: Layout, run: RunDir, card: dict) -> dict:
     and development predicted masks vs external predicted masks. The development run extracts predicted-mask
     features for its TEST patients only (no out-of-fold predicted masks of its fitting patients exist), so the
     predicted-vs-predicted comparison uses the development test patients, and says so."""
-    from .shift import clinical_shift, feature_shift, fingerprint_shift, shift_warnings
+    from .shift import clinical_shift, feature_shift, fingerprint_shift
+    from .shift_warnings import shift_warnings
 
     dev_fp = read_json(dev.fingerprint)
     ext_fp = read_json(run.fingerprint)

@@ -324,7 +324,7 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
     from .files import file_hash
     from .layout import OVERLAYS, RELATIVE
     from .segmentation import evaluate_run
-    from .segmentation.infer import read_checkpoint
+    from .segmentation.checkpoint import read_checkpoint
 
     watch_workers()
     with run.session(cfg, cohort_identity(cfg), inputs=input_paths(cfg)):

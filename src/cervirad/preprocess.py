@@ -52,7 +52,6 @@ def body_mask(arr: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- orientation and grids
 CANONICAL = "LPS"  # x to the patient's left, y posterior, z superior: the identity direction
-SLICE_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}  # numpy axis (z, y, x) the slices are cut along
 # (rows, columns) of a slice as numpy axes of the canonical (z, y, x) volume
 _SLICE_ORDER = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
 

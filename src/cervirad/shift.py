@@ -8,7 +8,8 @@ Pure functions; ``cervirad evaluate`` calls them before it trusts any external n
   externally are listed by name, never dropped).
 * :func:`clinical_shift` compares the encoded clinical columns (``clin_*``) of two feature tables.
 * :func:`feature_shift` ranks features by standardised mean difference, with the two-sample KS test.
-* :func:`shift_warnings` condenses all of it into one line per kind, for the log and the report.
+* :func:`cervirad.shift_warnings.shift_warnings` condenses all of it into one line per kind, for the log and the
+  report.
 
 Every comparison is a row ``{"kind", "item", "development", "external", "shift", "flag"}`` (some
 rows carry a few more keys, e.g. ``"unit"``, ``"development_range"``, ``"note"``). ``shift`` is a
@@ -75,13 +76,11 @@ OUTSIDE_FRACTION = 0.10
 
 AXES = ("x", "y", "z")  # image index axes, as SimpleITK orders spacing and size
 PERCENTILES = (("p0_5", "p0.5"), ("p50", "p50"), ("p99_5", "p99.5"))
-KIND_ORDER = ("sequences", "spacing", "field_of_view", "orientation", "intensity", "lesion_volume",
-              "class_mix", "clinical", "features")
-KIND_TITLE = {"field_of_view": "field of view", "lesion_volume": "lesion volume", "class_mix": "class mix"}
 
 
 # --------------------------------------------------------------------------- small helpers
-def _num(v: Any) -> float:
+def to_float(v: Any) -> float:
+    """``v`` as a float; NaN when it is not a number."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -105,7 +104,7 @@ def _row(kind: str, item: str, dev: Any, ext: Any, shift: float, flag: bool, **e
 
 def _per_patient(fp: dict, seq: str, key: str) -> np.ndarray:
     """One per-patient fact of a sequence across the fingerprint's patients (finite values only)."""
-    vals = [_num((p.get(seq) or {}).get(key)) for p in fp.get("patients") or [] if isinstance(p.get(seq), dict)]
+    vals = [to_float((p.get(seq) or {}).get(key)) for p in fp.get("patients") or [] if isinstance(p.get(seq), dict)]
     a = np.asarray(vals, dtype=float)
     return a[np.isfinite(a)]
 
@@ -116,12 +115,12 @@ def _fov_per_axis(fp: dict, seq: str) -> list[float]:
     for p in fp.get("patients") or []:
         f = p.get(seq)
         if isinstance(f, dict) and f.get("size") and f.get("spacing"):
-            fovs.append([_num(n) * _num(s) for n, s in zip(f["size"], f["spacing"])])
+            fovs.append([to_float(n) * to_float(s) for n, s in zip(f["size"], f["spacing"])])
     if fovs:
         return np.nanmedian(np.asarray(fovs, dtype=float), axis=0).tolist()
     s = fp["sequences"][seq]
     size, spacing = s.get("size_median") or [], s.get("spacing_median") or []
-    return [_num(n) * _num(sp) for n, sp in zip(size, spacing)]
+    return [to_float(n) * to_float(sp) for n, sp in zip(size, spacing)]
 
 
 def orientation_code(direction: Iterable[float]) -> str:
@@ -195,13 +194,13 @@ def fingerprint_shift(dev: dict, ext: dict) -> list[dict]:
     for seq in common:  # spacing and field of view, per image axis
         d, e = dseq[seq], eseq[seq]
         for i, (ds, es) in enumerate(zip(d.get("spacing_median") or [], e.get("spacing_median") or [])):
-            ds, es = _num(ds), _num(es)
+            ds, es = to_float(ds), to_float(es)
             r = _rel(ds, es)
             rows.append(_row("spacing", f"{seq} spacing {AXES[i]}", ds, es, r, abs(r) > SIZE_REL, unit="mm",
-                             development_range=[_num((d.get("spacing_min") or [math.nan] * 3)[i]),
-                                                _num((d.get("spacing_max") or [math.nan] * 3)[i])],
-                             external_range=[_num((e.get("spacing_min") or [math.nan] * 3)[i]),
-                                             _num((e.get("spacing_max") or [math.nan] * 3)[i])]))
+                             development_range=[to_float((d.get("spacing_min") or [math.nan] * 3)[i]),
+                                                to_float((d.get("spacing_max") or [math.nan] * 3)[i])],
+                             external_range=[to_float((e.get("spacing_min") or [math.nan] * 3)[i]),
+                                             to_float((e.get("spacing_max") or [math.nan] * 3)[i])]))
     for seq in common:
         for i, (df_, ef) in enumerate(zip(_fov_per_axis(dev, seq), _fov_per_axis(ext, seq))):
             r = _rel(df_, ef)
@@ -219,13 +218,13 @@ def fingerprint_shift(dev: dict, ext: dict) -> list[dict]:
 
     for seq in common:  # intensity percentiles in development spreads; the dynamic range as a ratio
         d, e = dseq[seq], eseq[seq]
-        drange = _num(d.get("intensity_p99_5_median")) - _num(d.get("intensity_p0_5_median"))
-        erange = _num(e.get("intensity_p99_5_median")) - _num(e.get("intensity_p0_5_median"))
+        drange = to_float(d.get("intensity_p99_5_median")) - to_float(d.get("intensity_p0_5_median"))
+        erange = to_float(e.get("intensity_p99_5_median")) - to_float(e.get("intensity_p0_5_median"))
         floor = INTENSITY_RANGE_FLOOR * abs(drange) if math.isfinite(drange) else 0.0
         limit = max(INTENSITY_SPREADS, chance_z(len(PERCENTILES)) * 1.25
                     * _se_scale(_n(dev, seq), _n(ext, seq)))
         for key, name in PERCENTILES:
-            dv, ev = _num(d.get(f"intensity_{key}_median")), _num(e.get(f"intensity_{key}_median"))
+            dv, ev = to_float(d.get(f"intensity_{key}_median")), to_float(e.get(f"intensity_{key}_median"))
             spread = max(_iqr_sd(_per_patient(dev, seq, key)), floor)
             dist = _ratio(ev - dv, spread)
             rows.append(_row("intensity", f"{seq} intensity {name}", dv, ev, dist, abs(dist) > limit,
@@ -236,17 +235,17 @@ def fingerprint_shift(dev: dict, ext: dict) -> list[dict]:
 
     dl, el = dev.get("lesion_volume_ml") or {}, ext.get("lesion_volume_ml") or {}
     if dl and el:
-        dm, em = _num(dl.get("median")), _num(el.get("median"))
+        dm, em = to_float(dl.get("median")), to_float(el.get("median"))
         r = _rel(dm, em)
-        outside = math.isfinite(em) and not (_num(dl.get("min")) <= em <= _num(dl.get("max")))
+        outside = math.isfinite(em) and not (to_float(dl.get("min")) <= em <= to_float(dl.get("max")))
         log_ratio = math.log(em / dm) if dm > 0 and em > 0 else math.nan
         dlog = np.log(_lesions(dev))
         limit = max(math.log(RANGE_RATIO), chance_z() * 1.25 * _iqr_sd(dlog)
                     * _se_scale(int(dev.get("n_with_mask") or dlog.size), int(ext.get("n_with_mask") or 0)))
         rows.append(_row("lesion_volume", "lesion volume median", dm, em, r,
                          outside or (math.isfinite(log_ratio) and abs(log_ratio) > limit),
-                         unit="ml", development_range=[_num(dl.get("min")), _num(dl.get("max"))],
-                         external_range=[_num(el.get("min")), _num(el.get("max"))],
+                         unit="ml", development_range=[to_float(dl.get("min")), to_float(dl.get("max"))],
+                         external_range=[to_float(el.get("min")), to_float(el.get("max"))],
                          threshold=[math.exp(-limit), math.exp(limit)],
                          note="external median outside the development range" if outside else ""))
 
@@ -295,7 +294,7 @@ def _n(fp: dict, seq: str) -> int:
 
 
 def _lesions(fp: dict) -> np.ndarray:
-    a = np.asarray([_num(p.get("lesion_ml")) for p in fp.get("patients") or []], dtype=float)
+    a = np.asarray([to_float(p.get("lesion_ml")) for p in fp.get("patients") or []], dtype=float)
     return a[np.isfinite(a) & (a > 0)]
 
 
@@ -379,74 +378,3 @@ def feature_shift(dev: pd.DataFrame, ext: pd.DataFrame, features: list[str]) -> 
     table["flag"] = (big | ks).fillna(False).astype(bool)
     order = table["smd"].abs().fillna(-1.0).sort_values(ascending=False, kind="stable").index
     return table.loc[order].reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- warnings
-def _fmt(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    f = _num(v)
-    if math.isnan(f):
-        return "n/a" if v is None or isinstance(v, float) else str(v)
-    if math.isfinite(f) and abs(f) >= 1000:
-        return f"{f:.0f}"
-    return f"{f:.3g}"  # inf -> "inf"
-
-
-def _describe(row: dict) -> str:
-    kind, unit = row["kind"], row.get("unit", "")
-    d, e, s = row["development"], row["external"], row["shift"]
-    if kind in ("spacing", "field_of_view", "lesion_volume"):
-        pct = f" ({s * 100:+.0f} %)" if math.isfinite(s) else ""
-        return f"{row['item']} {_fmt(d)} vs {_fmt(e)} {unit}{pct}"
-    if kind == "intensity":
-        if row["item"].endswith("range p0.5-p99.5"):
-            ratio = f" (x{_fmt(e / d)})" if isinstance(d, float) and d and math.isfinite(d) else ""
-            return f"{row['item']} {_fmt(d)} vs {_fmt(e)}{ratio}"
-        return f"{row['item']} {_fmt(d)} vs {_fmt(e)} ({_fmt(s)} development spreads)"
-    if kind in ("class_mix", "orientation"):
-        return f"{row['item']} {_fmt(d)} vs {_fmt(e)}"
-    if kind == "clinical":
-        if row.get("note"):
-            return f"{row['item']} {row['note']}"
-        return (f"{row['item']} mean {_fmt(d)} vs {_fmt(e)}, range {_fmt(row.get('development_range'))} vs "
-                f"{_fmt(row.get('external_range'))} (SMD {_fmt(s)})")
-    return f"{row['item']}: development {d}, external {e}"
-
-
-def _rank(row: dict) -> float:
-    s = _num(row.get("shift"))
-    return abs(s) if not math.isnan(s) else math.inf  # unmeasurable (absent/unseen) first
-
-
-def shift_warnings(rows: list[dict], feature_table: pd.DataFrame | None = None, top: int = 5) -> list[str]:
-    """One line per kind with flagged rows (development value first, then external), the largest
-    ``top`` shifts named; the feature line counts flagged features and names the largest. Empty
-    when nothing is flagged (a same-site cohort)."""
-    lines = []
-    by_kind: dict[str, list[dict]] = {}
-    for r in rows or []:
-        if r.get("flag"):
-            by_kind.setdefault(r["kind"], []).append(r)
-    kinds = [k for k in KIND_ORDER if k in by_kind] + sorted(k for k in by_kind if k not in KIND_ORDER)
-    for kind in kinds:
-        flagged = sorted(by_kind[kind], key=_rank, reverse=True)
-        # explicitly named classes (absent / unseen) always shown, whatever ``top``
-        named = [r for r in flagged if r.get("note")] if kind == "class_mix" else []
-        shown = named + [r for r in flagged if r not in named][:max(0, top - len(named))]
-        more = len(flagged) - len(shown)
-        text = "; ".join(_describe(r) for r in shown) + (f"; and {more} more" if more > 0 else "")
-        lines.append(f"shift: {KIND_TITLE.get(kind, kind)} (development vs external) — {text}")
-    if feature_table is not None and len(feature_table):
-        ft = feature_table
-        n_flag = int(ft["flag"].sum()) if "flag" in ft else 0
-        if n_flag:
-            thr = ft["threshold"] if "threshold" in ft else SMD_FLAG
-            big = int((ft["flag"] & (ft["smd"].abs() > thr)).sum())
-            largest = ft[ft["flag"]].head(max(1, top))
-            names = ", ".join(f"{r.feature} SMD {_fmt(r.smd)} (KS {_fmt(r.ks_stat)})" for r in largest.itertuples())
-            extra = n_flag - big
-            lines.append(f"shift: features — {n_flag} of {len(ft)} features shifted ({big} with |SMD| > "
-                         f"{_fmt(float(np.max(thr)))}" + (f", {extra} by KS only" if extra > 0 else "")
-                         + f"); largest: {names}")
-    return lines

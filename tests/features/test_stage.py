@@ -11,12 +11,11 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from cervirad import features
-from cervirad.pathology import LABEL, pathologic_typing
-from cervirad.splits import load_splits, split_of
 from cervirad.errors import InputError
 from cervirad.io import read_clinical
+from cervirad.pathology import LABEL, pathologic_typing
 from cervirad.rundir import RunDir
+from cervirad.splits import load_splits, split_of
 from tests.conftest import REPO
 
 PAPER_COUNTS = {"clinical": 8, "shape": 14, "firstorder": 162, "glcm": 216, "glrlm": 144, "glszm": 144,
@@ -94,8 +93,9 @@ def test_side_files(paper_run):
     diag = pd.read_csv(out / "diagnostics.csv")
     assert len(diag) == 12 and "diagnostics_Versions_PyRadiomics" in diag.columns
     assert pd.read_csv(out / "errors.csv").empty
-    table, predictors = features.load_features(out.parent)
-    assert predictors == cols["predictors"] and len(table) == 12
+    table = pd.read_parquet(out / "features.parquet")
+    assert len(table) == 12 and set(cols["predictors"]) <= set(table.columns)
+    assert not set(cols["excluded_from_predictors"]) & set(cols["predictors"])
 
 
 def test_rerun_is_served_from_the_cache(paper_run):

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cervirad.shift import (clinical_shift, feature_shift, fingerprint_shift, orientation_code, shift_warnings)
+from cervirad.shift import clinical_shift, feature_shift, fingerprint_shift, orientation_code
+from cervirad.shift_warnings import shift_warnings
 from cervirad.validate import _fingerprint
 
 SEQS = ("t2w", "adc")

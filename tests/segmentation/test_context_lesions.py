@@ -83,7 +83,7 @@ def test_restoration_never_empties_a_one_lesion_mask():
 
 
 def test_budget_is_split_across_the_models_of_the_stage():
-    from cervirad.segmentation.plan import budget_split
+    from cervirad.segmentation.budget import budget_split
 
     cfg = Config().with_overrides(["segmentation.budget_minutes=45", "segmentation.also_train_unet=true",
                                    "segmentation.pretrain_minutes=2"])
@@ -109,7 +109,7 @@ def test_plan_writes_the_split_and_a_context_from_the_slice_spacing():
 
 
 def test_replan_follows_the_measured_epoch_time():
-    from cervirad.segmentation.train import replanned_epochs
+    from cervirad.segmentation.optim import replanned_epochs
 
     # planned 10 epochs of 6 s in a 60 s budget; the first real epoch took 12 s: 4 more fit (48 s left)
     assert replanned_epochs(1, 12.0, 12.0, 60.0, 100) == 5

@@ -8,11 +8,11 @@ import torch
 
 from cervirad.splits import load_splits
 from cervirad.preprocess import load_patient_slices
+from cervirad.segmentation.checkpoint import checkpoint_header, read_checkpoint, save_checkpoint
 from cervirad.segmentation.cost import DICE_PER_DOUBLING, TARGET_SECONDS, decide, measure, worth_it
 from cervirad.segmentation.folds import ensemble_checkpoint
-from cervirad.segmentation.infer import load_model, predict_slices, read_checkpoint
+from cervirad.segmentation.infer import load_model, predict_slices
 from cervirad.segmentation.model import build_model
-from cervirad.segmentation.train import checkpoint_header, save_checkpoint
 from cervirad.segmentation.tta import mirrored, plain_and_mirrored
 
 

@@ -9,7 +9,7 @@ from cervirad.segmentation.deeplab import ASPP, DeepLabV3, matched_deeplab_base
 from cervirad.segmentation.infer import load_model, predict_slices, segment_paths
 from cervirad.segmentation.losses import segmentation_loss
 from cervirad.segmentation.model import ARCHITECTURES, CRFE, NETWORKS, build_model, count_parameters
-from cervirad.segmentation.train import build_network, checkpoint_header, network_options, save_checkpoint
+from cervirad.segmentation.checkpoint import build_network, checkpoint_header, network_options, save_checkpoint
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 64, 64), (1, 3, 50, 70), (1, 2, 33, 17)])

@@ -7,11 +7,12 @@ import torch
 
 from cervirad.errors import InputError
 from cervirad.pipeline import run_stages
+from cervirad.segmentation.checkpoint import FORMAT, checkpoint_header, read_checkpoint, save_checkpoint
 from cervirad.segmentation.folds import ensemble_checkpoint, fold_parts, run_fold_parts
-from cervirad.segmentation.infer import FORMAT, LoadedModel, load_model, predict_slices, read_checkpoint
+from cervirad.segmentation.infer import LoadedModel, load_model, predict_slices
 from cervirad.segmentation.model import (CRFE, UNet, build_model, count_parameters, matched_unet_width,
                                          optimise_for_inference, predict_proba)
-from cervirad.segmentation.train import Trainer, checkpoint_header, save_checkpoint
+from cervirad.segmentation.train import Trainer
 
 
 def _unet(seed):

@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 from cervirad.cli import app
 from cervirad.config import load_config
 from cervirad.errors import InputError
+from cervirad.segmentation.checkpoint import checkpoint_header, save_checkpoint
 from cervirad.segmentation.infer import discover_cases, load_model, segment_paths, select_component
 from cervirad.segmentation.model import build_model
-from cervirad.segmentation.train import checkpoint_header, save_checkpoint
 
 
 def _checkpoint(path, arch="crfe", channels=1, header_arch=None, header_channels=None, recurrence="rows+cols"):

@@ -7,7 +7,7 @@ import yaml
 
 from cervirad.config import STRIDE, Config, load_config
 from cervirad.errors import ConfigError
-from cervirad.segmentation import plan as P
+from cervirad.segmentation import budget as B, plan as P
 from cervirad.target_spacing import cohort_geometry, planned_spacing, target_spacing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,12 +71,12 @@ def test_batch_from_memory_and_dataset_share():
 
 
 def test_budget_to_epochs():
-    s = P.plan_schedule(10, 0.1, n_train_slices=300, n_val_slices=200, val_pixels_ratio=1.0, batch=8, max_epochs=100)
+    s = B.plan_schedule(10, 0.1, n_train_slices=300, n_val_slices=200, val_pixels_ratio=1.0, batch=8, max_epochs=100)
     # an epoch: 300 samples x 0.1 s = 30 s + 200 val slices x 0.1/3 s = 6.7 s -> 600 s // 36.7 s = 16
     assert s["segmentation.max_train_slices_per_epoch"][0] == 300 and s["segmentation.max_val_slices"][0] == 200
     assert s["segmentation.epochs"][0] == 16
-    assert P.plan_schedule(10, 0.1, 300, 200, 1.0, 8, max_epochs=5)["segmentation.epochs"][0] == 5
-    long = P.plan_schedule(1, 0.1, 10_000, 10_000, 1.0, 8, 100)  # an epoch is at most 1/10 of the budget
+    assert B.plan_schedule(10, 0.1, 300, 200, 1.0, 8, max_epochs=5)["segmentation.epochs"][0] == 5
+    long = B.plan_schedule(1, 0.1, 10_000, 10_000, 1.0, 8, 100)  # an epoch is at most 1/10 of the budget
     assert long["segmentation.max_train_slices_per_epoch"][0] == 60
     assert long["segmentation.max_val_slices"][0] == 45  # 25 % of 6 s = 1.5 s at 1/30 s per slice
     assert long["segmentation.epochs"][0] == 8  # 60 s // 7.5 s
@@ -167,7 +167,7 @@ def test_plan_stage_round_trip(tmp_path):
 def test_sgd_and_poly_are_nnunets():
     import torch
 
-    from cervirad.segmentation.train import make_optimizer, make_scheduler
+    from cervirad.segmentation.optim import make_optimizer, make_scheduler
 
     net = torch.nn.Linear(2, 1)
     opt = make_optimizer(net, "sgd", 0.01)
@@ -215,7 +215,7 @@ def test_a_small_budget_plans_adam_instead_of_sgd():
 def test_probe_times_a_training_step():
     cfg = Config().with_overrides(["segmentation.lstm_hidden=8", "segmentation.deep_supervision=true",
                                    "segmentation.augmentation.elastic_p=1.0"])
-    s = P.probe_seconds_per_sample(cfg, "crfe", 1, 32, "cpu")
+    s = B.probe_seconds_per_sample(cfg, "crfe", 1, 32, "cpu")
     assert 0 < s < 60
 
 

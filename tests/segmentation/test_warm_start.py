@@ -9,7 +9,8 @@ from tests.conftest import require_shared
 def test_warm_start_never_reads_a_test_patient_or_a_mask(seg_run, tmp_path, monkeypatch):
     from cervirad.splits import load_splits
     from cervirad.segmentation import pretrain as PT
-    from cervirad.segmentation.train import TrainJob, read_checkpoint_any
+    from cervirad.segmentation.checkpoint import read_checkpoint_any
+    from cervirad.segmentation.train import TrainJob
 
     cfg, run = seg_run
     cfg = cfg.with_overrides(["segmentation.pretrain_minutes=0.02", "segmentation.context_slices=1"])

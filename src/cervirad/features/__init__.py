@@ -2,7 +2,10 @@
 features and 8 clinical variables per patient, with the label ``Pathologic_typing``.
 
 Stage functions: :func:`.stage.run_manual` and :func:`.stage.run_predicted` (stages ``features``
-and ``features-predicted`` of :mod:`cervirad.stages`); see :mod:`.stage` for the outputs.
+and ``features-predicted`` of :mod:`cervirad.stages`); see :mod:`.stage` for the outputs, and
+:func:`summary` for the command line's one line about them. Modules: :mod:`.cases` (one patient's
+extraction, cached), :mod:`.radiomics_ext` (PyRadiomics), :mod:`.histogram`, :mod:`.clinical`,
+:mod:`.ibsi` (the IBSI phantom check), :mod:`.perturbation` (perturbation robustness, ICC).
 Heavy libraries (PyRadiomics, OpenCV, joblib, dask) are imported inside the functions.
 """
 from __future__ import annotations
@@ -10,23 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import read_json
-def load_features(run_path: str | Path, masks: str = "manual"):
-    """The feature table and its predictor columns: ``(DataFrame, list[str])``.
-
-    Predictors exclude the columns ``columns.json`` lists as ``excluded_from_predictors``
-    (treatment variables unless ``features.include_treatment``).
-    """
-    import pandas as pd
-
-    from ..errors import InputError
-    from ..layout import COLUMNS, Layout
-
-    run = Layout(run_path)
-    table, columns = run.features_table(masks), run.features_dir(masks) / COLUMNS
-    if not table.is_file() or not columns.is_file():
-        raise InputError(f"Run directory '{run_path}' has no {table.relative_to(run.root)}; run "
-                         f"`cervirad extract-features --masks {masks}` first.")
-    return pd.read_parquet(table), read_json(columns)["predictors"]
 
 
 def summary(folder: str | Path) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 
-NAMES = ("mean", "std", "skewness", "kurtosis", "energy", "entropy", "median", "mode", "iqr")
 WINDOW_PERCENTILES = (0.5, 99.5)
 
 

@@ -9,8 +9,8 @@ Entry points:
   network (``segmentation.model``); every network trained beside it (``segmentation.compare``,
   ``also_train_unet``) gets ``segmentation/<name>/`` (its masks in ``segmentation/<name>/masks/``)
   and ``segmentation/comparison.csv`` lists them all; ``model: auto`` trains every candidate
-  beside and copies the one with the highest validation Dice to ``segmentation/`` (:mod:`.selection`). With ``segmentation.folds`` = K >= 2 (``train-seg --folds K``)
-  it trains K models on the train+val patients (:mod:`.folds`) in ``segmentation/fold_<k>/``,
+  beside and copies the one with the highest validation Dice to ``segmentation/`` (:mod:`.selection`).
+  With ``segmentation.folds`` = K >= 2 (``train-seg --folds K``) it trains K models on the train+val patients (:mod:`.folds`) in ``segmentation/fold_<k>/``,
   writes the ensemble as ``model.pt`` and ``fold_curves.png``, and scores fold 0 alone on the
   test patients too (``fold_0/metrics.json``; ``single_fold_test`` beside the ensemble's).
 - :func:`evaluate_run` (``cervirad segment --run-dir ...``): re-evaluate a trained model on the
@@ -18,11 +18,21 @@ Entry points:
 - :func:`segment_paths` (``cervirad segment --model PATH --input FILE_OR_DIR --out DIR``):
   any new volume(s), masks back on each input's own grid.
 
-Module map: ``model`` (CRFE, U-Net and the registry of networks), ``deeplab`` (DeepLabv3),
-``selection`` (which networks train where, ``model: auto``), ``data`` (slices, sampling, augmentation), ``losses``,
-``train`` (loop, early stopping, checkpoints), ``folds`` (k-fold ensembles), ``infer``
-(checkpoint loading, prediction, volumes), ``tta`` (test-time mirroring, Gaussian sliding
-window), ``metrics``, ``scoring`` (test split).
+Module map (the stage is this module; one job per module):
+
+- planning: ``plan`` (nnU-Net's self-configuration -> ``plan.yaml``, stage ``plan``), ``budget``
+  (how ``budget_minutes`` is shared; epochs the budget affords, by a timing probe);
+- networks: ``model`` (CRFE, U-Net and the registry of networks), ``deeplab`` (DeepLabv3),
+  ``selection`` (which networks train where, ``model: auto``), ``checkpoint`` (the network a config
+  describes; what ``model.pt`` holds, written and read back);
+- training: ``data`` (slices, sampling, augmentation), ``augment`` (nnU-Net's extra augmentations),
+  ``context`` (2.5-D neighbour slices), ``losses``, ``optim`` (optimiser, schedule, budget re-plan),
+  ``train`` (loop, early stopping, resume), ``folds`` (k-fold ensembles), ``pretrain`` (self-supervised
+  warm start), ``distributed`` (torchrun);
+- inference and scoring: ``infer`` (model loading, prediction, volumes back on their grid), ``tta``
+  (test-time mirroring, Gaussian sliding window), ``postprocess`` (component selection, one-lesion
+  fallback), ``cost`` (whether mirroring and the ensemble are worth their time), ``metrics``,
+  ``scoring`` (the test patients: predict, restore, write, score, overlays).
 """
 from __future__ import annotations
 
@@ -85,7 +95,8 @@ def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
 def stage_budget(cfg, run) -> dict | None:
     """How the stage's ``budget_minutes`` is split (plan.yaml's ``budget_split``, else computed from the
     config's folds); a split leaving no training time is refused."""
-    from .plan import budget_split, read_plan
+    from .budget import budget_split
+    from .plan import read_plan
 
     if not cfg.segmentation.budget_minutes:
         return None
@@ -144,10 +155,9 @@ def _choose_postprocessing(cfg, run, model_path: Path, parts: list[tuple[Path, l
     kept only if it raises their mean 3D Dice. ``lesions: one``: component selection always, and the
     fallback threshold for a volume with no voxel above the threshold (:mod:`.postprocess`) chosen there.
     The choice is written into ``model_path``."""
-    from .infer import read_checkpoint
-    from .postprocess import FALLBACK_CANDIDATES, choose_fallback_scores, component_at_max, select_component
+    from .checkpoint import read_checkpoint, save_checkpoint
     from .metrics import overlap_metrics
-    from .train import save_checkpoint
+    from .postprocess import FALLBACK_CANDIDATES, choose_fallback_scores, component_at_max, select_component
 
     s = cfg.segmentation
     one = s.lesions == "one"
@@ -199,8 +209,8 @@ def _validation_predictions(cfg, run, parts: list[tuple[Path, list[str]]], mirro
 
 def _warm_start(job) -> dict | None:
     """Pretrain the job's network (segmentation.pretrain_minutes > 0) unless its weights exist; what was done."""
+    from .checkpoint import read_checkpoint_any
     from .pretrain import warm_start
-    from .train import read_checkpoint_any
 
     path = warm_start(job)
     return None if path is None else read_checkpoint_any(path)["info"]
@@ -208,7 +218,7 @@ def _warm_start(job) -> dict | None:
 
 def _decided_mirror(model_path: Path, s) -> bool:
     """Test-time mirroring as training decided it for ``model_path`` (:mod:`.cost`), within the config's."""
-    from .infer import read_checkpoint
+    from .checkpoint import read_checkpoint
 
     return bool(s.tta_mirror and (read_checkpoint(model_path).get("inference") or {}).get("tta_mirror", True))
 
@@ -220,13 +230,14 @@ def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
     ensemble both scored on the test patients (``single_fold_test`` in the ensemble's metrics)."""
     import time
 
-    from .distributed import announce
-    from .scoring import evaluate_patients, write_evaluation
-    from .folds import ensemble_checkpoint, fold_curves_path, fold_model, plot_fold_curves, run_fold_parts
-    from .infer import load_model, read_checkpoint
+    from .checkpoint import read_checkpoint, save_checkpoint
     from .cost import choose_inference
+    from .distributed import announce
+    from .folds import ensemble_checkpoint, fold_curves_path, fold_model, plot_fold_curves, run_fold_parts
+    from .infer import load_model
     from .model import count_parameters, network_label
-    from .train import TrainJob, plot_curves, save_checkpoint
+    from .scoring import evaluate_patients, write_evaluation
+    from .train import TrainJob, plot_curves
 
     arch, label = home.arch, network_label(home.arch)
     t0 = time.perf_counter()

@@ -100,8 +100,7 @@ def choose_inference(cfg, run, model_path: Path, parts: list[tuple[Path, list[st
                      member_val_dice: list[float] | None = None) -> dict:
     """Measure and decide (module docstring) and store the decision in ``model_path``'s ``inference``;
     returns it ({} when there is nothing to decide)."""
-    from .infer import read_checkpoint
-    from .train import save_checkpoint
+    from .checkpoint import read_checkpoint, save_checkpoint
 
     s = cfg.segmentation
     n_members = len(parts) if len(parts) >= 2 else 1

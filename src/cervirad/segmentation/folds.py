@@ -62,7 +62,7 @@ def subset(data: SliceSet, ids: list[str]) -> SliceSet:
 
 def ensemble_checkpoint(fold_models: list[Path], held_out: list[list[str]], read) -> dict:
     """One checkpoint holding every fold's weights (``folds``); its header and ``state_dict`` are fold 0's.
-    ``read`` loads a checkpoint dict (:func:`~cervirad.segmentation.infer.read_checkpoint`)."""
+    ``read`` loads a checkpoint dict (:func:`~cervirad.segmentation.checkpoint.read_checkpoint`)."""
     cks = [read(p) for p in fold_models]
     folds = [{"fold": i, "state_dict": ck["state_dict"], "val_patients": list(ids), "best_epoch": ck.get("epoch"),
               "best_val_dice": ck.get("val_dice")} for i, (ck, ids) in enumerate(zip(cks, held_out))]

@@ -1,16 +1,8 @@
-"""Inference: checkpoints, batched slice prediction, and whole volumes back on their own grid.
+"""Inference: a checkpoint's network loaded, batched slice prediction, and whole volumes back on their own grid.
 
-A checkpoint (``model.pt``) is a plain dict loadable with ``torch.load(weights_only=True)``:
-``format``, ``arch``, ``in_channels``, ``lstm_hidden``, ``recurrence`` (absent in checkpoints
-written before it existed: they are 'rows'), ``deep_supervision``,
-``input_sequences``, ``preprocess`` (spacing, normalize, slice_axis, slice_size), ``threshold``,
-``component_selection`` (chosen on the validation patients), ``state_dict`` and training
-provenance (``epoch``, ``val_dice``, ``config``); ``unet_width`` (U-Net; absent = 1.0) and
-``train_patch`` (the training patch side, for ``sliding_window: auto``; absent = read from
-``config``). A k-fold ensemble (``segmentation.folds`` >= 2) adds ``folds``: one dict per fold
-(``fold``, ``state_dict``, ``val_patients``, ``best_epoch``, ``best_val_dice``); ``state_dict``
-is then fold 0's. :class:`LoadedModel` averages the members' probabilities and applies the
-test-time mirroring and sliding window of :mod:`.tta` (settings from ``config`` unless given).
+Checkpoints are read and checked by :mod:`.checkpoint`; :class:`LoadedModel` averages the members'
+probabilities of a k-fold ensemble and applies the test-time mirroring and sliding window of
+:mod:`.tta` (settings from the checkpoint's ``config`` unless given).
 
 A new volume goes: read -> :func:`cervirad.preprocess.prepare_volume` (canonical orientation,
 the training spacing, z-score, whole slices) -> batched prediction -> component selection when
@@ -35,13 +27,11 @@ from ..files import read_json
 from ..io import VOLUME_SUFFIXES, read_image, read_table, write_image
 from ..preprocess import prepare_volume, restore_mask
 from ..layout import case_file
+from .checkpoint import read_checkpoint
 from .context import stack_context
-from .model import ARCHITECTURES, RECURRENCES, build_from_spec, optimise_for_inference, predict_proba
+from .model import build_from_spec, optimise_for_inference, predict_proba
 from .postprocess import Postprocessing, select_component
 from .tta import predict as tta_predict
-
-FORMAT = "cervirad-seg-v1"
-
 
 @dataclass
 class LoadedModel:
@@ -126,27 +116,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """Load and check a checkpoint dict (weights_only); one-line errors for foreign files."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"Model checkpoint '{p}' not found; pass the model.pt written by `cervirad train-seg`.")
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for foreign files
-        raise InputError(f"Model checkpoint '{p}' could not be loaded ({type(e).__name__}); pass a model.pt written "
-                         "by `cervirad train-seg`.") from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT or "state_dict" not in ck:
-        raise InputError(f"File '{p}' is not a cervirad segmentation checkpoint (no '{FORMAT}' header); pass a "
-                         "model.pt written by `cervirad train-seg`.")
-    if ck.get("arch") not in ARCHITECTURES:
-        raise InputError(f"Checkpoint '{p}' names architecture {ck.get('arch')!r}; expected one of {ARCHITECTURES}.")
-    if ck.get("recurrence", "rows") not in RECURRENCES:
-        raise InputError(f"Checkpoint '{p}' names recurrence {ck.get('recurrence')!r}; expected one of {RECURRENCES} "
-                         "(it was written by a newer cervirad: upgrade, or retrain with this one).")
-    return ck
 
 
 def model_from_checkpoint(ck: dict, source: str = "checkpoint") -> torch.nn.Module:

@@ -114,7 +114,7 @@ def warm_start(job, pools: dict | None = None) -> Path | None:
     patient) and reused when present with the same key. None when ``pretrain_minutes`` is 0."""
     from .data import load_slice_set
     from .infer import resolve_device
-    from .train import build_network, read_checkpoint_any, save_checkpoint
+    from .checkpoint import build_network, read_checkpoint_any, save_checkpoint
 
     s = job.cfg.segmentation
     if not s.pretrain_minutes:

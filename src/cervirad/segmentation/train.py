@@ -1,8 +1,8 @@
 """Training loop (SPEC §4): Adam, cosine annealing, early stopping on validation Dice, resume.
 
-Optimiser and schedule are settings: ``optimizer: sgd`` is nnU-Net's SGD (Nesterov momentum
-0.99, weight decay 3e-5, gradient norm clipped at 12) and ``scheduler: poly`` its decay
-lr·(1 - e/epochs)^0.9; ``budget_minutes`` stops training after the epoch that spends the budget.
+Optimiser and schedule are settings (:mod:`.optim`: ``optimizer: sgd`` is nnU-Net's SGD,
+``scheduler: poly`` its decay); ``budget_minutes`` stops training after the epoch that spends the
+budget. The network and the checkpoints it writes are :mod:`.checkpoint`'s.
 
 One epoch = the slices chosen by :func:`data.epoch_slices`, augmented on the fly, in batches of
 ``batch_size``; Adam (lr ``lr``); the learning rate follows cosine annealing from ``lr`` to 0
@@ -32,14 +32,14 @@ import torch
 
 from ..config import Config
 from ..io import write_table
-from ..files import atomic_path
 from ..layout import LAST_PT, MODEL_PT, TRAIN_LOG
-from . import distributed as ddp
+from .checkpoint import build_network, checkpoint_header, read_checkpoint, read_checkpoint_any, save_checkpoint
 from .data import (SliceSet, epoch_slices, n_batches, oversampled_epoch, same_shape_batches, training_batches,
                    val_slices)
-from .infer import FORMAT, read_checkpoint, resolve_device
+from .distributed import all_max, all_sum, current as current_world, shard, wrap as wrap_distributed
+from .infer import resolve_device
 from .losses import SegLoss, segmentation_loss
-from .model import build_from_spec, matched_unet_width
+from .optim import GRAD_CLIP, make_optimizer, make_scheduler, replanned_epochs
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_dice", "best_val_dice", "seconds", "improved"]
@@ -79,97 +79,6 @@ def pooled_dice(tp: float, n_pred: float, n_true: float) -> float:
     return 1.0 if den == 0 else float(2 * tp / den)
 
 
-def checkpoint_header(cfg: Config, arch: str, in_channels: int) -> dict:
-    """Everything needed to rebuild the network and preprocess new volumes like the training data."""
-    s = cfg.segmentation
-    return {"format": FORMAT, **network_spec(cfg, arch, in_channels), "input_sequences": list(s.input_sequences),
-            "preprocess": {"spacing": list(cfg.preprocess.spacing), "normalize": cfg.preprocess.normalize,
-                           "slice_axis": cfg.preprocess.slice_axis, "slice_size": cfg.preprocess.slice_size},
-            "threshold": s.threshold, "component_selection": s.component_selection == "always", "config": cfg.to_dict(),
-            "train_patch": s.train_crop or cfg.preprocess.slice_size,  # sliding_window=auto compares slices with it
-            "context_slices": int(s.context_slices), "lesions": s.lesions}
-
-
-def network_spec(cfg: Config, arch: str, in_channels: int) -> dict:
-    """What rebuilds network ``arch`` (:func:`.model.build_from_spec`); stored in every checkpoint."""
-    s = cfg.segmentation
-    return {"arch": arch, "in_channels": int(in_channels), "lstm_hidden": s.lstm_hidden, "recurrence": s.recurrence,
-            "deep_supervision": s.deep_supervision,
-            "unet_width": unet_width(cfg, in_channels) if arch == "unet" else None,
-            "net_options": network_options(cfg, arch, in_channels)}
-
-
-def network_options(cfg: Config, arch: str, in_channels: int) -> dict:
-    """A network's own settings: DeepLabv3's ResNet-18 width (``segmentation.deeplab_base``, null = the
-    width matching CRFE's parameter count) and output stride 8 (torchvision's); none for the others."""
-    if arch != "deeplabv3":
-        return {}
-    from .deeplab import matched_deeplab_base
-    from .model import CRFE, count_parameters
-
-    s = cfg.segmentation
-    base = s.deeplab_base or matched_deeplab_base(
-        count_parameters(CRFE(in_channels, s.lstm_hidden, s.deep_supervision, s.recurrence)), in_channels,
-        s.deep_supervision)
-    return {"base": int(base), "output_stride": 8}
-
-
-def unet_width(cfg: Config, in_channels: int) -> float:
-    """``segmentation.unet_width``, or (null) the width matching CRFE's parameter count."""
-    s = cfg.segmentation
-    return s.unet_width or matched_unet_width(in_channels, s.lstm_hidden, s.recurrence, s.deep_supervision)
-
-
-def build_network(cfg: Config, arch: str, in_channels: int) -> torch.nn.Module:
-    """A fresh, untrained network ``arch`` as the config describes it."""
-    return build_from_spec(arch, network_spec(cfg, arch, in_channels))
-
-
-# nnU-Net's SGD (nnUNetTrainer): Nesterov momentum 0.99, weight decay 3e-5, gradient norm clipped at 12;
-# its poly schedule lr·(1 - epoch/epochs)^0.9
-SGD_MOMENTUM, SGD_WEIGHT_DECAY, GRAD_CLIP, POLY_EXPONENT = 0.99, 3e-5, 12.0, 0.9
-
-
-def make_optimizer(model: torch.nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
-    """``adam`` (the paper's) or ``sgd`` (nnU-Net's, constants above)."""
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=SGD_MOMENTUM, nesterov=True,
-                               weight_decay=SGD_WEIGHT_DECAY)
-    return torch.optim.Adam(model.parameters(), lr=lr)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs):
-    """Stepped once per epoch: ``cosine`` (to 0 over the epochs), ``poly`` (nnU-Net), or None (``none``).
-    ``epochs``: an int, or a callable returning the current number of epochs (a re-planned training
-    changes it after its first epoch; the schedule follows)."""
-    total = epochs if callable(epochs) else (lambda: epochs)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, max(1, total())) / max(1, total()))))
-    if name == "poly":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda e: max(0.0, 1.0 - e / max(1, total())) ** POLY_EXPONENT)
-    return None
-
-
-def replanned_epochs(done: int, spent_s: float, epoch_s: float, budget_s: float, ceiling: int) -> int:
-    """Epochs of a budgeted training after ``done`` epochs that took ``spent_s`` seconds, the last
-    ``epoch_s``: those done plus what the rest of the budget affords at the measured pace, at most
-    ``ceiling`` (the config's epochs) and never fewer than are done."""
-    more = int(max(0.0, budget_s - spent_s) // max(epoch_s, 1e-9))
-    return int(max(done, min(ceiling, done + more)))
-
-
-def read_checkpoint_any(path: Path) -> dict:
-    """A checkpoint dict this code wrote (weights only), without the model.pt header checks."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
-
-
-def save_checkpoint(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 @dataclass
 class TrainResult:
     best_epoch: int
@@ -190,7 +99,7 @@ class Trainer:
         self.cfg, self.s, self.arch = cfg, cfg.segmentation, arch
         k = self.s.context_slices
         self.train_set, self.val_set = train.with_context(k), val.with_context(k)
-        # this model's share of the stage's budget (segmentation/plan.py budget_split); None = no limit
+        # this model's share of the stage's budget (segmentation/budget.py budget_split); None = no limit
         self.budget_minutes = budget_minutes
         self.epochs = int(self.s.epochs)  # planned; re-planned after the first epoch under a budget
         self.max_epochs = int(max_epochs or self.s.epochs)  # the ceiling a re-plan may raise them to
@@ -198,13 +107,13 @@ class Trainer:
         self.device = resolve_device(self.s.device)
         if self.s.num_threads:
             torch.set_num_threads(self.s.num_threads)
-        self.world = ddp.current()  # torchrun: this rank (module docstring of .distributed)
+        self.world = current_world()  # torchrun: this rank (module docstring of .distributed)
         torch.manual_seed(cfg.run.seed)
         in_ch = self.train_set.in_channels
         self.net = build_network(cfg, arch, in_ch).to(self.device)
         if init_weights is not None:  # the self-supervised warm start (.pretrain)
             self.net.load_state_dict(read_checkpoint_any(init_weights)["state_dict"])
-        self.model = ddp.wrap(self.net, self.device, self.world)  # the net itself for a single process
+        self.model = wrap_distributed(self.net, self.device, self.world)  # the net itself for a single process
         if self.world.distributed:
             torch.manual_seed(cfg.run.seed + self.world.rank)
         self.optimizer = make_optimizer(self.net, self.s.optimizer, self.s.lr)
@@ -296,7 +205,7 @@ class Trainer:
                     save_checkpoint({**self.header(), "epoch": epoch, "val_dice": val_dice,
                                      "state_dict": self.net.state_dict()}, self.best_path)
             stopped = self.stopper.step(val_dice)
-            seconds = ddp.all_max(time.perf_counter() - t0, self.world)  # every rank decides the budget alike
+            seconds = all_max(time.perf_counter() - t0, self.world)  # every rank decides the budget alike
             self.rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
                               "val_dice": val_dice, "best_val_dice": self.best,
                               "seconds": round(seconds, 2), "improved": improved})
@@ -339,7 +248,7 @@ class Trainer:
             global_batch = replace(self.s, batch_size=self.s.batch_size * w.size)
             order, forced = oversampled_epoch(self.train_set.rows, global_batch, rng)
         if w.distributed:
-            order, forced = ddp.shard(order, w, forced)
+            order, forced = shard(order, w, forced)
             rng = np.random.default_rng([self.cfg.run.seed, epoch, w.rank])
         return order, forced, rng
 
@@ -372,7 +281,7 @@ class Trainer:
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()
-        total, count = ddp.all_sum([total, count], self.world)  # the global batch's loss, all ranks' slices
+        total, count = all_sum([total, count], self.world)  # the global batch's loss, all ranks' slices
         return total / max(1, count), int(count)
 
     @torch.no_grad()
@@ -393,7 +302,7 @@ class Trainer:
             p, t = (torch.sigmoid(logits.float())[:, 0] > self.s.threshold), y > 0.5
             tp += int((p & t).sum())
             n_pred, n_true = n_pred + int(p.sum()), n_true + int(t.sum())
-        loss_sum, tp, n_pred, n_true = ddp.all_sum([loss_sum, tp, n_pred, n_true], self.world)
+        loss_sum, tp, n_pred, n_true = all_sum([loss_sum, tp, n_pred, n_true], self.world)
         if not len(self.val_idx):
             return float("nan"), float("nan")
         return loss_sum / len(self.val_idx), pooled_dice(tp, n_pred, n_true)
@@ -452,4 +361,4 @@ def plot_curves(df: pd.DataFrame, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-__all__ = ["EarlyStopping", "Trainer", "TrainJob", "TrainResult", "pooled_dice", "plot_curves", "checkpoint_header"]
+__all__ = ["EarlyStopping", "Trainer", "TrainJob", "TrainResult", "pooled_dice", "plot_curves"]
