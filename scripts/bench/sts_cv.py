@@ -124,6 +124,7 @@ def run_fold(cfg, prep: Path, fold_dir: Path, split: dict, cohort, arch: str = "
     from cervirad.layout import RELATIVE
     from cervirad.rundir import RunDir
     from cervirad.segmentation import train_stage
+    from cervirad.stages import stage_inputs
 
     if fold_dir.exists():
         shutil.rmtree(fold_dir)
@@ -136,7 +137,7 @@ def run_fold(cfg, prep: Path, fold_dir: Path, split: dict, cohort, arch: str = "
     t0 = time.perf_counter()
     with run.stage("train-seg", key=f"sts_cv fold {split['fold']}", resumable=False,
                    replace=(RELATIVE.segmentation_dir(), RELATIVE.masks_dir())) as st:
-        metrics = train_stage(cfg, run, cohort, st, progress=False)[arch]
+        metrics = train_stage(cfg, stage_inputs("train-seg", run.path, cohort), st, progress=False)[arch]
     seconds = time.perf_counter() - t0
     per = pd.read_csv(run.segmentation_dir(arch) / "per_patient.csv", dtype={"patient_id": str})
     return per, metrics, seconds

@@ -32,7 +32,7 @@ from .io import Cohort
 from .files import read_json, write_json
 from .layout import (METRICS, METRICS_PREDICTED, MODEL_CARD, MODEL_JOBLIB, PER_PATIENT, PREDICTIONS, PREDICTIONS_PREDICTED,
                      SHIFT, SUMMARY, Layout, case_file)
-from .rundir import RunDir, StageContext, read_run_json
+from .rundir import StageContext, read_run_json
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ def require_finished(dev: Path) -> None:
 
 
 # --------------------------------------------------------------------------- segment
-def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, development: str) -> dict:
-    """Every external patient segmented by the frozen model; metrics where a manual mask exists."""
+def segment_stage(cfg: Config, inputs: Layout, st: StageContext, development: str) -> dict:
+    """Every external patient (``inputs.cohort``) segmented by the frozen model; metrics where a manual mask
+    exists."""
     from .files import hash_obj
     from .dicom.export import export_case, is_series
     from .io import read_image, read_mask, to_array, write_image, write_table
@@ -61,14 +62,15 @@ def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, de
     from .segmentation.metrics import image_diagonal_mm, patient_metrics, summarise
 
     dev = Layout(development)
+    cohort = inputs.cohort
     model = load_model(dev.seg_model(), cfg.segmentation.device)
     missing = [s for s in model.sequences if s not in cohort.sequences]
     if missing:
         raise InputError(f"The development model reads {model.sequences} but the external cohort has no "
                          f"{missing}; add those sequences to the external manifest (data.sequences).")
     rows, reused = [], 0
-    cache = run.cache_dir("segment-external")
-    hashes = HashCache(run.hash_cache)  # the orchestrator hashed these files for the stage key already
+    cache = inputs.cache_dir("segment-external")
+    hashes = HashCache(inputs.hash_cache)  # the orchestrator hashed these files for the stage key already
     model_hash = hashes.of(dev.seg_model())
     for p in progress(cohort.patients, len(cohort.patients), "segment external", "patient", log):
         target = case_file(st.masks_dir(), p.id, ".nii.gz")
@@ -105,32 +107,31 @@ def segment_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, de
 
 
 # --------------------------------------------------------------------------- features
-def features_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, development: str) -> None:
+def features_stage(cfg: Config, inputs: Layout, st: StageContext, development: str) -> None:
     """Features from the predicted masks; from the manual masks too when every patient has one."""
     from .features.stage import run_stage
 
-    run_stage(cfg, run, cohort, st, "predicted")
-    if all(p.mask is not None for p in cohort.patients):
-        run_stage(cfg, run, cohort, st, "manual")
+    run_stage(cfg, inputs, inputs.cohort, st, "predicted")
+    if all(p.mask is not None for p in inputs.cohort.patients):
+        run_stage(cfg, inputs, inputs.cohort, st, "manual")
 
 
 # --------------------------------------------------------------------------- score
-def score_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContext, development: str,
-                harmonize: bool = False) -> dict:
+def score_stage(cfg: Config, inputs: Layout, st: StageContext, development: str, harmonize: bool = False) -> dict:
     """Predict with the frozen classifier; metrics (both mask sources), calibration, shift check.
     ``harmonize`` (``evaluate --harmonize``): a scanner unseen in development gets ComBat estimates from
     its own patients (transductive, no labels) - else a harmonised model refuses it."""
     from .classification.predict import predict_table
     from .io import write_table
 
-    dev = Layout(development)
+    dev, run = Layout(development), inputs
     out = st.classification_dir
     card = read_json(dev.classification_dir / MODEL_CARD)
     summary: dict = {"development_run": str(dev.root), "model": card["model"], "sources": {}}
     harmonization = _check_scanners(card, run, dev, cfg, harmonize)
     if harmonization:
         summary["harmonization"] = harmonization
-    labels = _cohort_labels(cohort, cfg)
+    labels = _cohort_labels(inputs.cohort, cfg)
     for masks, metrics_name, pred_name in (("predicted", METRICS_PREDICTED, PREDICTIONS_PREDICTED),
                                            ("manual", METRICS, PREDICTIONS)):
         table = run.features_table(masks)
@@ -178,7 +179,7 @@ def _with_scanner(df: pd.DataFrame, card: dict, cfg: Config) -> pd.DataFrame:
     return df.assign(**{BATCH: f"external: {cfg.run.name}"})
 
 
-def _check_scanners(card: dict, run: RunDir, dev: Layout, cfg: Config, harmonize: bool) -> dict:
+def _check_scanners(card: dict, run: Layout, dev: Layout, cfg: Config, harmonize: bool) -> dict:
     """For a harmonised model: which external scanners are known; unseen ones without ``--harmonize``
     are refused with one line naming the shifted features. Returns what the report shows ({} otherwise)."""
     from .shift import feature_shift
@@ -258,7 +259,7 @@ def _with_missing_patients(pred: pd.DataFrame, labels: dict, card: dict) -> pd.D
     return pd.concat([pred, add], ignore_index=True)
 
 
-def shift_check(dev: Layout, run: RunDir, card: dict) -> dict:
+def shift_check(dev: Layout, run: Layout, card: dict) -> dict:
     """The cohorts, then the selected features - each mask source compared with its own kind, so site and
     mask source are not confounded: development manual masks (fitting patients) vs external manual masks,
     and development predicted masks vs external predicted masks. The development run extracts predicted-mask
@@ -390,7 +391,8 @@ def _plain(v):
 
 
 # --------------------------------------------------------------------------- report
-def report_stage(cfg: Config, run: RunDir, cohort: Cohort | None, st: StageContext, development: str) -> Path:
+def report_stage(cfg: Config, inputs: Layout, st: StageContext, development: str) -> Path:
+    """``external_report.html`` from the external run's artifacts (``inputs``) and the development run."""
     from .report import build_report
 
-    return build_report(run, cfg.report.dca_category, out=st, external=development)
+    return build_report(inputs, cfg.report.dca_category, out=st, external=development)

@@ -1,17 +1,22 @@
-"""The orchestrator: walk the stage table (:mod:`cervirad.stages`), run what is out of date.
+"""The orchestrator: walk a stage table (:mod:`cervirad.stages`), run what is out of date.
 
-Every command (``validate`` … ``classify``, ``report``, ``run-all``) goes through
-:func:`run_stages` with its target stage(s), so one rule decides what runs and ``run.json``
-holds one record of it. A stage runs when
+Every command (``validate`` … ``classify``, ``report``, ``run-all``, ``segment --run-dir``,
+``evaluate``, ``classify --features``) goes through :func:`run_stages` with its table and target
+stage(s), so one rule decides what runs and ``run.json`` holds one record of it. The stages a
+target needs are those writing the artifacts it reads (:func:`schedule`). A stage runs when
 
 - it is forced (``--force``; ``--from S`` forces S and every later stage),
-- a stage it reads from ran in this invocation,
 - it never finished (no record, failed, interrupted),
-- its key changed (config section, a file's content, an upstream key, the seed, the version), or
+- its key changed (config section, a file's content, the content of an artifact it reads - e.g.
+  because the stage writing it ran again and wrote other bytes -, the seed, the version), or
 - one of the files it recorded as written is missing or its bytes changed.
 
-Each decision to redo is logged in one line that says why. A run needing nothing logs one
-line saying so. The run folder is locked for the whole invocation.
+When only a row's ``scoring`` keys changed (a bootstrap count), its ``rescore`` function runs
+instead: the scores are redone from the stage's recorded results, nothing is retrained. The
+orchestrator resolves each stage's declared reads to paths (:func:`cervirad.stages.stage_inputs`)
+and records, after it ran, the hashes of the files it owns. Each decision to redo is logged in
+one line that says why. A run needing nothing logs one line saying so. The run folder is locked
+for the whole invocation.
 """
 from __future__ import annotations
 
@@ -30,18 +35,19 @@ from .io import Cohort, load_cohort
 from .layout import CACHE, Layout
 from .parallel import watch_workers
 from .rundir import RunDir, refuse_inputs_inside
-from .stages import STAGES, Stage
+from .stages import STAGES, Artifact, Stage, stage_inputs, writers
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- inputs, once per invocation
-class Inputs:
-    """What one invocation reads: the config, the cohort (loaded once) and content hashes (cached
-    on disk by path, size and mtime, so a rerun reads no file it has hashed before)."""
+class Invocation:
+    """What one invocation reads: the config, the table, the cohort (loaded once) and content hashes
+    (cached on disk by path, size and mtime, so a rerun reads no file it has hashed before)."""
 
-    def __init__(self, cfg: Config, run: RunDir, options: dict):
-        self.cfg, self.run, self.options = cfg, run, options
+    def __init__(self, cfg: Config, run: RunDir, options: dict, table: Sequence[Stage] = STAGES):
+        self.cfg, self.run, self.options, self.table = cfg, run, options, tuple(table)
+        self.writers = writers(self.table)
         self.hashes = HashCache(run.hash_cache)
         self._cohort: Cohort | None = None
         self._cohort_hash: str | None = None
@@ -89,20 +95,39 @@ class Inputs:
         return node
 
     def components(self, stage: Stage) -> dict:
-        """Everything the stage's key covers, each part hashed (stored to explain a redo). An
-        upstream stage counts by its key and the hashes of the files it wrote, so a stage that
-        reads an output is redone when that output's bytes change."""
+        """Everything the stage's key covers, each part hashed (stored to explain a redo). An artifact
+        it reads counts by the hashes of its files as its writer recorded them, so a stage is redone
+        when the bytes it reads change. ``scoring`` keys count apart (only for a row that can rescore)."""
         files = [*stage.files(self.cfg, self.options), *(self.options[k] for k in stage.file_options)]
         opts = {k: str(self.options.get(k)) for k in stage.options if k not in stage.file_options}
         return {
-            "config": {sec: hash_obj(self.config_part(sec, stage.path_keys)) for sec in stage.config},
+            "config": {sec: hash_obj(self.config_part(sec, (*stage.path_keys, *stage.scoring))) for sec in stage.config},
+            "scoring": {k: hash_obj(self.config_part(k)) for k in (stage.scoring if stage.rescore else ())},
             "cohort": self.cohort_hash() if stage.reads_cohort else None,
             "files": {str(Path(p).resolve()): self.hashes.of(Path(p)) for p in files},
-            "upstream": {u: upstream_state(self.run, u) for u in (*stage.needs, *stage.uses)},
+            "upstream": {a: self.artifact_state(a) for a in stage.all_reads if a in self.writers},
             "options": opts,
             "seed": self.cfg.run.seed,
             "version": __version__,
         }
+
+    def artifact_state(self, name: str) -> str | None:
+        """An artifact as its readers see it: the hashes its writer recorded for its files (None until
+        the writer finished)."""
+        stage, artifact = self.writers[name]
+        return artifact_state(self.run, stage.name, artifact, self.cfg, self.options)
+
+    def owned(self, stage: Stage) -> list[Path]:
+        """Run-relative files and folders ``stage`` writes (replaced whole when it runs)."""
+        return [p for a in stage.writes for p in a.owned(self.cfg, self.options)]
+
+
+def artifact_state(run: RunDir, writer: str, artifact: Artifact, cfg: Config, options: dict) -> str | None:
+    rec = run.stage_record(writer)
+    if rec.get("status") != "done":
+        return None
+    outputs = rec.get("outputs") or {}
+    return hash_obj({str(p): outputs.get(str(p)) for p in artifact.owned(cfg, options)})
 
 
 def configured_cohort(cfg: Config, run_path: Path) -> Cohort:
@@ -129,26 +154,32 @@ def stage_key(comps: dict) -> str:
 
 
 # --------------------------------------------------------------------------- decisions
-def plan(table: Sequence[Stage], targets: Sequence[str]) -> list[Stage]:
-    """The targets and every stage they need (transitively), in table order."""
+def schedule(table: Sequence[Stage], targets: Sequence[str]) -> list[Stage]:
+    """The targets and every stage writing an artifact they read (transitively), in table order."""
     names = {s.name: s for s in table}
+    writer = {a: s.name for a, (s, _) in writers(table).items()}
     want: set[str] = set()
     todo = list(targets)
     while todo:
         n = todo.pop()
         if n not in want:
             want.add(n)
-            todo += names[n].needs
+            todo += [writer[a] for a in names[n].reads if a in writer and writer[a] != n]
     return [s for s in table if s.name in want]
 
 
-def _changed_part(old: dict, new: dict) -> str:
-    for part in ("config", "files", "upstream", "options"):
+_PARTS = {"config": "config section", "scoring": "scoring setting", "files": "file", "upstream": "input artifact",
+          "options": "option"}
+
+
+def _changed_part(old: dict, new: dict, redone: dict[str, str] | None = None) -> str:
+    """Why the key changed, in words; ``redone``: artifact -> the stage that rewrote it in this invocation."""
+    for part, what in _PARTS.items():
         a, b = old.get(part) or {}, new.get(part) or {}
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
-            what = {"config": "config section", "files": "file", "upstream": "input stage", "options": "option"}[part]
-            return f"{what} {', '.join(diff)} changed"
+            by = [redone[k] for k in diff if part == "upstream" and k in (redone or {})]
+            return f"{by[0]} was redone" if by else f"{what} {', '.join(diff)} changed"
     if old.get("cohort") != new.get("cohort"):
         return "the cohort's files changed"
     for part in ("seed", "version"):
@@ -157,7 +188,8 @@ def _changed_part(old: dict, new: dict) -> str:
     return "inputs changed"
 
 
-def reason_to_run(stage: Stage, rec: dict, key: str, comps: dict, hashes: HashCache, run: RunDir) -> str | None:
+def reason_to_run(stage: Stage, rec: dict, key: str, comps: dict, hashes: HashCache, run: RunDir,
+                  redone: dict[str, str] | None = None) -> str | None:
     """Why the stage must run, or None when its record, key and outputs are all current."""
     status = rec.get("status")
     if status is None:
@@ -167,7 +199,11 @@ def reason_to_run(stage: Stage, rec: dict, key: str, comps: dict, hashes: HashCa
     if rec.get("replaced_by"):
         return f"its results came from another model ({rec['replaced_by']})"
     if rec.get("key") != key:
-        return _changed_part(rec.get("inputs") or {}, comps)
+        return _changed_part(rec.get("inputs") or {}, comps, redone)
+    return _output_change(rec, hashes, run)
+
+
+def _output_change(rec: dict, hashes: HashCache, run: RunDir) -> str | None:
     outputs = rec.get("outputs")
     if outputs is None:
         return "its outputs were never recorded"
@@ -182,10 +218,13 @@ def reason_to_run(stage: Stage, rec: dict, key: str, comps: dict, hashes: HashCa
     return None
 
 
-def upstream_state(run: RunDir, name: str) -> str | None:
-    """A finished stage as its readers see it: its key and the hashes of what it wrote."""
-    rec = run.stage_record(name)
-    return hash_obj([rec.get("key"), rec.get("outputs")]) if rec.get("status") == "done" else None
+def scores_only(stage: Stage, rec: dict, comps: dict, hashes: HashCache, run: RunDir) -> bool:
+    """Only the row's scoring settings changed since it finished, and its outputs are intact: rescore it."""
+    old = rec.get("inputs") or {}
+    if not stage.rescore or rec.get("status") != "done" or rec.get("replaced_by") or not old.get("scoring"):
+        return False
+    same = all(old.get(k) == v for k, v in comps.items() if k != "scoring")
+    return same and old["scoring"] != comps["scoring"] and _output_change(rec, hashes, run) is None
 
 
 # --------------------------------------------------------------------------- the walk
@@ -194,7 +233,7 @@ def run_stages(cfg: Config, run: RunDir, targets: Sequence[str] | None = None, *
                options: dict | None = None, flag: str = "--run-dir") -> dict[str, float]:
     """Bring ``targets`` (default: every stage of ``table``) up to date; returns the wall time of
     each stage that ran. ``force`` redoes the targets; ``start`` redoes that stage and every
-    later one of the plan. ``identity`` (kind and source of the run) is claimed first: a folder
+    later one of the schedule. ``identity`` (kind and source of the run) is claimed first: a folder
     holding another run's artifacts is refused unless ``force``."""
     names = [s.name for s in table]
     targets = list(targets) if targets else names
@@ -204,13 +243,13 @@ def run_stages(cfg: Config, run: RunDir, targets: Sequence[str] | None = None, *
     options = dict(options or {})
     watch_workers()  # worker processes end with this one, even on kill -9
     with run.session(cfg, identity or cohort_identity(cfg), force, inputs=input_paths(cfg, options), flag=flag):
-        return _walk(cfg, run, plan(table, targets), targets, force, start, options)
+        return _walk(Invocation(cfg, run, options, table), schedule(table, targets), targets, force, start)
 
 
 def input_paths(cfg: Config, options: dict | None = None) -> list[Path]:
     """The files and folders a command reads (manifest, clinical table, --features table, the development run):
     none may lie in its output folder (:func:`cervirad.rundir.claim_output_folder`). The cohort's images and
-    masks as far as the manifest can be read now (and again when the stages read it: :attr:`Inputs.cohort`)."""
+    masks as far as the manifest can be read now (and again when the stages read it: :attr:`Invocation.cohort`)."""
     from .io import read_manifest
 
     d, options = cfg.data, options or {}
@@ -225,9 +264,8 @@ def input_paths(cfg: Config, options: dict | None = None) -> list[Path]:
     return [Path(p) for p in paths if p]
 
 
-def _walk(cfg: Config, run: RunDir, stages: list[Stage], targets: list[str], force: bool, start: str | None,
-          options: dict) -> dict[str, float]:
-    inputs = Inputs(cfg, run, options)
+def _walk(inv: Invocation, stages: list[Stage], targets: list[str], force: bool, start: str | None) -> dict[str, float]:
+    cfg, run = inv.cfg, inv.run
     order = [s.name for s in stages]
     forced = set(targets) if force else set()
     if start:
@@ -235,53 +273,73 @@ def _walk(cfg: Config, run: RunDir, stages: list[Stage], targets: list[str], for
     ran: dict[str, float] = {}
     for check in dict.fromkeys(s.check for s in stages if s.check):
         next(s for s in stages if s.check == check).checker()(cfg)
-    _check_labels(stages, inputs)
+    _check_labels(stages, inv)
     for stage in stages:
-        comps = inputs.components(stage)
+        comps = inv.components(stage)
         key = stage_key(comps)
         rec = run.stage_record(stage.name)
-        redone = [u for u in (*stage.needs, *stage.uses) if u in ran]
+        redone = {a: inv.writers[a][0].name for a in stage.all_reads
+                  if a in inv.writers and inv.writers[a][0].name in ran}
+        rescore = False
         if stage.name in forced:
             why = "forced (--force)" if force else f"forced (--from {start})"
-        elif redone:
-            why = f"{redone[0]} was redone"
         else:
-            why = reason_to_run(stage, rec, key, comps, inputs.hashes, run)
+            why = reason_to_run(stage, rec, key, comps, inv.hashes, run, redone)
+            rescore = why is not None and scores_only(stage, rec, comps, inv.hashes, run)
         if why is None:
             log.info("%-18s up to date, skipped", stage.name)
             continue
-        log.info("%-18s runs: %s", stage.name, why)
-        ran[stage.name] = _run_one(stage, cfg, run, inputs, key, comps, fresh=stage.name in forced)
-        inputs.hashes.save()
+        log.info("%-18s runs: %s%s", stage.name, why, " (scores only: rescored, not rerun)" if rescore else "")
+        ran[stage.name] = _run_one(stage, inv, key, comps, fresh=stage.name in forced, rescore=rescore)
+        inv.hashes.save()
     if not ran:
         log.info("nothing to redo: %d stage(s) up to date", len(stages))
-    inputs.hashes.save()
+    inv.hashes.save()
     return ran
 
 
-def _check_labels(stages: list[Stage], inputs: Inputs) -> None:
+def _check_labels(stages: list[Stage], inv: Invocation) -> None:
     """Stages that need the pathology labels fail before anything runs when there are none."""
     need = [s.name for s in stages if s.labels]
-    if need and inputs.cohort.clinical is None:
+    if need and inv.cohort.clinical is None:
         raise InputError(f"Stage(s) {', '.join(need)} need the pathology labels, but the cohort has no clinical "
                          "table; set data.clinical (or --clinical), or run only validate, preprocess, train-seg.")
 
 
-def _run_one(stage: Stage, cfg: Config, run: RunDir, inputs: Inputs, key: str, comps: dict, fresh: bool) -> float:
-    func = stage.load()
+def _run_one(stage: Stage, inv: Invocation, key: str, comps: dict, fresh: bool, rescore: bool = False) -> float:
+    """Run ``stage`` (its ``rescore`` function when ``rescore``: merged into its outputs, nothing replaced)
+    on its resolved inputs, in its staging folder; record the hashes of the files it owns."""
+    run = inv.run
+    func = stage.load(rescore)
     if fresh:  # a forced stage does not resume from an interrupted attempt
         shutil.rmtree(run.partial_dir(stage.name), ignore_errors=True)
-    cohort = inputs.cohort if stage.reads_cohort else None
-    outputs = [Path(p) for p in stage.outputs(cfg, inputs.options)]
-    options = {k: inputs.options.get(k) for k in stage.options}
+    inputs = stage_inputs(stage, run.path, inv.cohort if stage.reads_cohort else None, inv.table)
+    owned = inv.owned(stage)
+    options = {k: inv.options.get(k) for k in stage.options}
     t0 = time.perf_counter()
-    with run.stage(stage.name, key=key, resumable=stage.resumable, replace=tuple(outputs)) as st:
+    with run.stage(stage.name, key=key, resumable=stage.resumable and not rescore,
+                   replace=() if rescore else tuple(owned)) as st:
         st.info["inputs"] = comps
-        func(cfg, run, cohort, st, **options)
+        if stage.rescore:
+            st.info["rescored"] = rescore  # scores redone from its results, nothing retrained
+        func(inv.cfg, inputs, st, **options)
     seconds = round(time.perf_counter() - t0, 1)
-    run.update_stage(stage.name, outputs={str(p): inputs.hashes.of(run.path / p) for p in outputs})
+    run.update_stage(stage.name, outputs={str(p): inv.hashes.of(run.path / p) for p in owned})
+    if stage.amends:
+        _amend(inv, stage.amends, st.info.get("replaced_by"))
     log.info("%-18s done in %6.1f s", stage.name, seconds)
     return seconds
+
+
+def _amend(inv: Invocation, name: str, replaced_by: str | None) -> None:
+    """A stage rewrote part of stage ``name``'s results: its record gets the new hashes; results from
+    elsewhere (``replaced_by``) leave it to be redone."""
+    rec = inv.run.stage_record(name)
+    outputs = {rel: inv.hashes.of(inv.run.path / rel) for rel in rec.get("outputs") or {}}
+    if replaced_by:
+        inv.run.update_stage(name, outputs=outputs, key=None, replaced_by=replaced_by)
+    elif rec:
+        inv.run.update_stage(name, outputs=outputs)
 
 
 # --------------------------------------------------------------------------- identities
@@ -315,43 +373,22 @@ def classify_table(cfg: Config, table: str | Path, id_column: str, label_column:
 
 # --------------------------------------------------------------------------- segment --run-dir
 def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None, force: bool = False) -> dict:
-    """``cervirad segment --run-dir``: score a trained model on the run's test patients.
+    """``cervirad segment --run-dir``: score a trained model on the run's test patients (stage ``segment`` of
+    :data:`cervirad.stages.SEGMENT_STAGES`); returns the run's new segmentation metrics.
 
-    The run's own model refreshes what train-seg recorded (same stage, same key). Another model
-    replaces the run's segmentation results only with ``force``, and train-seg's record then says
-    so, so that the next ``run-all`` retrains the run's own model.
+    The run's own model refreshes what train-seg recorded (same key). Another model replaces the run's
+    segmentation results only with ``force``, and train-seg's record then says so, so that the next
+    ``run-all`` retrains the run's own model.
     """
-    from .files import file_hash
-    from .layout import OVERLAYS, RELATIVE
-    from .segmentation import evaluate_run
-    from .segmentation.checkpoint import read_checkpoint
+    from .stages import SEGMENT_STAGES
 
-    watch_workers()
-    with run.session(cfg, cohort_identity(cfg), inputs=input_paths(cfg)):
-        _walk(cfg, run, plan(STAGES, ["preprocess"]), ["preprocess"], False, None, {})
-        own = run.seg_model()
-        path = Path(model_path) if model_path else own
-        if not path.is_file():
-            raise InputError(f"No trained model at '{path}'; run `cervirad train-seg` for this run first or pass "
-                             "--model.")
-        trained = run.stage_record("train-seg").get("status") == "done"
-        foreign = not own.is_file() or path.resolve() != own.resolve()
-        if foreign and trained and not force:
-            raise InputError(f"Run '{run.path}' has its own trained segmentation; scoring '{path}' would replace its "
-                             "masks and metrics. Pass --force to do so, or another --run-dir.")
-        inputs = Inputs(cfg, run, {})
-        read_checkpoint(path)  # one clear line for a file that is no model.pt, before anything is replaced
-        replace = (RELATIVE.masks_dir(), RELATIVE.segmentation_dir() / OVERLAYS)  # the run's results (evaluate_run)
-        with run.stage("segment", key=file_hash(path), replace=replace) as st:
-            metrics = evaluate_run(cfg, run, inputs.cohort, path, st)
-        rec = run.stage_record("train-seg")
-        outputs = {rel: inputs.hashes.of(run.path / rel) for rel in rec.get("outputs") or {}}
-        if foreign:
-            run.update_stage("train-seg", outputs=outputs, key=None, replaced_by=str(path))
-        elif rec:
-            run.update_stage("train-seg", outputs=outputs)
-        inputs.hashes.save()
-        return metrics
+    path = Path(model_path) if model_path else run.seg_model()
+    if not path.is_file():
+        raise InputError(f"No trained model at '{path}'; run `cervirad train-seg` for this run first or pass "
+                         "--model.")
+    run_stages(cfg, run, ["segment"], start="segment", table=SEGMENT_STAGES,
+               options={"model": str(path.resolve()), "replace": force})
+    return json.loads(run.seg_metrics().read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- external validation

@@ -33,7 +33,7 @@ from .errors import InputError
 from .io import Cohort, Patient, read_image, read_mask, to_array
 from .files import atomic_path, read_json, write_json
 from .layout import Layout
-from .rundir import RunDir, StageContext
+from .rundir import StageContext
 
 
 # --------------------------------------------------------------------------- pure cores
@@ -240,8 +240,8 @@ def _development_ids(cohort: Cohort, cfg: Config) -> list[str] | None:
     return None
 
 
-def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
-    """The preprocess stage: every patient of ``cohort`` into ``preprocess/``, and ``splits.json``.
+def run(cfg: Config, inputs: Layout, st: StageContext) -> dict:
+    """The preprocess stage: every patient of ``inputs.cohort`` into ``preprocess/``, and ``splits.json``.
     With ``segmentation.plan`` the spacing is the plan's target spacing (:mod:`cervirad.target_spacing`)."""
     import dataclasses
 
@@ -249,7 +249,8 @@ def run(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
 
     from .target_spacing import planned_spacing
 
-    fp = read_json(run.fingerprint) if run.fingerprint.is_file() else None
+    cohort = inputs.cohort
+    fp = read_json(inputs.fingerprint) if inputs.fingerprint.is_file() else None
     spacing, why = planned_spacing(cfg, fp, _development_ids(cohort, cfg))
     if tuple(spacing) != tuple(cfg.preprocess.spacing):
         cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, spacing=tuple(spacing)))

@@ -19,7 +19,8 @@ from .features.clinical import clinical_problems
 from .io import (Cohort, Patient, check_volume_bytes, geometry_mismatch, geometry_mismatch_message, read_image,
                  to_array)
 from .files import write_json
-from .rundir import RunDir, StageContext
+from .layout import Layout
+from .rundir import StageContext
 
 log = logging.getLogger(__name__)
 SHOWN = 20  # problems printed before "... and N more"
@@ -94,9 +95,10 @@ def _check_patient(p: Patient, sequences: tuple[str, ...], tol: float,
     return problems, warnings, facts
 
 
-def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> dict:
-    """The validate stage: check the cohort, write ``fingerprint.json``. A cohort without a clinical
-    table is valid (segmentation needs none); the stages that need labels say so themselves."""
+def run_stage(cfg: Config, inputs: Layout, st: StageContext) -> dict:
+    """The validate stage: check the cohort (``inputs.cohort``), write ``fingerprint.json``. A cohort without a
+    clinical table is valid (segmentation needs none); the stages that need labels say so themselves."""
+    cohort = inputs.cohort
     try:
         fp = validate_cohort(cohort, cfg.data, require_labels=False, n_threads=cfg.execution.workers,
                              clinical_columns=cfg.features.clinical_columns, cv_folds=cfg.classification.cv_folds)

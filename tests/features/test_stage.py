@@ -37,8 +37,11 @@ def extract(cfg, run, masks="manual"):
     from cervirad.pipeline import configured_cohort
     from cervirad.features.stage import run_stage
 
-    with run.stage("features" if masks == "manual" else "features-predicted") as st:
-        run_stage(cfg, run, configured_cohort(cfg, run.path), st, masks)
+    from cervirad.stages import stage_inputs
+
+    name = "features" if masks == "manual" else "features-predicted"
+    with run.stage(name) as st:
+        run_stage(cfg, stage_inputs(name, run.path), configured_cohort(cfg, run.path), st, masks)
     return run.features_dir(masks)
 
 

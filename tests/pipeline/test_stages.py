@@ -13,9 +13,9 @@ import pytest
 from cervirad.config import Config
 from cervirad.files import hash_obj
 from cervirad.errors import CerviradError
-from cervirad.pipeline import plan, run_stages
+from cervirad.pipeline import run_stages, schedule
 from cervirad.rundir import RunDir, RunLockedError
-from cervirad.stages import STAGES, Stage, _fixed
+from cervirad.stages import EXTERNAL_STAGES, SEGMENT_STAGES, STAGES, TABLE_STAGES, Artifact, Stage, stage_inputs, writers
 
 CALLS: list[str] = []
 RUNS = itertools.count()
@@ -30,30 +30,30 @@ def _write(name: str, st, text: str) -> None:
     st.path(f"{name}.txt").write_text(text, encoding="utf-8")
 
 
-def stage_a(cfg, run, cohort, st):
+def stage_a(cfg, inputs, st):
     _write("a", st, f"slice_size={cfg.preprocess.slice_size}")
 
 
-def stage_b(cfg, run, cohort, st):  # like training: every run writes different bytes
-    _write("b", st, f"run {next(RUNS)} " + (run.path / "a.txt").read_text(encoding="utf-8")
+def stage_b(cfg, inputs, st):  # like training: every run writes different bytes
+    _write("b", st, f"run {next(RUNS)} " + inputs["a"].read_text(encoding="utf-8")
            + f" epochs={cfg.segmentation.epochs}")
 
 
-def stage_c(cfg, run, cohort, st):
-    _write("c", st, (run.path / "b.txt").read_text(encoding="utf-8") + f" dca={cfg.report.dca_category}")
+def stage_c(cfg, inputs, st):
+    _write("c", st, inputs["b"].read_text(encoding="utf-8") + f" dca={cfg.report.dca_category}")
 
 
-def stage_param(cfg, run, cohort, st, table):
+def stage_param(cfg, inputs, st, table):
     _write("p", st, Path(table).read_text(encoding="utf-8"))
 
 
 TOY = (
-    Stage("a", f"{__name__}:stage_a", config=("preprocess.slice_size",), outputs=_fixed(Path("a.txt"))),
-    Stage("b", f"{__name__}:stage_b", needs=("a",), config=("segmentation",), outputs=_fixed(Path("b.txt"))),
-    Stage("c", f"{__name__}:stage_c", needs=("b",), config=("report",), outputs=_fixed(Path("c.txt"))),
+    Stage("a", f"{__name__}:stage_a", writes=(Artifact("a", Path("a.txt")),), config=("preprocess.slice_size",)),
+    Stage("b", f"{__name__}:stage_b", writes=(Artifact("b", Path("b.txt")),), reads=("a",), config=("segmentation",)),
+    Stage("c", f"{__name__}:stage_c", writes=(Artifact("c", Path("c.txt")),), reads=("b",), config=("report",)),
 )
-PARAM = (Stage("p", f"{__name__}:stage_param", options=("table",), file_options=("table",),
-               outputs=_fixed(Path("p.txt"))),)
+PARAM = (Stage("p", f"{__name__}:stage_param", writes=(Artifact("p", Path("p.txt")),), options=("table",),
+               file_options=("table",)),)
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +77,7 @@ def test_first_run_runs_all_and_a_rerun_nothing(tmp_path, caplog):
     assert rec["status"] == "done" and rec["key"] and rec["seconds"] >= 0 and rec["finished"]
     assert rec["outputs"] == {"b.txt": rec["outputs"]["b.txt"]} and len(rec["outputs"]["b.txt"]) == 16
     a = info["stages"]["a"]
-    assert rec["inputs"]["upstream"] == {"a": hash_obj([a["key"], a["outputs"]])}
+    assert rec["inputs"]["upstream"] == {"a": hash_obj(a["outputs"])}  # what b reads: the bytes a wrote
     with caplog.at_level(logging.INFO, logger="cervirad.pipeline"):
         assert toy(run) == []
     assert "nothing to redo: 3 stage(s) up to date" in caplog.text
@@ -107,8 +107,10 @@ def test_touch_reruns_nothing_deleting_or_editing_an_output_reruns_from_there(tm
         assert toy(run) == ["b", "c"]
     assert "output b.txt is missing" in caplog.text
     (run.path / "a.txt").write_text("edited by hand", encoding="utf-8")
-    assert toy(run) == ["a", "b", "c"]
+    assert toy(run) == ["a"]  # a writes again the bytes b read: b and c are current (contents decide)
     assert (run.path / "a.txt").read_text(encoding="utf-8") == "slice_size=256"
+    (run.path / "b.txt").write_text("edited by hand", encoding="utf-8")
+    assert toy(run) == ["b", "c"]  # b writes other bytes (every run does): c reads them
 
 
 def test_force_and_from(tmp_path):
@@ -178,20 +180,43 @@ def test_another_runs_artifacts_are_refused_unless_forced(tmp_path):
     assert json.loads(run.run_json.read_text(encoding="utf-8"))["identity"] == other
 
 
-def test_the_real_table_is_consistent():
-    names = [s.name for s in STAGES]
-    assert names == ["validate", "preprocess", "plan", "train-seg", "features", "features-predicted", "classify",
-                     "report"]
-    for i, s in enumerate(STAGES):
-        assert all(names.index(u) < i for u in (*s.needs, *s.uses)), s.name
+@pytest.mark.parametrize("table", [STAGES, TABLE_STAGES, EXTERNAL_STAGES, SEGMENT_STAGES])
+def test_the_real_tables_are_consistent(table):
+    names = [s.name for s in table]
+    writer = {a: s.name for a, (s, _) in writers(table).items()}  # one writer per artifact, or it raises
+    for i, s in enumerate(table):
+        assert all(names.index(writer[a]) < i for a in s.all_reads if a in writer), s.name  # written before read
         assert callable(s.load()) and (s.check is None or callable(s.checker()))
-        for sec in s.config:
+        assert s.rescore is None or callable(s.load(rescore=True))
+        stage_inputs(s, "/run", table=table)  # every artifact it reads is known
+        for key in (*s.config, *s.scoring):
             node = Config().to_dict()
-            for part in sec.split("."):
+            for part in key.split("."):
                 node = node[part]
-    assert [s.name for s in plan(STAGES, ["classify"])] == ["validate", "preprocess", "features", "classify"]
-    outs = [str(p) for s in STAGES for p in s.outputs(Config(), {})]
+        assert all(any(k.startswith(sec + ".") for sec in s.config) for k in s.scoring), s.name
+    outs = [str(p) for s in table for a in s.writes for p in a.owned(Config(), {})]
     assert len(outs) == len(set(outs))
+    if table is STAGES:
+        assert names == ["validate", "preprocess", "plan", "train-seg", "features", "features-predicted", "classify",
+                         "report"]
+        assert [s.name for s in schedule(STAGES, ["classify"])] == ["validate", "preprocess", "features", "classify"]
+        assert [s.name for s in schedule(STAGES, ["report"])] == ["report"]  # it reads what exists
+
+
+def test_a_stage_sees_only_the_artifacts_it_declares(tmp_path):
+    from cervirad.stages import UndeclaredRead
+
+    classify = next(s for s in STAGES if s.name == "classify")
+    inputs = stage_inputs(classify, tmp_path)
+    assert inputs["features"] == tmp_path / "features" and inputs.features_table() == tmp_path / "features" / \
+        "features.parquet"
+    assert inputs.splits == tmp_path / "splits.json" and inputs.cache_dir("x") == tmp_path / "cache" / "x"
+    assert inputs.classification_dir == tmp_path / "classification"  # its own earlier results
+    for undeclared in (lambda: inputs.seg_model(), lambda: inputs.plan, lambda: inputs["masks"],
+                       lambda: inputs.read_run_json()):
+        with pytest.raises(UndeclaredRead, match="stage 'classify'"):
+            undeclared()
+    assert not hasattr(inputs, "stage_record") and not hasattr(inputs, "lock")  # no record, no lock: no run folder
 
 
 # --------------------------------------------------------------------------- the import graph

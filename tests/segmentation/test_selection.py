@@ -7,6 +7,7 @@ import pytest
 from cervirad import segmentation
 from cervirad.config import load_config
 from cervirad.segmentation.selection import homes, pick_best, trained_networks
+from cervirad.stages import stage_inputs
 
 
 def test_trained_networks_and_where_they_go(tmp_path):
@@ -51,7 +52,8 @@ def test_auto_keeps_the_network_with_the_highest_validation_dice(seg_run, monkey
 
     monkeypatch.setattr(segmentation, "_train_one", fake_train)
     with run.stage("train-seg") as st:
-        segmentation.train_stage(cfg.with_overrides(["segmentation.model=auto"]), run, None, st)
+        auto = cfg.with_overrides(["segmentation.model=auto"])
+        segmentation.train_stage(auto, stage_inputs("train-seg", run.path), st)
     root = run.path / "segmentation"
     assert (root / "model.pt").read_text() == "deeplabv3" and (run.path / "masks" / "P1.nii.gz").read_text() == "deeplabv3"
     m = json.loads((root / "metrics.json").read_text())

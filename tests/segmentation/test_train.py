@@ -9,6 +9,7 @@ from cervirad import segmentation
 from cervirad.errors import InputError
 from cervirad.pipeline import run_stages
 from cervirad.segmentation.train import EarlyStopping, Trainer, pooled_dice
+from cervirad.stages import stage_inputs
 
 from tests.conftest import REPO
 
@@ -129,7 +130,7 @@ def test_no_lesion_slices_in_training_is_one_line_error(seg_run):
     df.to_csv(csv, index=False)
     with pytest.raises(InputError, match="training split has no slice with a lesion"):
         with run.stage("train-seg") as st:  # the stage function itself: run_stages would redo the edited preprocess
-            segmentation.train_stage(cfg, run, None, st)
+            segmentation.train_stage(cfg, stage_inputs("train-seg", run.path), st)
 
 
 @pytest.mark.slow

@@ -41,9 +41,9 @@ from ..batch import BATCH
 from ..config import Config
 from ..errors import InputError
 from ..io import read_table
-from ..layout import COLUMNS
+from ..layout import COLUMNS, Layout
 from ..pathology import LABEL
-from ..rundir import RunDir, StageContext
+from ..rundir import StageContext
 from ..splits import load_splits, split_of
 from .core import evaluate_holdout, fitting, nested_cv
 from .data import load_table, table_hash
@@ -56,16 +56,17 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- entry points
-def run(cfg: Config, run: RunDir, cohort, st: StageContext) -> dict:
-    """Stage ``classify``: the run's feature table on its patient split; returns the summary dict."""
-    features = run.require(run.features_table("manual"), "run `cervirad extract-features` first")
-    predicted = run.features_table("predicted")
-    return classify_split(cfg, features, run.features_dir("manual") / COLUMNS,
-                          predicted if predicted.is_file() else None, load_splits(run.path), run.robustness,
+def run(cfg: Config, inputs: Layout, st: StageContext) -> dict:
+    """Stage ``classify``: the run's feature table on its patient split (``inputs``: the stage's declared
+    artifacts); returns the summary dict."""
+    features = inputs.require(inputs.features_table("manual"), "run `cervirad extract-features` first")
+    predicted = inputs.features_table("predicted")
+    return classify_split(cfg, features, inputs.features_dir("manual") / COLUMNS,
+                          predicted if predicted.is_file() else None, load_splits(inputs.path), inputs.robustness,
                           st.classification_dir, st.staging, st.info)
 
 
-def run_table(cfg: Config, run: RunDir, cohort, st: StageContext, table: str | Path, id_column: str,
+def run_table(cfg: Config, inputs: Layout, st: StageContext, table: str | Path, id_column: str,
               label_column: str) -> dict:
     """Stage ``classify`` of a table run: any table by repeated nested CV -> ``classification/``."""
     return classify_table(cfg, Path(table), id_column, label_column, st.classification_dir, st.staging, st.info)

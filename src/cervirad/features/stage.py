@@ -34,8 +34,8 @@ from ..errors import InputError
 from ..io import Cohort, write_table
 from ..files import write_json
 from ..layout import (COLUMNS, COLUMN_COUNTS, DIAGNOSTICS, ERRORS, FEATURES_CSV, FEATURES_TABLE, RADIOMICS_PARAMS,
-                      ROBUSTNESS, case_file)
-from ..rundir import RunDir, StageContext
+                      ROBUSTNESS, Layout, case_file)
+from ..rundir import StageContext
 from . import clinical as clin
 from .cases import CaseCache, CaseJob, case_key, extract_jobs, label_voxels
 from .families import family_of, family_settings, names as family_names
@@ -48,7 +48,7 @@ ERROR_COLUMNS = ["patient_id", "sequence", "step", "message"]
 
 
 # --------------------------------------------------------------------------- jobs
-def build_jobs(cfg: Config, cohort: Cohort, masks_dir: Path, masks: str, params: dict,
+def build_jobs(cfg: Config, cohort: Cohort, masks_dir: Path | None, masks: str, params: dict,
                subbands: tuple[str, ...] | None, n_jobs: int) -> tuple[list[CaseJob], list[dict]]:
     """One job per (patient, sequence) that has a mask, largest lesion first; plus error rows."""
     fc = cfg.features
@@ -183,14 +183,15 @@ def diagnostics_table(results: list[dict]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- the stage
-def run_manual(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> Path:
-    """Stage ``features``: every patient with a manual mask -> ``features/``."""
-    return run_stage(cfg, run, cohort, st, "manual")
+def run_manual(cfg: Config, inputs: Layout, st: StageContext) -> Path:
+    """Stage ``features``: every patient of ``inputs.cohort`` with a manual mask -> ``features/``."""
+    return run_stage(cfg, inputs, inputs.cohort, st, "manual")
 
 
-def run_predicted(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext) -> Path:
-    """Stage ``features-predicted``: the patients the segmentation predicted -> ``features/predicted/``."""
-    return run_stage(cfg, run, cohort, st, "predicted")
+def run_predicted(cfg: Config, inputs: Layout, st: StageContext) -> Path:
+    """Stage ``features-predicted``: the patients the segmentation predicted (``inputs``' masks/) ->
+    ``features/predicted/``."""
+    return run_stage(cfg, inputs, inputs.cohort, st, "predicted")
 
 
 def check_settings(cfg: Config) -> tuple[dict, tuple[str, ...] | None]:
@@ -200,8 +201,9 @@ def check_settings(cfg: Config) -> tuple[dict, tuple[str, ...] | None]:
     return params, check_subbands(cfg.features.wavelet_subbands) if wavelet else None
 
 
-def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks: str) -> Path:
-    """Extract features for every patient with a mask into ``st``; returns the staged output folder."""
+def run_stage(cfg: Config, run: Layout, cohort: Cohort, st: StageContext, masks: str) -> Path:
+    """Extract features for every patient with a mask into ``st``; returns the staged output folder. ``run``:
+    the run's artifacts (splits.json, masks/) as the stage's declared inputs."""
     fc = cfg.features
     params, subbands = check_settings(cfg)
     # an external cohort has no split: its rows are "external"
@@ -212,7 +214,8 @@ def run_stage(cfg: Config, run: RunDir, cohort: Cohort, st: StageContext, masks:
                                     fc.clinical_missing_indicators) if labelled else None
     labels = pathologic_typing(cohort.clinical, cfg.data) if labelled else None
     n_jobs = cfg.execution.workers
-    jobs, errors = build_jobs(cfg, cohort, run.masks_dir(), masks, params, subbands, n_jobs)
+    jobs, errors = build_jobs(cfg, cohort, run.masks_dir() if masks == "predicted" else None, masks, params, subbands,
+                              n_jobs)
     if not jobs:
         hint = ("run `cervirad train-seg` first" if masks == "predicted" else "add mask paths to the manifest")
         raise InputError(f"No (image, mask) pair to extract features from in '{run.path}' ({masks} masks); {hint}.")

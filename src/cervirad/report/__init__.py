@@ -48,9 +48,9 @@ pre{background:#f0f2f5;padding:10px;overflow:auto;font-size:12px;max-height:420p
 
 
 # --------------------------------------------------------------------------- entry
-def report_stage(cfg, run: RunDir, cohort, st: StageContext) -> Path:
-    """Stage ``report``: ``report.html`` from whatever the run holds."""
-    return build_report(run, cfg.report.dca_category, out=st)
+def report_stage(cfg, inputs: Layout, st: StageContext) -> Path:
+    """Stage ``report``: ``report.html`` from whatever the run holds (``inputs``: the artifacts it declares)."""
+    return build_report(inputs, cfg.report.dca_category, out=st)
 
 
 def _section(anchor: str, title: str, body: str) -> str:

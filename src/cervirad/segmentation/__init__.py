@@ -61,23 +61,24 @@ def _check_channels(cfg, run) -> None:
                          "`cervirad preprocess` with this config or use the matching setting.")
 
 
-def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
+def train_stage(cfg, inputs, st, progress: bool = True) -> dict:
     """The train-seg stage: train ``segmentation.model`` (plus the networks of ``segmentation.compare`` /
     ``also_train_unet``; with ``auto`` every candidate, keeping the highest validation Dice: :mod:`.selection`)
-    on the run's train/val patients and score each on its test patients.
+    on the run's train/val patients and score each on its test patients. ``inputs``: the stage's declared
+    artifacts (preprocess/, splits.json, plan.yaml) and the cohort.
     A killed training resumes from ``last.pt`` when the stage key is unchanged. Returns {arch: metrics}.
     With ``segmentation.plan`` the run's ``plan.yaml`` sets the recipe (:func:`.plan.planned_config`)."""
     from .plan import planned_config
     from .selection import homes, pick_best, promote
 
-    cfg = planned_config(cfg, run)
-    _check_channels(cfg, run)
-    split = stage_budget(cfg, run)
+    cfg = planned_config(cfg, inputs)
+    _check_channels(cfg, inputs)
+    split = stage_budget(cfg, inputs)
     if split:
         log.info("train-seg: budget split: %s", split["why"])
         st.info["budget_split"] = split
     where = homes(st, cfg.segmentation)
-    results = {a: _train_one(cfg, run, cohort, home, st.key, progress, split) for a, home in where.items()}
+    results = {a: _train_one(cfg, inputs, inputs.cohort, home, st.key, progress, split) for a, home in where.items()}
     if cfg.segmentation.model == "auto":
         best, why = pick_best({a: m.get("best_val_dice") for a, m in results.items()})
         log.info("train-seg: segmentation.model auto keeps %s: %s", best, why)
@@ -87,7 +88,7 @@ def train_stage(cfg, run, cohort, st, progress: bool = True) -> dict:
                           "val_dice": {a: r.get("best_val_dice") for a, r in results.items()}}
         write_json(run_model.metrics, m)
         st.info["auto_model"] = best
-    write_comparison(st, [run, st], list(where.values()))
+    write_comparison(st, [inputs, st], list(where.values()))
     st.info.update({f"{a}_test_dice": m["dice"]["value"] for a, m in results.items()})
     return results
 

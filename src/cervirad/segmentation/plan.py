@@ -336,24 +336,24 @@ def planned_config(cfg: Config, run) -> Config:
 
 
 # --------------------------------------------------------------------------- the stage
-def plan_stage(cfg: Config, run, cohort, st) -> dict:
-    """The plan stage: ``plan.yaml`` from ``fingerprint.json`` and this machine (memory, a timing probe
-    when ``segmentation.budget_minutes`` is set). With ``segmentation.plan: false`` the plan records the
-    config's fixed recipe."""
+def plan_stage(cfg: Config, inputs, st) -> dict:
+    """The plan stage: ``plan.yaml`` from ``fingerprint.json`` (``inputs``: the stage's declared artifacts) and
+    this machine (memory, a timing probe when ``segmentation.budget_minutes`` is set). With
+    ``segmentation.plan: false`` the plan records the config's fixed recipe."""
     from .infer import resolve_device
 
-    fp = read_json(run.require(run.fingerprint.relative_to(run.path), "run `cervirad validate` first"))
+    fp = read_json(inputs.require(inputs.fingerprint.relative_to(inputs.path), "run `cervirad validate` first"))
     if not cfg.segmentation.plan:
         plan = {"version": PLAN_VERSION, "enabled": False, "decisions": {},
                 "why": "segmentation.plan is false: the config's fixed recipe (paper.yaml)", "folds": 1,
                 "folds_reason": "segmentation.plan is false"}
     else:
         device = resolve_device(cfg.segmentation.device).type
-        if run.splits.is_file():  # the training patients' geometry only: test patients never shape the plan
+        if inputs.splits.is_file():  # the training patients' geometry only: test patients never shape the plan
             from ..splits import load_splits
             from ..target_spacing import development_fingerprint
 
-            sp = load_splits(run.path)
+            sp = load_splits(inputs.path)
             fp = development_fingerprint(fp, sp["train"] + sp["val"])
         memory, source = None, f"fixed budget MEMORY_BUDGET[{device!r}] (plan.py), not this machine's free memory"
         first = make_plan(fp, cfg, device, memory)
