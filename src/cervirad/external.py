@@ -53,13 +53,13 @@ def require_finished(dev: Path) -> None:
 def segment_stage(cfg: Config, inputs: Layout, st: StageContext, development: str) -> dict:
     """Every external patient (``inputs.cohort``) segmented by the frozen model; metrics where a manual mask
     exists."""
-    from .files import hash_obj
     from .dicom.export import export_case, is_series
-    from .io import read_image, read_mask, to_array, write_image, write_table
+    from .files import HashCache, hash_obj
+    from .io import read_image, write_image, write_table
     from .progress import progress
-    from .files import HashCache
     from .segmentation.infer import load_model, segment_volume
-    from .segmentation.metrics import image_diagonal_mm, patient_metrics, summarise
+    from .segmentation.metrics import summarise
+    from .segmentation.scoring import score_patient
 
     dev = Layout(development)
     cohort = inputs.cohort
@@ -89,10 +89,7 @@ def segment_stage(cfg: Config, inputs: Layout, st: StageContext, development: st
         if p.mask is None:
             continue
         ref = read_image(p.images[model.sequences[0]], p.id, model.sequences[0])
-        truth = to_array(read_mask(p.mask, p.id, cfg.data.mask_label), np.uint8) > 0
-        pred_arr = to_array(pred, np.uint8) > 0
-        m = patient_metrics(pred_arr, truth, tuple(float(s) for s in ref.GetSpacing()[::-1]),
-                            diagonal_mm=image_diagonal_mm(ref.GetSize(), ref.GetSpacing()))
+        m, truth, pred_arr = score_patient(pred, ref, p.mask, p.id, cfg.data.mask_label)
         rows.append({"patient_id": p.id, "lesion_voxels": int(truth.sum()), "predicted_voxels": int(pred_arr.sum()),
                      **m})
     summary: dict = {"n_segmented": len(cohort.patients), "n_reused": reused, "model": str(dev.seg_model()),

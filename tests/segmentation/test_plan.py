@@ -8,6 +8,7 @@ import yaml
 from cervirad.config import STRIDE, Config, load_config
 from cervirad.errors import ConfigError
 from cervirad.segmentation import budget as B, plan as P
+from cervirad.stages import stage_inputs
 from cervirad.target_spacing import cohort_geometry, planned_spacing, target_spacing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,10 +135,10 @@ def test_paper_preset_keeps_its_fixed_recipe(tmp_path):
     run = RunDir(tmp_path / "run")
     run.fingerprint.write_text(__import__("json").dumps(fp))
     with run.stage("plan") as st:
-        plan = P.plan_stage(cfg, run, None, st)
+        plan = P.plan_stage(cfg, stage_inputs("plan", run.path), st)
     assert plan["enabled"] is False and plan["decisions"] == {}
     assert P.planned_config(cfg, run) == cfg
-    assert "plan" in next(x for x in STAGES if x.name == "train-seg").needs  # the plan is in train-seg's key
+    assert "plan" in next(x for x in STAGES if x.name == "train-seg").reads  # the plan is in train-seg's key
 
 
 def test_plan_stage_round_trip(tmp_path):
@@ -149,7 +150,7 @@ def test_plan_stage_round_trip(tmp_path):
     run = RunDir(tmp_path / "run")
     run.fingerprint.write_text(__import__("json").dumps(fp))
     with run.stage("plan") as st:
-        P.plan_stage(cfg.with_overrides(["segmentation.budget_minutes=null"]), run, None, st)
+        P.plan_stage(cfg.with_overrides(["segmentation.budget_minutes=null"]), stage_inputs("plan", run.path), st)
     doc = yaml.safe_load(run.plan.read_text(encoding="utf-8"))
     assert doc["enabled"] and doc["folds"] == 5  # 17 development patients
     got = P.planned_config(cfg.with_overrides(["segmentation.budget_minutes=null"]), run)
@@ -159,7 +160,7 @@ def test_plan_stage_round_trip(tmp_path):
     assert got.segmentation.folds == 5 and got.segmentation.augmentation.elastic_p == 0.2
     long = cfg.with_overrides(["segmentation.budget_minutes=null", "segmentation.epochs=100"])
     with run.stage("plan", replace=(run.plan.relative_to(run.path),)) as st:
-        P.plan_stage(long, run, None, st)
+        P.plan_stage(long, stage_inputs("plan", run.path), st)
     got = P.planned_config(long, run)
     assert got.segmentation.optimizer == "sgd" and got.segmentation.scheduler == "poly"  # 100 x 200 slices: enough
 

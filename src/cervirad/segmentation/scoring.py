@@ -55,23 +55,34 @@ def evaluate_patients(model: LoadedModel, run_path: Path, cohort: Cohort, ids: l
         write_image(pred_img, case_file(masks_dir, pid, ".nii.gz"))
         if export and is_series(patient.images[seq0]):
             export_case(pred_img, patient.images[seq0], masks_dir, pid, export)
-        truth = to_array(read_mask(patient.mask, pid, mask_label), np.uint8) > 0
-        spacing_zyx = tuple(float(s) for s in reference.GetSpacing()[::-1])
-        m = patient_metrics(to_array(pred_img, np.uint8) > 0, truth, spacing_zyx, probs, truth_sq,
-                            diagonal_mm=image_diagonal_mm(reference.GetSize(), reference.GetSpacing()))
+        m, truth, pred = score_patient(pred_img, reference, patient.mask, pid, mask_label, probs, truth_sq)
         m["infer_ms_per_slice"] = 1000.0 * seconds / max(1, len(probs))
         if post.component_selection or post.lesions == "one":  # what post-processing changed, per patient
             m["dice_unprocessed"] = overlap_metrics(
                 to_array(restore_nonempty(raw, load_meta(run_path, pid), reference, thr, False), np.uint8) > 0,
                 truth)["dice"]
         rows.append({"patient_id": pid, "n_slices": len(probs), "lesion_voxels": int(truth.sum()),
-                     "lesion_fallback": bool(fallback),
-                     "predicted_voxels": int((to_array(pred_img, np.uint8) > 0).sum()), **m})
+                     "lesion_fallback": bool(fallback), "predicted_voxels": int(pred.sum()), **m})
         if truth_sq is not None and truth_sq.any():
             k = int(np.argmax(truth_sq.reshape(len(truth_sq), -1).sum(1)))
             overlay_pool.append({"patient_id": pid, "slice": k, "image": np.asarray(images[k, 0], np.float32),
                                  "truth": np.asarray(truth_sq[k]), "pred": pred_sq[k], "dice": m["dice"]})
     return pd.DataFrame(rows), _pick_overlays(overlay_pool, n_overlays)
+
+
+def score_patient(pred_img, reference, mask: Path, pid: str, mask_label: int | None = None, probs: np.ndarray | None = None,
+                  truth_sq: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One patient's scores (:func:`.metrics.patient_metrics`): the predicted mask image ``pred_img`` against the
+    reference ``mask`` on the grid of the patient's image ``reference`` (physical spacing; a missed lesion's HD is
+    that image's diagonal). ``probs``/``truth_sq``: the probabilities and reference on the network's slice grid
+    (MAE). Returns (metrics, reference mask, predicted mask) as boolean (z, y, x) arrays. The test split
+    (:func:`evaluate_patients`) and an external cohort (:func:`cervirad.external.segment_stage`) are scored by it."""
+    truth = to_array(read_mask(mask, pid, mask_label), np.uint8) > 0
+    pred = to_array(pred_img, np.uint8) > 0
+    spacing_zyx = tuple(float(s) for s in reference.GetSpacing()[::-1])
+    m = patient_metrics(pred, truth, spacing_zyx, probs, truth_sq,
+                        diagonal_mm=image_diagonal_mm(reference.GetSize(), reference.GetSpacing()))
+    return m, truth, pred
 
 
 def _warm_up(model: LoadedModel, run_path: Path, pid: str, batch_size: int) -> None:
