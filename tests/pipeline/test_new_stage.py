@@ -18,6 +18,7 @@ from cervirad.stages import STAGES, Artifact, Stage, with_stage
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # it extracts the tiny cohort's features twice
 FIXTURE_PARAMS = REPO / "tests" / "fixtures" / "radiomics_original.yaml"
 
 
