@@ -388,7 +388,7 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
                          "--model.")
     run_stages(cfg, run, ["segment"], start="segment", table=SEGMENT_STAGES,
                options={"model": str(path.resolve()), "replace": force})
-    return json.loads(run.seg_metrics().read_text(encoding="utf-8"))
+    return read_json(run.seg_metrics())
 
 
 # --------------------------------------------------------------------------- external validation

@@ -11,14 +11,13 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import InputError
 from ..jsonutil import jsonable
-from ..files import write_json
+from ..files import read_json, write_json
 from ..layout import COMPARISON, FOLD_DIR, METRICS, PER_PATIENT
 
 SINGLE_FOLD = ("dice", "hd95_mm", "detection_rate", "n_patients")  # an ensemble's fold-0 scores (train-seg)
@@ -36,7 +35,7 @@ def rescore_stage(cfg, inputs, st) -> dict:
                     key=lambda p: (-len(p.parts), str(p)))  # fold 0 before the ensemble that quotes it
     out: dict[str, dict] = {}
     for path in scored:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = read_json(path)
         new = summarise(pd.read_csv(path.parent / PER_PATIENT), cfg.segmentation.bootstrap, cfg.run.seed)
         metrics = jsonable({**new, **{k: v for k, v in old.items() if k not in new}})  # train-seg's key order
         fold0 = out.get(str(path.parent.relative_to(inputs.root) / FOLD_DIR.format(0) / METRICS))
