@@ -89,11 +89,11 @@ def is_run_folder(path: Path) -> bool:
 
 
 class StageContext(Layout):
-    """Where a running stage writes: the named paths of :class:`Layout` below its staging folder."""
+    """Where a running stage writes: the named paths of :class:`Layout` below its staging folder (not the run
+    folder: a stage reads what its row declares, :class:`cervirad.stages.StageInputs`)."""
 
-    def __init__(self, run: "RunDir", name: str, staging: Path, key: str | None = None):
+    def __init__(self, name: str, staging: Path, key: str | None = None):
         super().__init__(staging)
-        self.run = run
         self.name = name
         self.key = key
         self.staging = staging
@@ -288,7 +288,7 @@ class RunDir(Layout):
         if staging.exists() and not resumable:
             shutil.rmtree(staging)
         staging.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(self, name, staging, key)
+        ctx = StageContext(name, staging, key)
         t0 = time.perf_counter()
         self.update_stage(name, status="running", started=_now(), finished=None, key=key, error=None, outputs=None,
                           replaced_by=None)
