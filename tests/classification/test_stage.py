@@ -246,7 +246,7 @@ def test_class_absent_from_training_is_reported(tmp_path, fast_cfg, demo_like):
     aucs = [roc_auc_score(y == c, score[c]) for c in (0, 2, 6, 7)]
     assert m[f"{best}.auc_macro"]["value"] == pytest.approx(np.mean(aucs), abs=1e-5)
     assert m[f"{best}.auc_macro"]["value"] != pytest.approx(np.mean(aucs[:3]), abs=1e-5)  # not the seen-only mean
-    from cervirad.report.classification import classification_section
+    from cervirad.report.classification_results import classification_section
 
     assert "absent from training: <b>7</b>" in classification_section(r, ["lr", "xgboost"])
     card = json.loads((tmp_path / "classification" / "model_card.json").read_text(encoding="utf-8"))

@@ -148,7 +148,7 @@ def test_detection_is_overlap_and_the_penalty_uses_the_given_image_extent():
 
 def test_report_shows_detection_rate_and_detected_only_hd95_with_n():
     from cervirad.jsonutil import jsonable
-    from cervirad.report.segmentation import detection_summary
+    from cervirad.report.segmentation_results import detection_summary
 
     sp = (3.0, 1.0, 0.5)
     df = pd.DataFrame([patient_metrics(p, t, sp) for p, t in (_lesion_pair(0), _lesion_pair(1), _lesion_pair(None))])
@@ -160,7 +160,7 @@ def test_report_shows_detection_rate_and_detected_only_hd95_with_n():
 
 
 def test_lesion_diameter_and_size_strata():
-    from cervirad.report.segmentation import lesion_size_strata
+    from cervirad.report.segmentation_results import lesion_size_strata
     from cervirad.segmentation.metrics import LESION_BANDS, lesion_band, lesion_diameter_mm
 
     t = np.zeros((10, 40, 40), bool)

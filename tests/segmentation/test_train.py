@@ -146,7 +146,7 @@ def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
     assert list(table.model) == ["crfe", "unet"] and {"dice", "dice_ci_low", "iou_mean_fg_bg"} <= set(table.columns)
     assert table.equals(pd.read_csv(segmentation.write_comparison(run, [run])))  # found again without the list
     # the report shows it as metric rows x model columns, each metric with its interval
-    from cervirad.report.segmentation import comparison_table
+    from cervirad.report.segmentation_results import comparison_table
 
     shown = comparison_table(table)
     assert "<th>CRFE</th><th>U-Net</th>" in shown

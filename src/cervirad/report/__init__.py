@@ -20,14 +20,15 @@ from ..layout import COLUMN_COUNTS, METRICS, METRICS_PREDICTED, Layout
 from ..rundir import RunDir, StageContext
 from .artifacts import read_optional
 from .checklist import build_checklist, checklist_table
-from .classification import classification_section, manual_vs_predicted
+from .classification_results import classification_section, manual_vs_predicted
 from .dca import dca_section
 from .external_validation import external_section
 from .feature_icc import icc_sections
 from .harmonization import harmonization_sections
+from .markup import Section
 from .overview import cohort_section, features_section, summary_section
 from .paper_results import results_sections, table1_sections
-from .segmentation import segmentation_section
+from .segmentation_results import segmentation_section
 from .segmentation_recipe import recipe_sections
 
 CSS = """
@@ -57,7 +58,7 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
-def _page(run: RunDir, info: dict, sections: list[tuple[str, str, str]], external: str | None) -> str:
+def _page(run: RunDir, info: dict, sections: list[Section], external: str | None) -> str:
     """The HTML document: header, navigation, the sections."""
     nav = "".join(f'<a href="#{a}">{html.escape(t.split(" (")[0])}</a>' for a, t, _ in sections)
     body = "".join(_section(a, t, b) for a, t, b in sections)

@@ -15,7 +15,7 @@ from ..layout import AGREEMENT, ICC_PNG, ROBUST_FILTER, Layout
 from ..plotting import pyplot, save_figure
 from ..rundir import RunDir
 from .artifacts import read_optional
-from .markup import AS_IS, df_table, figure, gallery
+from .markup import AS_IS, Section, df_table, figure, gallery
 
 THRESHOLDS = (0.75, 0.9)
 
@@ -64,7 +64,7 @@ def _comparison(comp: dict) -> str:
                                                 "balanced accuracy", "F1 macro", "macro AUC"]), AS_IS)
 
 
-def icc_sections(run: RunDir, out: Layout) -> list[tuple[str, str, str]]:
+def icc_sections(run: RunDir, out: Layout) -> list[Section]:
     """``[(anchor, title, html)]``: the robustness section, or nothing when the run has no robustness.csv."""
     if not run.robustness.is_file():
         return []

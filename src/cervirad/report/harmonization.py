@@ -13,14 +13,14 @@ from ..classification.harmonize_report import ALPHA, SHOWN
 from ..layout import HARMONIZATION
 from ..rundir import RunDir
 from .artifacts import read_optional
-from .markup import PLAIN, cell, table
+from .markup import PLAIN, Section, cell, table
 
 
 def _f(v, digits: int = 3) -> str:
     return cell(v, replace(PLAIN, number=f".{digits}f"))
 
 
-def harmonization_sections(run: RunDir) -> list[tuple[str, str, str]]:
+def harmonization_sections(run: RunDir) -> list[Section]:
     """``[(anchor, title, html)]``: the scanner section, or nothing without harmonization.json."""
     doc = read_optional(run.classification_dir / HARMONIZATION)
     if doc is None:

@@ -18,6 +18,9 @@ from typing import Any, Iterable, NamedTuple
 import pandas as pd
 
 
+Section = tuple[str, str, str]  # (anchor, title, body HTML): one section of the page
+
+
 class Html(str):
     """Text that is already HTML: :func:`cell` passes it through unescaped."""
 

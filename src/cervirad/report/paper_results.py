@@ -14,9 +14,7 @@ import pandas as pd
 from ..layout import ABLATION, FIGURES, METRICS, MODEL_CARD, ROC_PNG, SUMMARY, TABLE1, TARGETS_SUMMARY
 from ..rundir import RunDir
 from .artifacts import read_optional
-from .markup import ROUNDED, figure, table
-
-Section = tuple[str, str, str]
+from .markup import ROUNDED, Section, figure, table
 
 
 # --------------------------------------------------------------------------- sections

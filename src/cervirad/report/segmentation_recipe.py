@@ -15,9 +15,8 @@ import yaml
 from ..layout import FOLD_CURVES, METRICS
 from ..rundir import RunDir
 from .artifacts import read_optional
-from .markup import ROUNDED, cell, figure, gallery, table
+from .markup import ROUNDED, Section, cell, figure, gallery, table
 
-Section = tuple[str, str, str]
 _val = partial(cell, cells=ROUNDED)  # a number in the text: 3 decimals, 'n/a' when missing
 
 
