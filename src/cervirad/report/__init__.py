@@ -17,7 +17,7 @@ import yaml
 from ..config import MODELS
 from ..files import write_text
 from ..layout import COLUMN_COUNTS, METRICS, METRICS_PREDICTED, Layout
-from ..rundir import RunDir, StageContext
+from ..rundir import StageContext
 from .artifacts import read_optional
 from .checklist import build_checklist, checklist_table
 from .classification_results import classification_section, manual_vs_predicted
@@ -58,12 +58,12 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
-def _page(run: RunDir, info: dict, sections: list[Section], external: str | None) -> str:
+def _page(run: Layout, info: dict, sections: list[Section], external: str | None) -> str:
     """The HTML document: header, navigation, the sections."""
     nav = "".join(f'<a href="#{a}">{html.escape(t.split(" (")[0])}</a>' for a, t, _ in sections)
     body = "".join(_section(a, t, b) for a, t, b in sections)
     kind = "external validation" if external else "report"
-    title = f"cervirad {kind}: {html.escape(run.path.name)}"
+    title = f"cervirad {kind}: {html.escape(run.root.name)}"
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
             f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>"
             f"<header><h1>{title}</h1><p>config {html.escape(str(info.get('config_hash')))} · cervirad "
@@ -72,10 +72,12 @@ def _page(run: RunDir, info: dict, sections: list[Section], external: str | None
             f"cohort say nothing about patients.</p>{body}</main></body></html>")
 
 
-def build_report(run: RunDir, dca_category: int | None = 6, out: Layout | None = None,
+def build_report(run: Layout, dca_category: int | None = 6, out: Layout | None = None,
                  external: str | None = None) -> Path:
     """Write ``report.html`` (self-contained) from the run's artifacts into ``out`` (default: the run);
-    with ``external`` (the development run), ``external_report.html`` of an external validation."""
+    with ``external`` (the development run), ``external_report.html`` of an external validation.
+    ``run`` names the artifacts and reads the run's record (``read_run_json``): a
+    :class:`~cervirad.rundir.RunDir`, or the report stage's declared inputs."""
     out = out if out is not None else run
     info = run.read_run_json()
     fp = read_optional(run.fingerprint)

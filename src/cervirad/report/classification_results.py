@@ -11,8 +11,7 @@ import html
 from typing import Any
 
 from ..classification.metrics import HEADLINE
-from ..layout import FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD, SUMMARY
-from ..rundir import RunDir
+from ..layout import FIGURES, METRICS, METRICS_PREDICTED, MODEL_CARD, SUMMARY, Layout
 from .artifacts import read_optional, scalar_metrics
 from .markup import figures, table
 
@@ -57,7 +56,7 @@ def headline(m: dict, pred: dict | None, best: str | None) -> str:
             + f"<p class='muted'>{html.escape(b)}. Intervals: each metric's own method (metrics.json ci_method).</p>")
 
 
-def classification_section(run: RunDir, models: list[str]) -> str:
+def classification_section(run: Layout, models: list[str]) -> str:
     d = run.classification_dir
     if not d.is_dir():
         return "<p class='muted'>Classification was not run.</p>"
@@ -103,7 +102,7 @@ def classification_section(run: RunDir, models: list[str]) -> str:
     return "".join(parts)
 
 
-def manual_vs_predicted(run: RunDir, models: list[str]) -> str:
+def manual_vs_predicted(run: Layout, models: list[str]) -> str:
     d = run.classification_dir
     m = read_optional(d / METRICS) or {}
     pred = read_optional(d / METRICS_PREDICTED)

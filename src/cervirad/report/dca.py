@@ -24,7 +24,6 @@ import pandas as pd
 from ..layout import DCA_PNG, PREDICTIONS, Layout
 from ..pathology import CATEGORY_NAMES, LABEL
 from ..plotting import pyplot, save_figure
-from ..rundir import RunDir
 from .markup import figures
 
 
@@ -82,7 +81,7 @@ def decision_curve_figure(y: np.ndarray, prob: np.ndarray, label: str, n_boot: i
     return fig
 
 
-def dca_section(run: RunDir, category: int | None, out: Layout) -> tuple[str, bool]:
+def dca_section(run: Layout, category: int | None, out: Layout) -> tuple[str, bool]:
     """The section's HTML and whether it holds a curve (the checklist's clinical-utility item)."""
     if category is None:
         return "<p class='muted'>Decision-curve analysis disabled (report.dca_category is null).</p>", False

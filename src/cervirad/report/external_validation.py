@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import html
 
-from ..layout import METRICS, METRICS_PREDICTED, SHIFT, SUMMARY
-from ..rundir import RunDir
+from ..layout import METRICS, METRICS_PREDICTED, SHIFT, SUMMARY, Layout
 from .artifacts import read_optional
 from .markup import table
 from .paper_results import calibration_table
@@ -34,7 +33,7 @@ def _undefined(values: dict, key: str):
     return "undefined" if v is None and key.startswith("auc") else v
 
 
-def _metrics_notes(run: RunDir) -> list[str]:
+def _metrics_notes(run: Layout) -> list[str]:
     """Per metrics file: unseen or absent classes, undefined AUCs, patients without features, calibration."""
     parts = []
     for name in (METRICS_PREDICTED, METRICS):
@@ -82,7 +81,7 @@ def _shift_check(shift: dict) -> list[str]:
     return parts
 
 
-def external_section(run: RunDir, development: str) -> str:
+def external_section(run: Layout, development: str) -> str:
     """The frozen development model on this cohort: internal test vs external, and the shift check."""
     s = read_optional(run.classification_dir / SUMMARY) or {}
     internal, sources = s.get("development_internal_test") or {}, s.get("sources") or {}

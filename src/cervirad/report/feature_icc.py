@@ -13,7 +13,6 @@ import pandas as pd
 
 from ..layout import AGREEMENT, ICC_PNG, ROBUST_FILTER, Layout
 from ..plotting import pyplot, save_figure
-from ..rundir import RunDir
 from .artifacts import read_optional
 from .markup import AS_IS, Section, df_table, figure, gallery
 
@@ -64,7 +63,7 @@ def _comparison(comp: dict) -> str:
                                                 "balanced accuracy", "F1 macro", "macro AUC"]), AS_IS)
 
 
-def icc_sections(run: RunDir, out: Layout) -> list[Section]:
+def icc_sections(run: Layout, out: Layout) -> list[Section]:
     """``[(anchor, title, html)]``: the robustness section, or nothing when the run has no robustness.csv."""
     if not run.robustness.is_file():
         return []

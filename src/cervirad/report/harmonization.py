@@ -10,8 +10,7 @@ import html
 from dataclasses import replace
 
 from ..classification.harmonize_report import ALPHA, SHOWN
-from ..layout import HARMONIZATION
-from ..rundir import RunDir
+from ..layout import HARMONIZATION, Layout
 from .artifacts import read_optional
 from .markup import PLAIN, Section, cell, table
 
@@ -20,7 +19,7 @@ def _f(v, digits: int = 3) -> str:
     return cell(v, replace(PLAIN, number=f".{digits}f"))
 
 
-def harmonization_sections(run: RunDir) -> list[Section]:
+def harmonization_sections(run: Layout) -> list[Section]:
     """``[(anchor, title, html)]``: the scanner section, or nothing without harmonization.json."""
     doc = read_optional(run.classification_dir / HARMONIZATION)
     if doc is None:

@@ -10,18 +10,17 @@ import html
 
 import pandas as pd
 
-from ..layout import COLUMN_COUNTS, ERRORS
+from ..layout import COLUMN_COUNTS, ERRORS, Layout
 from ..pathology import CATEGORY_NAMES, LABEL
-from ..rundir import RunDir
 from .artifacts import read_optional
 from .markup import cell, df_table, table
 
 
-def summary_section(run: RunDir, info: dict) -> str:
+def summary_section(run: Layout, info: dict) -> str:
     stages = info.get("stages", {})
     rows = [[name, rec.get("status", "?") if name != "report" else "this page", rec.get("seconds", ""),
              rec.get("finished", rec.get("started", "")), (rec.get("error") or "")[:140]] for name, rec in stages.items()]
-    prov = [["run directory", str(run.path)], ["cervirad", info.get("cervirad_version")],
+    prov = [["run directory", str(run.root)], ["cervirad", info.get("cervirad_version")],
             ["git commit", info.get("git_commit")], ["config hash", info.get("config_hash")],
             ["created", info.get("created")], ["seeds", info.get("seeds")], ["python", info.get("python")]]
     pk = [[k, v] for k, v in (info.get("packages") or {}).items()]
@@ -29,7 +28,7 @@ def summary_section(run: RunDir, info: dict) -> str:
             + "<details><summary>Package versions</summary>" + table(pk, ["package", "version"]) + "</details>")
 
 
-def cohort_section(run: RunDir, fp: dict | None, splits: dict | None) -> str:
+def cohort_section(run: Layout, fp: dict | None, splits: dict | None) -> str:
     if not fp:
         return "<p class='bad'>No fingerprint.json: run <code>cervirad validate</code>.</p>"
     parts = [f"<p>{fp.get('n_patients')} patients, {fp.get('n_with_mask')} with a lesion mask; lesion volume (ml) "
@@ -59,7 +58,7 @@ def cohort_section(run: RunDir, fp: dict | None, splits: dict | None) -> str:
     return "".join(parts)
 
 
-def _labels(run: RunDir) -> dict[str, int]:
+def _labels(run: Layout) -> dict[str, int]:
     p = run.features_table("manual")
     if not p.is_file():
         return {}
@@ -67,7 +66,7 @@ def _labels(run: RunDir) -> dict[str, int]:
     return dict(zip(df.patient_id.astype(str), df[LABEL].astype(int)))
 
 
-def features_section(run: RunDir) -> str:
+def features_section(run: Layout) -> str:
     d = run.features_dir("manual")
     if not d.is_dir():
         return "<p class='muted'>Features were not extracted.</p>"

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..layout import ABLATION, FIGURES, METRICS, MODEL_CARD, ROC_PNG, SUMMARY, TABLE1, TARGETS_SUMMARY
-from ..rundir import RunDir
+from ..layout import ABLATION, FIGURES, METRICS, MODEL_CARD, ROC_PNG, SUMMARY, TABLE1, TARGETS_SUMMARY, Layout
 from .artifacts import read_optional
 from .markup import ROUNDED, Section, figure, table
 
 
 # --------------------------------------------------------------------------- sections
-def table1_sections(run: RunDir) -> list[Section]:
+def table1_sections(run: Layout) -> list[Section]:
     """Table 1 (baseline characteristics per split and class), when the classify stage wrote it."""
     from ..classification.table1 import display
 
@@ -107,7 +106,7 @@ def _sources(d: Path) -> str:
     return "".join(parts)
 
 
-def results_sections(run: RunDir) -> list[Section]:
+def results_sections(run: Layout) -> list[Section]:
     """Calibration, binary sub-tasks and sources, each when its artifact exists."""
     d = run.classification_dir
     if not (d / METRICS).is_file():

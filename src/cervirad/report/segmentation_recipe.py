@@ -12,8 +12,7 @@ from functools import partial
 
 import yaml
 
-from ..layout import FOLD_CURVES, METRICS
-from ..rundir import RunDir
+from ..layout import FOLD_CURVES, METRICS, Layout
 from .artifacts import read_optional
 from .markup import ROUNDED, Section, cell, figure, gallery, table
 
@@ -31,7 +30,7 @@ def _listed(v):
     return ", ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def plan_html(run: RunDir) -> str:
+def plan_html(run: Layout) -> str:
     """The plan's decisions (value, source, why) and its fold rule; empty without plan.yaml."""
     plan = _yaml(run.plan)
     if not plan:
@@ -47,7 +46,7 @@ def plan_html(run: RunDir) -> str:
     return "".join(out)
 
 
-def inference_html(run: RunDir, m: dict) -> str:
+def inference_html(run: Layout, m: dict) -> str:
     """The test-time augmentation behind the test metrics (``inference`` in metrics.json; the resolved
     config's settings for metrics written before it was recorded)."""
     s = m.get("inference") or (_yaml(run.config_yaml).get("segmentation") or {})
@@ -62,7 +61,7 @@ def inference_html(run: RunDir, m: dict) -> str:
             f" Models averaged: {_val(n_models)}.</p>")
 
 
-def folds_html(run: RunDir, m: dict) -> str:
+def folds_html(run: Layout, m: dict) -> str:
     """Per-fold table and curves, and the ensemble against fold 0 alone on the test patients."""
     per_fold = m.get("per_fold") or []
     if not per_fold:
@@ -114,7 +113,7 @@ def input_post_html(m: dict) -> str:
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
-def recipe_sections(run: RunDir) -> list[Section]:
+def recipe_sections(run: Layout) -> list[Section]:
     """The segmentation-recipe section (plan, inference, folds), or none when train-seg has not run."""
     m = read_optional(run.segmentation_dir() / METRICS) or {}
     body = plan_html(run) + (inference_html(run, m) + input_post_html(m) if m else "") + folds_html(run, m)

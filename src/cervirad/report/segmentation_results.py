@@ -11,8 +11,7 @@ import html
 
 import pandas as pd
 
-from ..layout import COMPARISON, FOLD_CURVES, METRICS, OVERLAYS
-from ..rundir import RunDir
+from ..layout import COMPARISON, FOLD_CURVES, METRICS, OVERLAYS, Layout
 from .artifacts import read_optional, scalar_metrics
 from .markup import figures, table
 
@@ -65,7 +64,7 @@ def comparison_table(df: pd.DataFrame) -> str:
     return table(rows, ["", *[network_label(str(x)) for x in df["model"]]])
 
 
-def segmentation_section(run: RunDir) -> str:
+def segmentation_section(run: Layout) -> str:
     d = run.segmentation_dir()
     if not d.is_dir():
         return "<p class='muted'>Segmentation was not run.</p>"
