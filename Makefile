@@ -24,13 +24,14 @@ demo: venv
 # every test but those marked gpu, the slow ones included (-m replaces pyproject's -m "not slow"); CI runs this.
 # Two pytest-xdist workers (one per core of the reference 2-core machine); a module's tests stay on one worker
 # (module fixtures are built once) and modules go out in collection order (tests/conftest.py puts those that wait
-# for the background end-to-end run last). Prints its wall time.
+# for the background end-to-end run last). Prints its wall time and the machine's load.
 TEST_WORKERS ?= 2
 test: venv
 	@t0=$$(date +%s); rc=0; \
 	$(BIN)/python -m pytest -m "not gpu" -q --durations=25 -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
 	  || rc=$$?; \
-	echo "make test: wall time $$(( $$(date +%s) - t0 )) s ($(TEST_WORKERS) workers, $$(nproc) cores)"; exit $$rc
+	echo "make test: wall time $$(( $$(date +%s) - t0 )) s ($(TEST_WORKERS) workers, $$(nproc) cores;" \
+	  "load average at the end $$(cut -d' ' -f1-3 /proc/loadavg))"; exit $$rc
 
 # plain pytest: skips the tests marked slow (pyproject addopts)
 test-fast: venv
