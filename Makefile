@@ -23,8 +23,8 @@ demo: venv
 
 # every test but those marked gpu, the slow ones included (-m replaces pyproject's -m "not slow"); CI runs this.
 # Two pytest-xdist workers (one per core of the reference 2-core machine); a module's tests stay on one worker
-# (module fixtures are built once) and modules go out in collection order (tests/conftest.py puts those that wait
-# for the background end-to-end run last). Prints its wall time and the machine's load.
+# (module fixtures are built once) and modules go out in collection order, which tests/conftest.py ends with the
+# modules that wait for the background end-to-end run, longest first. Prints its wall time and the machine's load.
 TEST_WORKERS ?= 2
 test: venv
 	@t0=$$(date +%s); rc=0; \

@@ -17,6 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CERVIRAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 E2E_FIXTURES = {"e2e_run", "installed"}  # built in the background by tests/pipeline/e2e.py
+# the longest modules of those that wait for the end-to-end run go out first (`make test` hands whole modules
+# to its two xdist workers, in collection order), so that the two workers end together
+E2E_FIRST = ("tests/pipeline/test_external.py::", "tests/pipeline/test_kill.py::", "tests/pipeline/test_resume.py::",
+             "tests/pipeline/test_commands.py::")
 
 
 def require_shared(sub: str = "") -> Path:
@@ -106,7 +110,8 @@ def _signing_key(request):
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """Start the end-to-end build in the background when a selected test needs it, and move the tests
-    that wait for it to the end, so the others run meanwhile (same order in every xdist worker)."""
+    that wait for it to the end, the longest first, so the others run meanwhile (the same order in
+    every xdist worker)."""
     if config.option.collectonly:
         return
     needs = [it for it in items if E2E_FIXTURES & set(getattr(it, "fixturenames", ()))]
@@ -116,7 +121,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     e2e.start(session_root(config) / "e2e", run=any("e2e_run" in it.fixturenames for it in needs))
     ids = {id(it) for it in needs}
-    items[:] = [it for it in items if id(it) not in ids] + needs
+    rank = lambda it: next((i for i, s in enumerate(E2E_FIRST) if s in it.nodeid), len(E2E_FIRST))  # noqa: E731
+    items[:] = [it for it in items if id(it) not in ids] + sorted(needs, key=rank)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

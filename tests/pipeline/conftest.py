@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,10 +13,7 @@ import pytest
 
 from tests.conftest import session_root
 
-from .e2e import E2E_OVERRIDES, REPO, outside, run_all_args, wait
-
-__all__ = ["E2E_OVERRIDES", "REPO", "run_all_cmd", "env", "read_json", "copy_run"]
-
+from .e2e import REPO, outside, run_all_args, wait
 
 def run_all_cmd(run_dir: Path, *extra: str) -> list[str]:
     """The end-to-end run's command, through the source tree's package (``python -m cervirad.cli``)."""
@@ -26,6 +24,12 @@ def env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
 
 
+def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m cervirad.cli ARGS`` from the source tree, its output captured."""
+    return subprocess.run([sys.executable, "-m", "cervirad.cli", *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", env=env(), timeout=timeout)
+
+
 def read_json(p: Path) -> dict:
     return json.loads(p.read_text(encoding="utf-8"))
 
@@ -34,6 +38,14 @@ def copy_run(run: Path, dst: Path) -> Path:
     """A private, writable copy of a finished run in another folder (paths change, contents do not)."""
     shutil.copytree(run, dst)
     return dst
+
+
+@pytest.fixture
+def copied_run(e2e_run, tmp_path):
+    """A private copy of the finished e2e run, in another folder (paths change, contents do not)."""
+    from cervirad.rundir import RunDir
+
+    return RunDir(copy_run(e2e_run, tmp_path / "copy"))
 
 
 @pytest.fixture(scope="session")

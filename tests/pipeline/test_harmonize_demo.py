@@ -16,7 +16,8 @@ import pytest
 
 from cervirad.errors import InputError
 
-from .conftest import REPO, env
+from .conftest import env
+from .e2e import REPO
 
 pytestmark = pytest.mark.slow
 

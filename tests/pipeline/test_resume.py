@@ -1,6 +1,6 @@
-"""What reruns on the real stage table, on a copy of the tiny end-to-end run (slow; CI runs them):
-file contents decide, outputs are checked, individual commands obey the same rules, one process
-per run folder, a killed run's lock is taken over."""
+"""What reruns on the real stage table, on copies of the suite's end-to-end run (slow; CI runs them):
+file contents decide, outputs are checked, one process per run folder, a killed run's lock is taken
+over. (Individual commands: test_commands.py; kill -9 and resume: test_kill.py.)"""
 from __future__ import annotations
 
 import os
@@ -16,9 +16,9 @@ import yaml
 
 from cervirad.config import load_config
 from cervirad.pipeline import run_stages
-from cervirad.rundir import RunDir
 
-from .conftest import E2E_OVERRIDES, REPO, copy_run, env, read_json, run_all_cmd
+from .conftest import cli, copy_run, env, read_json, run_all_cmd
+from .e2e import E2E_OVERRIDES, REPO
 
 pytestmark = pytest.mark.slow
 FIXTURE_PARAMS = REPO / "tests" / "fixtures" / "radiomics_original.yaml"
@@ -31,17 +31,6 @@ ONE_CLASSIFIER = ["classification.models=[lr]", "classification.targets=[patholo
 
 def e2e_config(*extra: str):
     return load_config(REPO / "configs" / "demo.yaml", [*E2E_OVERRIDES, *extra])
-
-
-@pytest.fixture
-def copied_run(e2e_run, tmp_path) -> RunDir:
-    """A private copy of the finished e2e run, in another folder (paths change, contents do not)."""
-    return RunDir(copy_run(e2e_run, tmp_path / "copy"))
-
-
-def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cervirad.cli", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", env=env(), timeout=timeout)
 
 
 def test_contents_decide_what_reruns(copied_run, tmp_path):
@@ -71,30 +60,6 @@ def test_contents_decide_what_reruns(copied_run, tmp_path):
     assert set(ran) == {"train-seg", "report"}, ran
     assert run.stage_record("train-seg")["rescored"] is True and run.seg_model().read_bytes() == model
     assert read_json(run.seg_metrics())["dice"]["value"] is not None
-
-
-def test_individual_commands_obey_the_same_rules(copied_run):
-    run = copied_run
-    before = {n: r["started"] for n, r in read_json(run.run_json)["stages"].items()}
-    res = cli("classify", "--run-dir", run.path)  # no --config: the run's own config.yaml
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "nothing to redo" in res.stderr and "best model" in res.stdout
-    time.sleep(1.1)  # records carry second-resolution times
-    res = cli("classify", "--run-dir", run.path, "--force")
-    assert res.returncode == 0, res.stderr[-2000:]
-    after = {n: r["started"] for n, r in read_json(run.run_json)["stages"].items()}
-    assert after["classify"] > before["classify"]
-    assert all(after[n] == before[n] for n in ("validate", "preprocess", "train-seg", "features"))
-    res = subprocess.run(run_all_cmd(run.path, "--from", "classify"), capture_output=True, text=True,
-                         encoding="utf-8", env=env(), timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "classify" in res.stdout and "report" in res.stdout and "features" not in res.stdout.split(";")[0]
-    # another run's artifacts are not silently replaced
-    table = run.path.parent / "table.csv"  # outside the run: an input inside --out is refused first (issue 26)
-    pd.read_parquet(run.features_table("manual")).drop(columns="split").to_csv(table, index=False)
-    res = cli("classify", "--features", table, "--label-column", "Pathologic_typing", "--out", run.path)
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("cervirad: error")]
-    assert res.returncode == 2 and len(lines) == 1 and "holds the artifacts of another run" in lines[0], res.stderr
 
 
 def _wait_for(pred, proc: subprocess.Popen, timeout: float = 300) -> None:
