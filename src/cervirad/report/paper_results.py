@@ -46,7 +46,7 @@ def _calibration(d: Path) -> str:
             for mod in models]
     return (calibration_table(m, str(best))
             + "<h3>Every model</h3>" + table(rows, ["model", "Brier [95 % CI]", "calibration intercept (0 ideal)",
-                                                    "calibration slope (1 ideal)"], ROUNDED))
+                                                   "calibration slope (1 ideal)"], ROUNDED))
 
 
 def calibration_table(m: dict, model: str) -> str:
@@ -66,7 +66,7 @@ def calibration_table(m: dict, model: str) -> str:
     return (f"<p>Calibration of the saved probabilities: <b>{html.escape(str(m.get('calibration_method', '?')))}"
             "</b> (from the model card).</p>"
             + table(rows, ["class", "intercept (0 ideal) [95 % CI]", "slope (1 ideal) [95 % CI]", "positives",
-                            "fit converged"], ROUNDED)
+                           "fit converged"], ROUNDED)
             + f"<p class='muted'>{html.escape(str(m.get('calibration_definition', '')))}</p>")
 
 
@@ -85,7 +85,7 @@ def _targets(d: Path) -> str:
     return ("<p>Each task is a classify run of its own (every model tuned, final model by the same rule) on the same "
             "fitting and test patients and the same features; binary tasks: AUC of the positive class.</p>"
             + table(rows, ["target", "definition", "final model", "test patients", "positives", "AUC [95 % CI]",
-                            "accuracy", "balanced accuracy", "F1 macro"], ROUNDED)
+                           "accuracy", "balanced accuracy", "F1 macro"], ROUNDED)
             + (f"<div class='figs'>{''.join(figs)}</div>" if figs else ""))
 
 
