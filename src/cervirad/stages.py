@@ -5,9 +5,12 @@ the artifacts it reads, by name. The orchestrator (:mod:`cervirad.pipeline`) der
 which stage writes what a stage reads (and runs that one first), resolves the names to paths, and
 calls the stage function as ``func(cfg, inputs, st, **options)``:
 
-- ``inputs``: a :class:`StageInputs`, the artifacts the row reads by name (``inputs["features"]``) and
-  as the named paths of :class:`~cervirad.rundir.Layout` (``inputs.features_table()``), refusing any
-  path outside them (and outside the run's caches); ``inputs.cohort`` when the row reads the cohort;
+- ``cfg``: the whole configuration (the key covers the row's ``config`` sections only, so a setting of
+  another section that changes a stage's results belongs in its row);
+- ``inputs``: a :class:`StageInputs`, the artifacts the row reads (and its own earlier results) by name
+  (``inputs["features"]``) and as the named paths of :class:`~cervirad.layout.Layout`
+  (``inputs.features_table()``), refusing any path outside them (and outside the run's caches);
+  ``inputs.cohort`` when the row reads the cohort;
 - ``st``: the :class:`~cervirad.rundir.StageContext` it writes into (a staging folder mirroring the run
   folder, promoted on success);
 - ``options``: the row's command options (``--features TABLE``, the development run of ``evaluate``).
@@ -230,7 +233,7 @@ class UndeclaredRead(AttributeError):
 
 class StageInputs(Layout):
     """The artifacts one stage reads, resolved in the run folder ``root``: by name (``inputs["splits"]``)
-    and as :class:`~cervirad.rundir.Layout`'s named paths, which must lie in (or around) a declared
+    and as :class:`~cervirad.layout.Layout`'s named paths, which must lie in (or around) a declared
     artifact or in the run's caches; ``cohort`` when the stage reads the cohort. It holds no record,
     no lock and no way to write: the stage writes into its staging folder."""
 
