@@ -19,6 +19,7 @@ from cervirad.errors import ConfigError, InputError
 from cervirad.io import write_table
 from cervirad.files import write_json
 from cervirad.rundir import RunDir
+from cervirad.stages import stage_inputs
 from tests.classification.test_leakage import _frame_table
 
 
@@ -116,7 +117,7 @@ def test_classify_stage_writes_comparison_agreement_card_and_report(tmp_path, fa
                         "n_patients": 48, "n_complete": 48, "n_perturbations": 3})
     write_table(rob, r.robustness)
     with r.stage("classify") as st:
-        classify(cfg, r, None, st)
+        classify(cfg, stage_inputs("classify", r.path), st)
     out = r.classification_dir
     info = json.loads((out / "robust_filter.json").read_text(encoding="utf-8"))
     n_low = int((icc < 0.5).sum())
@@ -145,4 +146,4 @@ def test_a_table_run_refuses_min_icc(tmp_path, fast_cfg, demo_like):
     write_table(demo_like, tmp_path / "t.csv")
     r = RunDir(tmp_path / "run", cfg)
     with pytest.raises(InputError, match="table run"), r.stage("classify") as st:
-        run_table(cfg, r, None, st, tmp_path / "t.csv", "patient_id", "Pathologic_typing")
+        run_table(cfg, stage_inputs("classify", r.path), st, tmp_path / "t.csv", "patient_id", "Pathologic_typing")

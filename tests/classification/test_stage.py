@@ -18,6 +18,7 @@ from cervirad.io import write_table
 from cervirad.files import write_json
 from cervirad.layout import CLASSIFICATION, FIGURES as FIGURE_DIR, METRICS
 from cervirad.rundir import RunDir
+from cervirad.stages import stage_inputs
 from tests.classification.synthetic import synthetic_table
 
 def _read(run_dir, name):
@@ -30,7 +31,7 @@ def run(cfg, r):
     from cervirad.classification.stage import run as classify
 
     with r.stage("classify") as st:
-        return classify(cfg, r, None, st)
+        return classify(cfg, stage_inputs("classify", r.path), st)
 
 
 FIGURES = {"roc_rf", "roc_xgboost", "roc_svm", "roc_lr", "confusion_rf", "confusion_xgboost", "confusion_svm",

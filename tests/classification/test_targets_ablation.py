@@ -17,6 +17,7 @@ from cervirad.classification.targets import binary_table
 from cervirad.io import write_table
 from cervirad.files import write_json
 from cervirad.rundir import RunDir
+from cervirad.stages import stage_inputs
 from tests.classification.synthetic import synthetic_table
 
 
@@ -46,7 +47,7 @@ def run_with_targets(tmp_path_factory, fast_cfg):
 
     with pytest.MonkeyPatch.context() as mp, r.stage("classify") as st:
         mp.setattr(files, "atomic_path", spy)
-        classify(cfg, r, None, st)
+        classify(cfg, stage_inputs("classify", r.path), st)
     return r, df, writes
 
 

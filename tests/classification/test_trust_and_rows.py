@@ -22,13 +22,14 @@ from cervirad.errors import InputError
 from cervirad.io import write_table
 from cervirad.files import file_hash, write_json
 from cervirad.rundir import RunDir
+from cervirad.stages import stage_inputs
 
 
 def run(cfg, r):
     from cervirad.classification.stage import run as classify
 
     with r.stage("classify") as st:
-        return classify(cfg, r, None, st)
+        return classify(cfg, stage_inputs("classify", r.path), st)
 
 
 @pytest.fixture(scope="module")
