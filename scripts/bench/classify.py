@@ -2,7 +2,7 @@
 
 Part 1 (ratio). A seeded synthetic table like the paper's cohort (114 patients x 868 features,
 8 imbalanced classes), the paper's model grids (configs/paper.yaml) for all four models.
-  * cervirad: ``search_model`` per model - one search over (k, model grid, selector) with the
+  * cervirad: ``search`` per model - one search over (k, model grid, selector) with the
     cleaning and ranking fitted once per fold/selector and forests fitted once at their
     largest tree count;
   * naive: a separate ``GridSearchCV`` per model and per k over (model grid, selector), plain
@@ -42,7 +42,7 @@ def part1(k_grid: list[int], cv_folds: int, n_jobs: int, models: list[str]) -> b
 
     from cervirad.classification.data import load_table
     from cervirad.classification.estimators import effective_k_grid
-    from cervirad.classification.search import gridsearchcv_model, search_model
+    from cervirad.classification.search import gridsearchcv_model, search
     from cervirad.config import load_config
     from tests.classification.synthetic import synthetic_table
 
@@ -60,7 +60,7 @@ def part1(k_grid: list[int], cv_folds: int, n_jobs: int, models: list[str]) -> b
             grid = cc.grids[m]
             with tempfile.TemporaryDirectory() as cache:
                 t0 = time.perf_counter()
-                fast = search_model(m, t.X, t.y, None, cc, cfg.run.seed, n_jobs, cache)
+                fast = search(m, t.X, t.y, None, cc, cfg.run.seed, n_jobs, cache)
                 t_fast = time.perf_counter() - t0
             t0 = time.perf_counter()
             best = None
@@ -110,13 +110,13 @@ def _short(params: dict) -> str:
 
 
 def main() -> int:
-    from cervirad.config import MODELS
+    from cervirad.classifiers import CLASSIFIERS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k-grid", type=int, nargs="+", default=[10, 30])
     ap.add_argument("--cv-folds", type=int, default=3)
     ap.add_argument("--n-jobs", type=int, default=2)
-    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=list(CLASSIFIERS))
     ap.add_argument("--skip-default", action="store_true", help="skip part 2")
     ap.add_argument("--skip-ratio", action="store_true", help="skip part 1")
     ap.add_argument("--paper-grids", action="store_true", help="part 2 with the default (paper) grids")

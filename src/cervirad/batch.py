@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import DataConfig
+from .config.schema import DataConfig
 from .errors import InputError
 from .io import Cohort
 

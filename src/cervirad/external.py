@@ -26,7 +26,7 @@ import pandas as pd
 
 from .batch import BATCH
 from .pathology import LABEL
-from .config import Config
+from .config.schema import Config
 from .errors import InputError
 from .io import Cohort
 from .files import read_json, write_json

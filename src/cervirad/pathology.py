@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .config import DataConfig, show
+from .config.checks import show
+from .config.schema import DataConfig
 from .errors import InputError
 
 LABEL = "Pathologic_typing"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import Config
+from .config.schema import Config
 from .errors import ConfigError, InputError
 from .files import HashCache, hash_obj, read_json
 from .io import Cohort, load_cohort
@@ -395,7 +395,7 @@ def rescore_segmentation(cfg: Config, run: RunDir, model_path: str | Path | None
 def external_config(development: str | Path, cohort_data: dict, name: str) -> Config:
     """The development run's resolved configuration, frozen, with only its ``data`` section replaced
     by the external cohort's (``source: manifest`` and the keys given)."""
-    from .config import from_dict, read_yaml_file
+    from .config.loading import from_dict, read_yaml_file
     from .layout import RADIOMICS_PARAMS, SAFE_ID
 
     dev = Layout(development)

@@ -28,7 +28,7 @@ import SimpleITK as sitk
 
 from .pathology import LABEL, pathologic_typing
 from .splits import load_splits, make_split, split_of
-from .config import Config, PreprocessConfig
+from .config.schema import Config, PreprocessConfig
 from .errors import InputError
 from .io import Cohort, Patient, read_image, read_mask, to_array
 from .files import atomic_path, read_json, write_json

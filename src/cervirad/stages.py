@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import Config
+from .config.schema import Config
 from .layout import CACHE, MODEL_JOBLIB, OVERLAYS, Layout
 from .layout import RELATIVE as R
 

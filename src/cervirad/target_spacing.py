@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
+from .config.schema import Config
 from .errors import InputError
 
 ANISOTROPY = 3.0  # nnU-Net's anisotropy threshold

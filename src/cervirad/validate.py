@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .pathology import LABEL, pathologic_typing, pathology_problems
-from .config import ClinicalColumnsConfig, Config, DataConfig
+from .config.schema import ClinicalColumnsConfig, Config, DataConfig
 from .errors import CohortValidationError, InputError
 from .features.clinical import clinical_problems
 from .io import (Cohort, Patient, check_volume_bytes, geometry_mismatch, geometry_mismatch_message, read_image,

@@ -14,7 +14,7 @@ from cervirad.classification.core import evaluate_holdout
 from cervirad.classification.estimators import build_pipeline, selected_features
 from cervirad.classification.robust_filter import RobustnessFilter
 from cervirad.classification.estimators import make_cv
-from cervirad.config import load_config
+from cervirad.config import load_config, with_overrides
 from cervirad.errors import ConfigError, InputError
 from cervirad.io import write_table
 from cervirad.files import write_json
@@ -98,7 +98,7 @@ def test_classify_stage_writes_comparison_agreement_card_and_report(tmp_path, fa
     from cervirad.classification.stage import run as classify
     from cervirad.report.feature_icc import icc_sections
 
-    cfg = fast_cfg.with_overrides(["features.robustness.perturbations=3", "classification.min_icc=0.5",
+    cfg = with_overrides(fast_cfg, ["features.robustness.perturbations=3", "classification.min_icc=0.5",
                                    "classification.models=[lr]", "classification.selectors=[anova]"])
     r = RunDir(tmp_path, cfg)
     write_json(tmp_path / "splits.json", {p: sorted(demo_like.loc[demo_like.split == p, "patient_id"]) for p in
@@ -142,7 +142,7 @@ def test_classify_stage_writes_comparison_agreement_card_and_report(tmp_path, fa
 def test_a_table_run_refuses_min_icc(tmp_path, fast_cfg, demo_like):
     from cervirad.classification.stage import run_table
 
-    cfg = fast_cfg.with_overrides(["features.robustness.perturbations=3", "classification.min_icc=0.5"])
+    cfg = with_overrides(fast_cfg, ["features.robustness.perturbations=3", "classification.min_icc=0.5"])
     write_table(demo_like, tmp_path / "t.csv")
     r = RunDir(tmp_path / "run", cfg)
     with pytest.raises(InputError, match="table run"), r.stage("classify") as st:

@@ -8,6 +8,9 @@ import pytest
 from cervirad.classification import estimators as P
 from cervirad.classification.data import load_table
 from cervirad.classification.search import gridsearchcv_model, search
+from cervirad.classifiers import make_classifier
+
+from cervirad.config import with_overrides
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def test_drop_constant_thresholds():
 
 def test_xgboost_accepts_labels_that_are_not_0_to_c(table):
     y = np.array([2, 5, 9, 5])[table.y]
-    clf = P.make_classifier("xgboost", 0).set_params(n_estimators=5).fit(np.nan_to_num(table.X), y)
+    clf = make_classifier("xgboost", 0).set_params(n_estimators=5).fit(np.nan_to_num(table.X), y)
     assert clf.classes_.tolist() == [2, 5, 9]
     assert set(clf.predict(np.nan_to_num(table.X))) <= {2, 5, 9}
 
@@ -82,4 +85,4 @@ def test_unknown_model_in_config_is_refused(fast_cfg):
     from cervirad.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"classification.models\[1\]': expected one of .* got 'knn'"):
-        fast_cfg.with_overrides(["classification.models=[rf,knn]"])
+        with_overrides(fast_cfg, ["classification.models=[rf,knn]"])

@@ -208,15 +208,15 @@ def test_single_patient_class_inf_and_duplicates_are_explained_fallbacks(binary_
 
 def test_dask_backend_gives_the_same_choice(binary_csv, fast_cfg):
     from cervirad.classification.data import load_table
-    from cervirad.classification.search import search_model
+    from cervirad.classification.search import search
     from cervirad.parallel import parallel_backend
 
     _, df = binary_csv
     t = load_table(df, "ID", "Target")
     cc = replace(fast_cfg.classification, selectors=("anova",))
-    loky = search_model("lr", t.X, t.y, None, cc, 0, 2)
+    loky = search("lr", t.X, t.y, None, cc, 0, 2)
     with parallel_backend(replace(fast_cfg.execution, backend="dask", n_jobs=2)):
-        dask = search_model("lr", t.X, t.y, None, cc, 0, 2)
+        dask = search("lr", t.X, t.y, None, cc, 0, 2)
     assert dask.best_params_ == loky.best_params_
     np.testing.assert_array_equal(dask.cv_results_["mean_test_score"], loky.cv_results_["mean_test_score"])
 

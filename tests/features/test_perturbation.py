@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from cervirad.config import RobustnessConfig, load_config
+from cervirad.config import RobustnessConfig, load_config, with_overrides
 from cervirad.errors import ConfigError
 from cervirad.features import perturbation as R
 from cervirad.features.cases import CaseCache, CaseJob
@@ -204,7 +204,7 @@ def test_stage_writes_robustness_csv_and_a_raised_n_reuses_the_cache(tmp_path, t
     assert vol["icc1"] > 0.8  # lesion volume barely moves relative to its spread across patients
     info = run.stage_record("features")
     assert info["robustness_patients"] == n_fit and info["robustness_cached"] == 0
-    cfg3 = cfg.with_overrides(["features.robustness.perturbations=3"])
+    cfg3 = with_overrides(cfg, ["features.robustness.perturbations=3"])
     extract(cfg3, run)
     info = run.stage_record("features")
     assert info["robustness_cached"] == 2 * n_fit  # perturbations 0 and 1 come from the cache

@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
+from cervirad.config import with_overrides
 from cervirad.errors import InputError
 from cervirad.io import read_clinical
 from cervirad.pathology import LABEL, pathologic_typing
@@ -25,7 +26,7 @@ PAPER_COUNTS = {"clinical": 8, "shape": 14, "firstorder": 162, "glcm": 216, "glr
 def make_run(tmp_path, tiny_cfg, tiny_run, *overrides):
     """A run over the tiny run's cohort (as a manifest cohort) with its splits.json."""
     cohort = tiny_run.path / "cohort"
-    cfg = tiny_cfg.with_overrides(["data.source=manifest", f"data.manifest={cohort / 'manifest.csv'}",
+    cfg = with_overrides(tiny_cfg, ["data.source=manifest", f"data.manifest={cohort / 'manifest.csv'}",
                                    f"data.clinical={cohort / 'clinical.csv'}", *overrides])
     run = RunDir(tmp_path, cfg)
     shutil.copy(tiny_run.path / "splits.json", run.path / "splits.json")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cervirad.config import Config, load_config
+from cervirad.config import Config, load_config, with_overrides
 from cervirad.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,8 +83,8 @@ def test_overrides_are_typed_and_applied():
 
 
 def test_hash_changes_with_settings():
-    assert Config().hash() != Config().with_overrides(["run.seed=1"]).hash()
-    assert Config().hash() == Config().with_overrides([]).hash()
+    assert Config().hash() != with_overrides(Config(), ["run.seed=1"]).hash()
+    assert Config().hash() == with_overrides(Config(), []).hash()
 
 
 def test_split_fractions_must_sum_to_one():

@@ -106,13 +106,13 @@ def test_static_tables_match_the_libraries():
     """The load-time tables (no sklearn import) equal what the estimators and sklearn say."""
     from sklearn.metrics import get_scorer_names
 
-    from cervirad.classification.estimators import make_classifier
-    from cervirad.config import GRID_PARAMS, MODELS, SCORERS, STRIDE
+    from cervirad.classifiers import CLASSIFIERS, make_classifier
+    from cervirad.config import SCORERS, STRIDE
     from cervirad.segmentation.model import MULTIPLE
 
-    assert set(GRID_PARAMS) == set(MODELS)
-    for name in MODELS:
-        assert set(GRID_PARAMS[name]) == set(make_classifier(name, 0).get_params()), name
+    for name, entry in CLASSIFIERS.items():
+        assert set(entry.params) == set(make_classifier(name, 0).get_params()), name
+        assert set(entry.ranges) <= set(entry.params) and set(entry.grid) <= set(entry.params), name
     assert set(SCORERS) <= set(get_scorer_names())
     assert STRIDE == MULTIPLE
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cervirad.config import Config
+from cervirad.config import Config, with_overrides
 from cervirad.pipeline import run_stages, schedule
 from cervirad.rundir import RunDir
 from cervirad.stages import STAGES, Artifact, Stage, with_stage
@@ -48,7 +48,7 @@ TABLE = with_stage(STAGES, RANK, after="features")
 
 
 def toy_config(base: Config, *overrides: str, top: int = 3) -> ToyConfig:
-    cfg = base.with_overrides([f"features.radiomics_params={FIXTURE_PARAMS}", *overrides])
+    cfg = with_overrides(base, [f"features.radiomics_params={FIXTURE_PARAMS}", *overrides])
     return ToyConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)}, rank=RankSection(top))
 
 

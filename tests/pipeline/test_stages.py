@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cervirad.config import Config
+from cervirad.config import Config, with_overrides
 from cervirad.files import hash_obj
 from cervirad.errors import CerviradError
 from cervirad.pipeline import run_stages, schedule
@@ -87,11 +87,11 @@ def test_a_config_section_reruns_its_stage_and_downstream_only(tmp_path, caplog)
     run = RunDir(tmp_path / "r")
     toy(run)
     with caplog.at_level(logging.INFO, logger="cervirad.pipeline"):
-        assert toy(run, Config().with_overrides(["segmentation.epochs=3"])) == ["b", "c"]
+        assert toy(run, with_overrides(Config(), ["segmentation.epochs=3"])) == ["b", "c"]
     assert "b                  runs: config section segmentation changed" in caplog.text
     assert "c                  runs: b was redone" in caplog.text
     assert (run.path / "c.txt").read_text(encoding="utf-8").endswith("epochs=3 dca=6")
-    assert toy(run, Config().with_overrides(["segmentation.epochs=3", "report.dca_category=2"])) == ["c"]
+    assert toy(run, with_overrides(Config(), ["segmentation.epochs=3", "report.dca_category=2"])) == ["c"]
 
 
 def test_touch_reruns_nothing_deleting_or_editing_an_output_reruns_from_there(tmp_path, caplog):

@@ -3,6 +3,8 @@ import shutil
 
 import pytest
 
+from cervirad.config import with_overrides
+
 FAST = ["segmentation.epochs=2", "segmentation.train_crop=64", "segmentation.max_train_slices_per_epoch=8",
         "segmentation.max_val_slices=8", "segmentation.lstm_hidden=16", "segmentation.bootstrap=50",
         "segmentation.n_overlays=2", "segmentation.early_stopping_patience=5",
@@ -17,5 +19,5 @@ def seg_run(tmp_path, tiny_run, tiny_cfg):
 
     dst = tmp_path / "run"
     shutil.copytree(tiny_run.path, dst)
-    cfg = tiny_cfg.with_overrides(FAST)
+    cfg = with_overrides(tiny_cfg, FAST)
     return cfg, RunDir(dst)

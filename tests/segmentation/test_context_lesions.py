@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cervirad.config import Config
+from cervirad.config import Config, with_overrides
 from cervirad.segmentation.context import context_indices, input_channels, stack_context
 from cervirad.segmentation.postprocess import Postprocessing, choose_fallback_threshold, component_at_max
 
@@ -85,7 +85,7 @@ def test_restoration_never_empties_a_one_lesion_mask():
 def test_budget_is_split_across_the_models_of_the_stage():
     from cervirad.segmentation.budget import budget_split
 
-    cfg = Config().with_overrides(["segmentation.budget_minutes=45", "segmentation.also_train_unet=true",
+    cfg = with_overrides(Config(), ["segmentation.budget_minutes=45", "segmentation.also_train_unet=true",
                                    "segmentation.pretrain_minutes=2"])
     split = budget_split(cfg, 5)
     assert split["n_models"] == 10 and split["architectures"] == ["crfe", "unet"]
@@ -101,7 +101,7 @@ def test_plan_writes_the_split_and_a_context_from_the_slice_spacing():
     spac, size = [(1.0, 1.0, 3.3)] * 30, [(200, 200, 40)] * 30
     from tests.segmentation.test_plan import _fp
 
-    plan = P.make_plan(_fp(spac, size), Config().with_overrides(["segmentation.budget_minutes=20"]), "cpu", 8 << 30,
+    plan = P.make_plan(_fp(spac, size), with_overrides(Config(), ["segmentation.budget_minutes=20"]), "cpu", 8 << 30,
                        s_per_sample=0.05)
     assert plan["decisions"]["segmentation.context_slices"]["value"] == 2  # 3.3 mm: 2 neighbours within 8 mm
     assert plan["budget_split"]["n_models"] == 5 and plan["folds"] == 5  # < 40 patients: a 5-fold ensemble
@@ -123,7 +123,7 @@ def test_trainer_replans_when_the_first_epoch_differs_from_the_probe(seg_run, tm
     from cervirad.segmentation.train import Trainer
 
     cfg, run = seg_run
-    cfg = cfg.with_overrides(["segmentation.epochs=3", "segmentation.max_val_slices=2",
+    cfg = with_overrides(cfg, ["segmentation.epochs=3", "segmentation.max_val_slices=2",
                               "segmentation.max_train_slices_per_epoch=4"])
     tr = Trainer(cfg, "unet", load_slice_set(run.path, "train"), load_slice_set(run.path, "val"), tmp_path, "k",
                  progress=False, budget_minutes=10.0, max_epochs=50)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cervirad.config import with_overrides
 from cervirad.splits import load_splits
 from cervirad.preprocess import load_patient_slices
 from cervirad.segmentation.checkpoint import checkpoint_header, read_checkpoint, save_checkpoint
@@ -60,7 +61,7 @@ def test_plain_and_mirrored_in_one_pass_equals_the_two_separately():
 
 
 def test_load_model_follows_the_stored_decision(tmp_path, tiny_cfg):
-    cfg = tiny_cfg.with_overrides(["segmentation.unet_width=0.25", "segmentation.tta_mirror=true"])
+    cfg = with_overrides(tiny_cfg, ["segmentation.unet_width=0.25", "segmentation.tta_mirror=true"])
     paths = []
     for i in range(3):
         p = tmp_path / f"fold_{i}" / "model.pt"
@@ -79,7 +80,7 @@ def test_load_model_follows_the_stored_decision(tmp_path, tiny_cfg):
 
 def test_measure_scores_each_validation_patient_plain_and_mirrored(seg_run, tmp_path):
     cfg, run = seg_run
-    cfg = cfg.with_overrides(["segmentation.unet_width=0.25", "segmentation.threshold=0.5"])
+    cfg = with_overrides(cfg, ["segmentation.unet_width=0.25", "segmentation.threshold=0.5"])
     path = tmp_path / "model.pt"
     save_checkpoint({**checkpoint_header(cfg, "unet", 1), "state_dict": _unet(3).state_dict()}, path)
     val = load_splits(run.path)["val"][:2]

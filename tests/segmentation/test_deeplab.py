@@ -8,7 +8,8 @@ from cervirad.config import load_config
 from cervirad.segmentation.deeplab import ASPP, DeepLabV3, matched_deeplab_base
 from cervirad.segmentation.infer import load_model, predict_slices, segment_paths
 from cervirad.segmentation.losses import segmentation_loss
-from cervirad.segmentation.model import ARCHITECTURES, CRFE, NETWORKS, build_model, count_parameters
+from cervirad.networks import NETWORKS
+from cervirad.segmentation.model import CRFE, build_model, count_parameters
 from cervirad.segmentation.checkpoint import build_network, checkpoint_header, network_options, save_checkpoint
 
 
@@ -73,8 +74,8 @@ def test_width_matches_crfe_parameters_and_is_stored_in_the_checkpoint():
 
 
 def test_every_registered_network_builds_with_a_label():
-    assert ARCHITECTURES == ("crfe", "unet", "deeplabv3")
-    for arch in ARCHITECTURES:
+    assert tuple(NETWORKS) == ("crfe", "unet", "deeplabv3")
+    for arch in NETWORKS:
         assert NETWORKS[arch].label
         net = build_model(arch, 2, lstm_hidden=8, net_options={"base": 8}).eval()
         with torch.no_grad():

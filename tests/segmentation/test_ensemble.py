@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from cervirad.config import with_overrides
 from cervirad.errors import InputError
 from cervirad.pipeline import run_stages
 from cervirad.segmentation.checkpoint import FORMAT, checkpoint_header, read_checkpoint, save_checkpoint
@@ -34,7 +35,7 @@ def test_fold_ensemble_probabilities_are_the_mean_of_its_members():
 
 
 def test_ensemble_checkpoint_round_trip(tmp_path, tiny_cfg):
-    cfg = tiny_cfg.with_overrides(["segmentation.model=unet", "segmentation.unet_width=0.25",
+    cfg = with_overrides(tiny_cfg, ["segmentation.model=unet", "segmentation.unet_width=0.25",
                                    "segmentation.tta_mirror=false"])
     paths = []
     for i in range(2):
@@ -108,7 +109,7 @@ def test_matched_unet_parameter_count_is_within_10_percent_of_crfe(in_channels, 
 @pytest.mark.slow
 def test_two_fold_training_end_to_end_and_resume_in_the_fold(seg_run, monkeypatch):
     cfg, run = seg_run
-    cfg = cfg.with_overrides(["segmentation.folds=2", "segmentation.epochs=1"])
+    cfg = with_overrides(cfg, ["segmentation.folds=2", "segmentation.epochs=1"])
     real = Trainer._train_epoch
     calls = []
 
@@ -169,7 +170,7 @@ def test_report_section_shows_plan_folds_and_ensemble_vs_single(tmp_path, tiny_c
     run.plan.write_text(yaml.safe_dump({"decisions": {"segmentation.optimizer": {"value": "sgd", "source": "plan",
                                                                                  "why": "nnU-Net's recipe"}},
                                         "folds": 2, "folds_reason": "11 patients (< 40)"}))
-    run.config_yaml.write_text(tiny_cfg.with_overrides(["segmentation.tta_mirror=false"]).to_yaml())  # not read
+    run.config_yaml.write_text(with_overrides(tiny_cfg, ["segmentation.tta_mirror=false"]).to_yaml())  # not read
     [(anchor, title, body)] = recipe_sections(run)
     assert anchor == "seg-recipe"
     for text in ("segmentation.optimizer", "nnU-Net&#x27;s recipe", "11 patients (&lt; 40)", "2-fold ensemble",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cervirad.config import STRIDE, Config, load_config
+from cervirad.config import STRIDE, Config, load_config, with_overrides
 from cervirad.errors import ConfigError
 from cervirad.segmentation import budget as B, plan as P
 from cervirad.stages import stage_inputs
@@ -90,7 +90,7 @@ def test_small_cohort_asks_for_folds():
 
 def test_make_plan_on_a_small_anisotropic_cohort():
     fp = _fp([(0.98, 0.98, 3.27)] * 17 + [(1.17, 1.17, 3.27)], [(140, 140, 50)] * 18, [IDENTITY] * 18, "t1w")
-    cfg = Config().with_overrides(["data.sequences=[t1w]", "segmentation.input_sequences=[t1w]",
+    cfg = with_overrides(Config(), ["data.sequences=[t1w]", "segmentation.input_sequences=[t1w]",
                                    "features.sequences=[t1w]", "segmentation.budget_minutes=600"])
     plan = P.make_plan(fp, cfg, "cpu", memory=8 << 30, s_per_sample=0.01)  # enough steps for nnU-Net's SGD
     d = {k: v["value"] for k, v in plan["decisions"].items()}
@@ -106,7 +106,7 @@ def test_make_plan_on_a_small_anisotropic_cohort():
 
 def test_config_settings_win_over_the_plan():
     fp = _fp([(0.7, 0.7, 4.0)] * 50, [(256, 256, 24)] * 50)
-    cfg = Config().with_overrides(["segmentation.batch_size=3", "segmentation.plan_keep=[segmentation.folds, "
+    cfg = with_overrides(Config(), ["segmentation.batch_size=3", "segmentation.plan_keep=[segmentation.folds, "
                                    "segmentation.optimizer]", "preprocess.spacing=[1.4, 1.4, 4.0]"])
     dec = P.make_plan(fp, cfg, "cpu", memory=8 << 30)["decisions"]
     assert dec["segmentation.batch_size"] == {**dec["segmentation.batch_size"], "value": 3, "source": "config"}
@@ -117,7 +117,7 @@ def test_config_settings_win_over_the_plan():
     assert "segmentation.epochs" not in dec  # no budget: no probe, the config's epochs stand
     assert planned_spacing(cfg, fp)[0] == (1.4, 1.4, 4.0)
     with pytest.raises(ConfigError, match="plan_keep"):
-        P.check_settings(Config().with_overrides(["segmentation.plan_keep=[segmentation.lstm_hidden]"]))
+        P.check_settings(with_overrides(Config(), ["segmentation.plan_keep=[segmentation.lstm_hidden]"]))
 
 
 def test_paper_preset_keeps_its_fixed_recipe(tmp_path):
@@ -150,15 +150,15 @@ def test_plan_stage_round_trip(tmp_path):
     run = RunDir(tmp_path / "run")
     run.fingerprint.write_text(__import__("json").dumps(fp))
     with run.stage("plan") as st:
-        P.plan_stage(cfg.with_overrides(["segmentation.budget_minutes=null"]), stage_inputs("plan", run.path), st)
+        P.plan_stage(with_overrides(cfg, ["segmentation.budget_minutes=null"]), stage_inputs("plan", run.path), st)
     doc = yaml.safe_load(run.plan.read_text(encoding="utf-8"))
     assert doc["enabled"] and doc["folds"] == 5  # 17 development patients
-    got = P.planned_config(cfg.with_overrides(["segmentation.budget_minutes=null"]), run)
+    got = P.planned_config(with_overrides(cfg, ["segmentation.budget_minutes=null"]), run)
     assert got.segmentation.train_crop == cfg.segmentation.train_crop == 96  # demo.yaml sets it: kept
     # demo.yaml's 6 epochs x 200 slices are < 1000 optimiser steps: Adam + cosine, not nnU-Net's SGD
     assert got.segmentation.optimizer == "adam" and got.segmentation.scheduler == "cosine"
     assert got.segmentation.folds == 5 and got.segmentation.augmentation.elastic_p == 0.2
-    long = cfg.with_overrides(["segmentation.budget_minutes=null", "segmentation.epochs=100"])
+    long = with_overrides(cfg, ["segmentation.budget_minutes=null", "segmentation.epochs=100"])
     with run.stage("plan", replace=(run.plan.relative_to(run.path),)) as st:
         P.plan_stage(long, stage_inputs("plan", run.path), st)
     got = P.planned_config(long, run)
@@ -190,7 +190,7 @@ def test_training_stops_when_the_budget_is_spent(seg_run, tmp_path):
     from cervirad.segmentation.train import Trainer
 
     cfg, run = seg_run
-    cfg = cfg.with_overrides(["segmentation.epochs=4", "segmentation.budget_minutes=0.0001",
+    cfg = with_overrides(cfg, ["segmentation.epochs=4", "segmentation.budget_minutes=0.0001",
                               "segmentation.max_val_slices=2", "segmentation.max_train_slices_per_epoch=4",
                               "segmentation.optimizer=sgd", "segmentation.scheduler=poly",
                               "segmentation.foreground_oversampling=0.5", "segmentation.augmentation.elastic_p=0.5"])
@@ -202,11 +202,11 @@ def test_training_stops_when_the_budget_is_spent(seg_run, tmp_path):
 
 def test_a_small_budget_plans_adam_instead_of_sgd():
     fp = _fp([(0.7, 0.7, 4.0)] * 50, [(256, 256, 24)] * 50)
-    cfg = Config().with_overrides(["segmentation.budget_minutes=20"])  # 4 min of it is scoring
+    cfg = with_overrides(Config(), ["segmentation.budget_minutes=20"])  # 4 min of it is scoring
     few = {k: v["value"] for k, v in P.make_plan(fp, cfg, "cpu", 8 << 30, s_per_sample=0.5)["decisions"].items()}
     assert (few["segmentation.optimizer"], few["segmentation.lr"], few["segmentation.scheduler"]) == \
         ("adam", 1e-3, "cosine")
-    many = {k: v["value"] for k, v in P.make_plan(fp, cfg.with_overrides(["segmentation.budget_minutes=600"]), "cpu",
+    many = {k: v["value"] for k, v in P.make_plan(fp, with_overrides(cfg, ["segmentation.budget_minutes=600"]), "cpu",
                                                    8 << 30, s_per_sample=0.01)["decisions"].items()}
     steps = many["segmentation.epochs"] * -(-many["segmentation.max_train_slices_per_epoch"]
                                             // many["segmentation.batch_size"])
@@ -214,7 +214,7 @@ def test_a_small_budget_plans_adam_instead_of_sgd():
 
 
 def test_probe_times_a_training_step():
-    cfg = Config().with_overrides(["segmentation.lstm_hidden=8", "segmentation.deep_supervision=true",
+    cfg = with_overrides(Config(), ["segmentation.lstm_hidden=8", "segmentation.deep_supervision=true",
                                    "segmentation.augmentation.elastic_p=1.0"])
     s = B.probe_seconds_per_sample(cfg, "crfe", 1, 32, "cpu")
     assert 0 < s < 60

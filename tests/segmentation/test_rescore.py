@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from cervirad.config import Config
+from cervirad.config import Config, with_overrides
 from cervirad.rundir import RunDir
 from cervirad.segmentation import write_comparison
 from cervirad.segmentation.rescore import SINGLE_FOLD, rescore_stage
@@ -40,7 +40,7 @@ def test_rescore_writes_what_training_with_the_new_setting_writes(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     _train_like(old, 100)
     _train_like(new, 40)
-    cfg = Config().with_overrides(["segmentation.bootstrap=40", "segmentation.compare=[unet]"])
+    cfg = with_overrides(Config(), ["segmentation.bootstrap=40", "segmentation.compare=[unet]"])
     rels = ("segmentation/metrics.json", "segmentation/fold_0/metrics.json", "segmentation/unet/metrics.json",
             "segmentation/comparison.csv")
     assert all((old / r).read_bytes() != (new / r).read_bytes() for r in rels)  # other intervals before

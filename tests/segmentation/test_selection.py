@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from cervirad import segmentation
-from cervirad.config import load_config
+from cervirad.config import load_config, with_overrides
 from cervirad.segmentation.selection import homes, pick_best, trained_networks
 from cervirad.stages import stage_inputs
 
@@ -52,7 +52,7 @@ def test_auto_keeps_the_network_with_the_highest_validation_dice(seg_run, monkey
 
     monkeypatch.setattr(segmentation, "_train_one", fake_train)
     with run.stage("train-seg") as st:
-        auto = cfg.with_overrides(["segmentation.model=auto"])
+        auto = with_overrides(cfg, ["segmentation.model=auto"])
         segmentation.train_stage(auto, stage_inputs("train-seg", run.path), st)
     root = run.path / "segmentation"
     assert (root / "model.pt").read_text() == "deeplabv3" and (run.path / "masks" / "P1.nii.gz").read_text() == "deeplabv3"

@@ -6,6 +6,7 @@ import SimpleITK as sitk
 import torch
 
 from cervirad import segmentation
+from cervirad.config import with_overrides
 from cervirad.errors import InputError
 from cervirad.pipeline import run_stages
 from cervirad.segmentation.train import EarlyStopping, Trainer, pooled_dice
@@ -116,7 +117,7 @@ def test_resume_with_other_settings_starts_over(seg_run, monkeypatch):
         run_stages(cfg, run, ["train-seg"])
     seen = []
     monkeypatch.setattr(Trainer, "_train_epoch", lambda self, e: (seen.append(e), real(self, e))[1])
-    other = cfg.with_overrides(["segmentation.lr=0.01"])
+    other = with_overrides(cfg, ["segmentation.lr=0.01"])
     run_stages(other, run, ["train-seg"])
     m = json.loads((run.path / "segmentation" / "metrics.json").read_text(encoding="utf-8"))
     assert seen == [1, 2] and m["resumed"] is False
@@ -136,7 +137,7 @@ def test_no_lesion_slices_in_training_is_one_line_error(seg_run):
 @pytest.mark.slow
 def test_unet_baseline_goes_to_its_own_folder_and_comparison(seg_run):
     cfg, run = seg_run
-    cfg = cfg.with_overrides(["segmentation.epochs=1", "segmentation.compare=[unet]"])
+    cfg = with_overrides(cfg, ["segmentation.epochs=1", "segmentation.compare=[unet]"])
     run_stages(cfg, run, ["train-seg"])
     unet = run.path / "segmentation" / "unet"
     assert torch.load(unet / "model.pt", weights_only=True)["arch"] == "unet"

@@ -3,6 +3,7 @@ learns on real MRI slices."""
 import numpy as np
 import pytest
 
+from cervirad.config import with_overrides
 from tests.conftest import require_shared
 
 
@@ -13,7 +14,7 @@ def test_warm_start_never_reads_a_test_patient_or_a_mask(seg_run, tmp_path, monk
     from cervirad.segmentation.train import TrainJob
 
     cfg, run = seg_run
-    cfg = cfg.with_overrides(["segmentation.pretrain_minutes=0.02", "segmentation.context_slices=1"])
+    cfg = with_overrides(cfg, ["segmentation.pretrain_minutes=0.02", "segmentation.context_slices=1"])
     opened = []
     real_load = np.load
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..batch import BATCH
-from ..config import Config
+from ..config.schema import Config
 from ..files import file_hash
 from ..jsonutil import py_dict, py_value
 from ..layout import MODEL_FILE, MODEL_JOBLIB, MODELS

@@ -37,7 +37,7 @@ from ..parallel import parallel_backend
 from .calibration import calibrate_search
 from .data import Table
 from .estimators import make_cv
-from .search import rows, search_model
+from .search import rows, search
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def fit_models(train: Table, ccfg, seed: int, n_jobs: int, cache_dir: str | None
     harmonizer = make_harmonizer(ccfg, train.features)
     for name in ccfg.models:
         t0 = time.perf_counter()
-        searches[name] = search_model(name, train.X, train.y, groups, ccfg, seed, n_jobs, cache_dir, icc, harmonizer)
+        searches[name] = search(name, train.X, train.y, groups, ccfg, seed, n_jobs, cache_dir, icc, harmonizer)
         calibrate_search(searches[name], train.X, train.y, groups, ccfg, seed)  # same rows; none: unchanged
         seconds[name] = round(time.perf_counter() - t0, 2)
         log.info("classify: %s tuned in %.1f s, inner-CV %s %.3f, %s", name, seconds[name], ccfg.scoring,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..config import show
+from ..config.checks import show
 from ..errors import InputError
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,9 @@ from sklearn.feature_selection import SelectorMixin
 from sklearn.svm import SVC
 from xgboost import XGBClassifier
 
-from ..config import MODELS, SELECTORS
+from ..classifiers import SELECTORS, make_classifier
 
 log = logging.getLogger(__name__)
-
-MODEL_NAMES = {"rf": "Random forest", "xgboost": "XGBoost", "svm": "SVM (RBF)", "lr": "Logistic regression"}
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -170,6 +168,8 @@ class RankSelector(SelectorMixin, BaseEstimator):
 
 
 # --------------------------------------------------------------------------- classifiers
+# (the models themselves, their settings and grids are registered in cervirad/classifiers.py; these are
+# the two that need a wrapper)
 class LabelSafeXGB(XGBClassifier):
     """XGBoost that accepts any label values (it needs 0..C-1): a training fold may lack a class."""
 
@@ -219,27 +219,11 @@ class ProbaArgmaxSVC(SVC):
 ProbabilitySVC = ProbaArgmaxSVC
 
 
-def make_classifier(name: str, seed: int):
-    """An unfitted classifier; its grid lives in the config (``classification.grids``)."""
-    if name == "rf":
-        from sklearn.ensemble import RandomForestClassifier
-
-        return RandomForestClassifier(random_state=seed, n_jobs=1)
-    if name == "xgboost":
-        return LabelSafeXGB(random_state=seed, n_jobs=1, tree_method="hist", verbosity=0)
-    if name == "svm":
-        return ProbaArgmaxSVC(probability=True, random_state=seed)
-    if name == "lr":
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(max_iter=5000)
-    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
-
-
 # --------------------------------------------------------------------------- the pipeline
 def build_pipeline(model: str, ccfg, seed: int, cache_dir: str | None = None, memory: bool = False,
                    frame: bool = False, icc=None, harmonizer=None):
-    """impute (median) -> DropConstant -> StandardScaler -> RankSelector -> AdaptiveSMOTE -> classifier.
+    """impute (median) -> DropConstant -> StandardScaler -> RankSelector -> AdaptiveSMOTE -> classifier
+    (``model``: a key of :data:`cervirad.classifiers.CLASSIFIERS`, built as the ``clf`` step).
 
     ``cache_dir``: folder for the ranking cache (and, with ``memory=True``, the Pipeline's
     step cache, useful when the pipeline goes through plain GridSearchCV). ``frame=True``

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classifiers import label as model_label
 from ..layout import (CALIBRATION_PNG, CONFUSION_PNG, CORRELATION_PNG, IMPORTANCE_PNG, MODEL_COMPARISON_PNG,
                       ROC_PNG)
 from ..plotting import pyplot, save_figure
 from .metrics import HEADLINE, calibration_points
-from .estimators import MODEL_NAMES
 
 
 def roc_figure(y: np.ndarray, P: np.ndarray, labels: list[str], known: np.ndarray, title: str):
@@ -113,7 +113,7 @@ def comparison_figure(metrics: dict, models: list[str], best: str):
             hi.append(0 if v is None or d.get("ci_high") is None else max(0.0, d["ci_high"] - v))
         x = np.arange(len(HEADLINE)) + (i - (len(models) - 1) / 2) * width
         ax.bar(x, vals, width, yerr=[lo, hi], capsize=2,
-               label=MODEL_NAMES.get(m, m) + (" (best by inner CV)" if m == best else ""))
+               label=model_label(m) + (" (best by inner CV)" if m == best else ""))
     ax.set_xticks(range(len(HEADLINE)), [k.replace("_", " ") for k in HEADLINE], fontsize=8)
     ax.set(ylim=(0, 1.05), ylabel="score (95 % bootstrap CI)", title="Model comparison")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
@@ -127,7 +127,7 @@ def calibration_figure(y: np.ndarray, probs: dict[str, np.ndarray]):
     for m, P in probs.items():
         conf, acc, cnt = calibration_points(y, P)
         brier = float(((P - np.eye(P.shape[1])[y]) ** 2).sum(axis=1).mean())
-        ax.plot(conf, acc, "o-", ms=3, label=f"{MODEL_NAMES.get(m, m)} (Brier {brier:.3f})")
+        ax.plot(conf, acc, "o-", ms=3, label=f"{model_label(m)} (Brier {brier:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="predicted probability of the predicted class", ylabel="observed accuracy", xlim=(0, 1),
            ylim=(0, 1.02), title="Calibration")
@@ -143,17 +143,17 @@ def write_figures(folder: Path, y: np.ndarray, probs: dict[str, np.ndarray], lab
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for m, P in probs.items():
-        out.append(save_figure(roc_figure(y, P, labels, known, f"ROC one-vs-rest: {MODEL_NAMES.get(m, m)}{tag}"),
+        out.append(save_figure(roc_figure(y, P, labels, known, f"ROC one-vs-rest: {model_label(m)}{tag}"),
                                folder / ROC_PNG.format(m)))
-        out.append(save_figure(confusion_figure(confusions[m], labels, f"{MODEL_NAMES.get(m, m)}{tag}"),
+        out.append(save_figure(confusion_figure(confusions[m], labels, f"{model_label(m)}{tag}"),
                                folder / CONFUSION_PNG.format(m)))
     out.append(save_figure(comparison_figure(metrics, list(probs), best), folder / MODEL_COMPARISON_PNG))
     out.append(save_figure(calibration_figure(y, probs), folder / CALIBRATION_PNG))
     if importance is not None:
         out.append(save_figure(importance_figure(importance["names"], importance["model"], importance["perm_mean"],
-                                                 importance["perm_sd"], top, MODEL_NAMES.get(best, best)),
+                                                 importance["perm_sd"], top, model_label(best)),
                                folder / IMPORTANCE_PNG))
     if correlation is not None:
-        out.append(save_figure(correlation_figure(*correlation, f"Selected features ({MODEL_NAMES.get(best, best)}): "
+        out.append(save_figure(correlation_figure(*correlation, f"Selected features ({model_label(best)}): "
                                                   "Pearson r, hierarchical clustering"), folder / CORRELATION_PNG))
     return out

@@ -278,7 +278,7 @@ def check_settings(cfg) -> None:
     """Before a classify stage runs: ComBat needs each patient's scanner (``data.batch_column``). (Not a
     config-load rule: ``evaluate`` freezes a harmonised model's config with the external cohort's data
     section, where no batch column means "one new scanner".)"""
-    from ..config import show
+    from ..config.checks import show
     from ..errors import ConfigError
 
     if cfg.classification.harmonize != "none" and cfg.data.batch_column is None:

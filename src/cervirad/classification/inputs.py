@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..batch import BATCH
-from ..config import Config
+from ..config.schema import Config
 from ..errors import InputError
 from ..files import read_json
 from ..pathology import LABEL

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..batch import BATCH
-from ..config import Config
+from ..config.schema import Config
 from ..errors import InputError
 from ..files import write_json
 from ..io import read_table

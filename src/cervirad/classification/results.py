@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import Config
+from ..config.schema import Config
 from ..files import write_json
 from ..jsonutil import py_dict, py_value
 from ..layout import (CONFUSION, FIGURES, METRICS, MODEL_CARD, MODEL_FILE, MODEL_JOBLIB, MODELS, PREDICTIONS,

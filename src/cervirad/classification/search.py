@@ -10,8 +10,10 @@ The work it does not repeat:
   per candidate;
 * forests are nested in their tree count: a random forest of 300 trees holds, tree for
   tree, the forests of 50, 100 and 200 trees of the same seed (scikit-learn draws the tree
-  seeds in sequence), and XGBoost's first n rounds are its n-round model. So each
-  ``n_estimators`` grid is fitted once at its largest value and scored at every value.
+  seeds in sequence), and XGBoost's first n rounds are its n-round model. A model whose
+  registry entry (:mod:`cervirad.classifiers`) declares such a ``nesting`` has that grid
+  fitted once at its largest value and scored at every value (:func:`first_trees`,
+  :func:`first_rounds`).
 
 Candidate order (and tie-breaking: the first best wins, as in GridSearchCV) is k ascending,
 then the model grid in sorted-key order, then the selector - the order of one GridSearchCV
@@ -26,9 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from ..classifiers import CLASSIFIERS, resolve
 from .estimators import build_pipeline, effective_k_grid, make_cv, param_grid, scorer
-
-PREFIX_PARAM = {"rf": "n_estimators", "xgboost": "n_estimators"}
 
 
 @dataclass
@@ -54,13 +55,16 @@ def candidates(model: str, ccfg, n_features: int) -> list[dict]:
     return out
 
 
-def _prefix_model(model: str, clf, n: int):
-    """The first ``n`` trees / rounds of a fitted forest / booster, as a classifier."""
-    if model == "rf":
-        sub = copy.copy(clf)
-        sub.estimators_ = clf.estimators_[:n]
-        sub.n_estimators = n
-        return sub
+def first_trees(clf, n: int):
+    """The first ``n`` trees of a fitted random forest, as a forest (the rf entry's nesting)."""
+    sub = copy.copy(clf)
+    sub.estimators_ = clf.estimators_[:n]
+    sub.n_estimators = n
+    return sub
+
+
+def first_rounds(clf, n: int):
+    """A fitted XGBoost classifier read with its first ``n`` boosting rounds (the xgboost entry's nesting)."""
     return _XGBRounds(clf, n)
 
 
@@ -84,7 +88,8 @@ class _XGBRounds(ClassifierMixin, BaseEstimator):
 
 def _task(model: str, ccfg, seed: int, X, y, tr, te, k: int, method: str, cache_dir, fits: list[dict],
           prefix: list | None, icc=None, harmonizer=None) -> list[tuple[dict, float]]:
-    """Score every candidate of one (fold, k, selector); ``fits`` are the model settings to fit."""
+    """Score every candidate of one (fold, k, selector); ``fits`` are the model settings to fit, ``prefix``
+    the values of the model's nesting parameter read from one fit (None: no nesting)."""
     from sklearn.metrics import get_scorer
 
     s = scorer(ccfg.scoring)
@@ -102,13 +107,14 @@ def _task(model: str, ccfg, seed: int, X, y, tr, te, k: int, method: str, cache_
     if smote != "passthrough":
         Xtr, ytr = clone(smote).fit_resample(Xtr, ytr)
     out = []
-    pname = PREFIX_PARAM.get(model)
+    nesting = CLASSIFIERS[model].nesting
     for params in fits:
         clf = clone(pipe.named_steps["clf"]).set_params(**params)
         if prefix:
+            pname, reader = nesting.param, resolve(nesting.reader)
             clf.set_params(**{pname: max(prefix)}).fit(Xtr, ytr)
             for n in prefix:
-                out.append(({**params, pname: n}, float(score(_prefix_model(model, clf, n), Xte, y[te]))))
+                out.append(({**params, pname: n}, float(score(reader(clf, n), Xte, y[te]))))
         else:
             clf.fit(Xtr, ytr)
             out.append((params, float(score(clf, Xte, y[te]))))
@@ -117,11 +123,13 @@ def _task(model: str, ccfg, seed: int, X, y, tr, te, k: int, method: str, cache_
 
 def search(model: str, X: np.ndarray, y: np.ndarray, groups, ccfg, seed: int, n_jobs: int,
            cache_dir: str | None = None, icc=None, harmonizer=None) -> SearchResult:
-    """Grid search with inner K-fold CV on these rows only; refit the best candidate on all of them."""
+    """Tune (selector, k, model grid) by inner K-fold CV on these rows only; refit the best candidate on all of
+    them. GridSearchCV's candidates, folds and choice, computed without its repeated work (module doc)."""
     from joblib import Parallel, delayed
 
     grid = {p: list(v) for p, v in sorted((ccfg.grids.get(model) or {}).items())}
-    pname = PREFIX_PARAM.get(model)
+    nesting = CLASSIFIERS[model].nesting
+    pname = nesting.param if nesting else None
     prefix = sorted(grid.pop(pname)) if pname in grid and all(isinstance(v, int) for v in grid[pname]) else None
     fits = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
     folds = make_cv(y, groups, ccfg.cv_folds, seed)
@@ -146,16 +154,6 @@ def search(model: str, X: np.ndarray, y: np.ndarray, groups, ccfg, seed: int, n_
     cv_results = {"params": cands, "mean_test_score": means, "std_test_score": split_scores.std(axis=1),
                   **{f"split{i}_test_score": split_scores[:, i] for i in range(len(folds))}}
     return SearchResult(cands[best], float(means[best]), pipe, cv_results, best)
-
-
-def search_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,
-                 n_jobs: int, cache_dir: str | None = None, icc=None, harmonizer=None) -> SearchResult:
-    """Tune (selector, k, model grid) by inner K-fold CV on these rows only; refit the best on all of them.
-
-    Runs :func:`search` - GridSearchCV's candidates, folds and choice, computed without its
-    repeated work.
-    """
-    return search(model, X, y, groups, ccfg, seed, n_jobs, cache_dir, icc, harmonizer)
 
 
 def gridsearchcv_model(model: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, ccfg, seed: int,

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..batch import BATCH
-from ..config import Config
+from ..config.schema import Config
 from ..errors import InputError
 from ..io import read_table
 from ..layout import COLUMNS, Layout

@@ -36,7 +36,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def load(config: Optional[Path], overrides: List[str]):
-    from ..config import load_config
+    from ..config.loading import load_config
 
     return load_config(config, overrides)
 

@@ -71,7 +71,7 @@ def _check_demo_out(out: Path, force: bool) -> None:
 
 def _manifest_overrides(manifest: Path, clinical: Optional[Path]) -> List[str]:
     """Config overrides for a bare ``--manifest``: sequences are the manifest's image columns."""
-    from ..config import DataConfig
+    from ..config.schema import DataConfig
     from ..io import read_header
 
     out = ["data.source=manifest", f"data.manifest={manifest}"] + ([f"data.clinical={clinical}"] if clinical else [])

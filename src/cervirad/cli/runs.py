@@ -24,7 +24,7 @@ def evaluate(
                                    "external patients' own features (transductive, no labels; marked in the report)."),
 ) -> None:
     """External validation: apply a finished run, unchanged, to a new cohort (segment, features, predict, score)."""
-    from ..config import read_yaml_file
+    from ..config.loading import read_yaml_file
     from ..layout import Layout
     from ..pipeline import evaluate_external, external_config
 

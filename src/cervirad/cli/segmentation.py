@@ -8,6 +8,7 @@ import typer
 
 from ..errors import CerviradError
 from ..files import read_json
+from ..networks import AUTO, NETWORKS
 from .common import ConfigOpt, ForceOpt, RunDirOpt, SetOpt, app, load_run
 
 
@@ -55,7 +56,7 @@ def plan(
 def train_seg(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
-    model: Optional[str] = typer.Option(None, "--model", help="crfe, unet, deeplabv3 or auto (default: "
+    model: Optional[str] = typer.Option(None, "--model", help=f"{', '.join(NETWORKS)} or {AUTO} (default: "
                                         "segmentation.model)."),
     folds: Optional[int] = typer.Option(None, "--folds", help="K >= 2: a K-fold ensemble on the train+val "
                                         "patients (default: segmentation.folds; 1 = one model)."),
@@ -67,8 +68,10 @@ def train_seg(
     from ..pipeline import run_stages
     from ..segmentation.selection import homes
 
-    if model is not None and model not in ("crfe", "unet", "deeplabv3", "auto"):
-        raise CerviradError(f"--model must be crfe, unet, deeplabv3 or auto, got {model!r}; pick one of them.")
+    choices = [*NETWORKS, AUTO]
+    if model is not None and model not in choices:
+        raise CerviradError(f"--model must be {', '.join(choices[:-1])} or {choices[-1]}, got {model!r}; pick one of "
+                            "them.")
     if model is not None:
         overrides = [*overrides, f"segmentation.model={model}"]
     if folds is not None:

@@ -70,7 +70,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..config import ClinicalColumnsConfig
+from ..config.schema import ClinicalColumnsConfig
 from ..errors import InputError
 
 VARIABLES = ("age", "hpv_status", "figo_stage", "lymph_node_metastasis", "lymphovascular_invasion",

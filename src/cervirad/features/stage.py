@@ -29,7 +29,7 @@ import pandas as pd
 from ..batch import BATCH, batch_labels
 from ..pathology import LABEL, pathologic_typing
 from ..splits import load_splits, split_of
-from ..config import Config
+from ..config.schema import Config
 from ..errors import InputError
 from ..io import Cohort, write_table
 from ..files import write_json

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import MODELS
+from ..classifiers import CLASSIFIERS
 from ..files import write_text
 from ..layout import COLUMN_COUNTS, METRICS, METRICS_PREDICTED, Layout
 from ..rundir import StageContext
@@ -84,7 +84,7 @@ def build_report(run: Layout, dca_category: int | None = 6, out: Layout | None =
     splits = read_optional(run.splits)
     config_text = run.config_yaml.read_text(encoding="utf-8") if run.config_yaml.is_file() else ""
     cfg = yaml.safe_load(config_text) or {} if config_text else {}
-    models = list(cfg.get("classification", {}).get("models", MODELS))
+    models = list(cfg.get("classification", {}).get("models", tuple(CLASSIFIERS)))
     dca_html, has_dca = dca_section(run, dca_category, out)
     counts = read_optional(run.features_dir("manual") / COLUMN_COUNTS) or {}
     facts = {"run": info, "fingerprint": fp or {}, "splits": splits or {}, "config": cfg,

@@ -59,7 +59,7 @@ def comparison_table(df: pd.DataFrame) -> str:
     for m in (c for c in df.columns if f"{c}_ci_low" in df.columns):  # the metrics, in comparison.csv's order
         rows.append([m] + [{"value": num(r[m]), "ci_low": num(r[f"{m}_ci_low"]), "ci_high": num(r.get(f"{m}_ci_high"))}
                            for _, r in df.iterrows()])
-    from ..segmentation.model import network_label
+    from ..networks import network_label
 
     return table(rows, ["", *[network_label(str(x)) for x in df["model"]]])
 
@@ -73,7 +73,7 @@ def segmentation_section(run: Layout) -> str:
     if comp.is_file():
         parts.append("<h3>Networks compared (same split, test patients)</h3>" + comparison_table(pd.read_csv(comp)))
     m = read_optional(d / METRICS) or {}
-    from ..segmentation.model import ARCHITECTURES, network_label
+    from ..networks import NETWORKS, network_label
 
     if m.get("selection"):
         pick = m["selection"]
@@ -91,7 +91,7 @@ def segmentation_section(run: Layout) -> str:
     # the fold curves belong to the recipe section
     pngs = [p for p in sorted(d.glob("*.png")) if p.name != FOLD_CURVES] + sorted((d / OVERLAYS).glob("*.png"))[:8]
     parts.append(figures(pngs))
-    for arch in ARCHITECTURES:  # the networks trained beside the run's model
+    for arch in NETWORKS:  # the networks trained beside the run's model
         side = d / arch
         if side.is_dir():
             parts.append(f"<h3>{html.escape(network_label(arch))} (trained beside)</h3>" + figures(sorted(side.glob("*.png"))[:4]))

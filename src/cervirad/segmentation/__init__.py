@@ -120,7 +120,8 @@ def _train_one(cfg, run, cohort, home, key: str, progress: bool, split: dict | N
     from .distributed import announce
     from .infer import load_model
     from .cost import choose_inference
-    from .model import count_parameters, network_label
+    from ..networks import network_label
+    from .model import count_parameters
     from .train import TrainJob, plot_curves
 
     if not load_splits(run.path)["val"]:
@@ -236,7 +237,9 @@ def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
     from .distributed import announce
     from .folds import ensemble_checkpoint, fold_curves_path, fold_model, plot_fold_curves, run_fold_parts
     from .infer import load_model
-    from .model import count_parameters, network_label
+    from ..config.loading import with_overrides
+    from ..networks import network_label
+    from .model import count_parameters
     from .scoring import evaluate_patients, write_evaluation
     from .train import TrainJob, plot_curves
 
@@ -251,7 +254,7 @@ def _train_ensemble(cfg, run, cohort, home, key: str, progress: bool, k: int,
     for i, held in enumerate(parts):
         work = home.fold(i)
         work.mkdir(parents=True, exist_ok=True)
-        fold_cfg = cfg.with_overrides([f"run.seed={cfg.run.seed + i}"])  # fold 0 = the run's seed
+        fold_cfg = with_overrides(cfg, [f"run.seed={cfg.run.seed + i}"])  # fold 0 = the run's seed
         job = TrainJob(fold_cfg, arch, run.path, work, key, tuple(p for p in patients if p not in held), tuple(held),
                        **_job_budget(split), pretrain_path=pretrain_path)
         pretrained = _warm_start(job) if i == 0 else pretrained
@@ -300,7 +303,7 @@ def _evaluate(cfg, run, cohort, home, model, extra: dict) -> dict:
     test_ids = load_splits(run.path)["test"]
     if not test_ids:
         raise InputError("The split has no test patients; set preprocess.split.test > 0 and rerun preprocess.")
-    from .model import network_label
+    from ..networks import network_label
 
     per_patient, overlays = evaluate_patients(model, run.path, cohort, test_ids, home.masks,
                                               cfg.segmentation.infer_batch_size, cfg.segmentation.n_overlays,
@@ -350,11 +353,11 @@ def write_comparison(out: Layout, sources: list[Layout], homes: list | None = No
     import pandas as pd
 
     from ..io import write_table
-    from .model import ARCHITECTURES
+    from ..networks import NETWORKS
     from .selection import run_home, side_home
 
     if homes is None:
-        homes = [run_home(out, "")] + [side_home(out, a) for a in ARCHITECTURES]
+        homes = [run_home(out, "")] + [side_home(out, a) for a in NETWORKS]
     rows = []
     for home in homes:
         rel = home.metrics.relative_to(out.root)

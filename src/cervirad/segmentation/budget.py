@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from ..config import Config
+from ..config.schema import Config
 
 MIN_EPOCHS = 10  # an epoch takes at most 1/MIN_EPOCHS of the budget
 VAL_SHARE = 0.25  # validation takes at most this share of an epoch's time

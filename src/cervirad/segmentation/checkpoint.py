@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
+from ..config.schema import Config
 from ..errors import InputError
 from ..files import atomic_path
-from .model import ARCHITECTURES, RECURRENCES, build_from_spec, matched_unet_width
+from ..networks import NETWORKS
+from .model import RECURRENCES, build_from_spec, matched_unet_width
 
 FORMAT = "cervirad-seg-v1"
 
@@ -99,8 +100,8 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(ck, dict) or ck.get("format") != FORMAT or "state_dict" not in ck:
         raise InputError(f"File '{p}' is not a cervirad segmentation checkpoint (no '{FORMAT}' header); pass a "
                          "model.pt written by `cervirad train-seg`.")
-    if ck.get("arch") not in ARCHITECTURES:
-        raise InputError(f"Checkpoint '{p}' names architecture {ck.get('arch')!r}; expected one of {ARCHITECTURES}.")
+    if ck.get("arch") not in NETWORKS:
+        raise InputError(f"Checkpoint '{p}' names architecture {ck.get('arch')!r}; expected one of {tuple(NETWORKS)}.")
     if ck.get("recurrence", "rows") not in RECURRENCES:
         raise InputError(f"Checkpoint '{p}' names recurrence {ck.get('recurrence')!r}; expected one of {RECURRENCES} "
                          "(it was written by a newer cervirad: upgrade, or retrain with this one).")

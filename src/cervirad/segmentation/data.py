@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..splits import load_splits
-from ..config import AugmentationConfig, SegmentationConfig
+from ..config.schema import AugmentationConfig, SegmentationConfig
 from ..errors import InputError
 from ..preprocess import load_patient_slices
 from ..layout import Layout

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..config import PreprocessConfig
+from ..config.schema import PreprocessConfig
 from ..errors import InputError
 from ..dicom.series import is_dicom
 from ..files import read_json

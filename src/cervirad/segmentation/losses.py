@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import SegmentationConfig
+from ..config.schema import SegmentationConfig
 
 EPS = 1.0
 

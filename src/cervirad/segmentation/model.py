@@ -48,18 +48,17 @@ CRFE's parameters (0.57 M vs 1.15 M); ``unet_width`` multiplies every channel co
 (32/64/128 -> 32w/64w/128w) and :func:`matched_unet_width` picks the width whose parameter
 count is closest to CRFE's, so a comparison is not won by size alone.
 
-Registry (:data:`NETWORKS`): one entry per network cervirad trains (CRFE, U-Net, DeepLabv3 of
-:mod:`.deeplab`): its report label and a builder from the network part of a checkpoint header, so
-``model.pt`` rebuilds any of them and a next network is one entry.
+Builders (:func:`build_crfe`, :func:`build_unet`, :func:`build_deeplab` for :mod:`.deeplab`): each
+rebuilds its network from the network part of a checkpoint header, so ``model.pt`` rebuilds any of
+them; :data:`cervirad.networks.NETWORKS` registers them (one entry per network, with its label).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..networks import NETWORKS
 
 RECURRENCES = ("rows", "rows+cols")  # CRFE's recurrent module: row scan only, or rows then columns (ReNet)
 MULTIPLE = 16  # three 2x2 poolings plus the recurrent module's 2x2 pooling
@@ -215,27 +214,20 @@ def _unet_parameters(in_channels: int, deep_supervision: bool, base: int) -> int
     return n + ((c2 + 1) + (c1 + 1) if deep_supervision else 0)
 
 
-@dataclass(frozen=True)
-class Network:
-    """One entry of :data:`NETWORKS`: its report label and ``build(spec) -> nn.Module``, where ``spec``
-    is the network part of a checkpoint header (:func:`network_spec`): ``in_channels``, ``lstm_hidden``,
-    ``recurrence``, ``deep_supervision``, ``unet_width`` and ``net_options`` (this network's own)."""
-
-    label: str
-    build: Callable[[dict], nn.Module]
-
-
-def _build_crfe(spec: dict) -> nn.Module:
+# the builders of the registered networks (cervirad/networks.py names them): ``spec`` is the network part of
+# a checkpoint header (:func:`network_spec`): ``in_channels``, ``lstm_hidden``, ``recurrence``,
+# ``deep_supervision``, ``unet_width`` and ``net_options`` (a network's own settings)
+def build_crfe(spec: dict) -> nn.Module:
     return CRFE(int(spec["in_channels"]), int(spec.get("lstm_hidden", 256)), bool(spec.get("deep_supervision", False)),
                 spec.get("recurrence", "rows"))  # checkpoints written before recurrence existed: rows
 
 
-def _build_unet(spec: dict) -> nn.Module:
+def build_unet(spec: dict) -> nn.Module:
     return UNet(int(spec["in_channels"]), bool(spec.get("deep_supervision", False)),
                 float(spec.get("unet_width") or 1.0))  # older U-Nets: width 1.0
 
 
-def _build_deeplab(spec: dict) -> nn.Module:
+def build_deeplab(spec: dict) -> nn.Module:
     from .deeplab import DeepLabV3
 
     o = spec.get("net_options") or {}
@@ -243,30 +235,17 @@ def _build_deeplab(spec: dict) -> nn.Module:
                      deep_supervision=bool(spec.get("deep_supervision", False)))
 
 
-# every segmentation network cervirad trains: a next network is one entry here (and its options in
-# train.network_options when it has settings of its own)
-NETWORKS: dict[str, Network] = {
-    "crfe": Network("CRFE", _build_crfe),
-    "unet": Network("U-Net", _build_unet),
-    "deeplabv3": Network("DeepLabv3", _build_deeplab),
-}
-ARCHITECTURES = tuple(NETWORKS)
-
-
-def network_label(arch: str) -> str:
-    return NETWORKS[arch].label if arch in NETWORKS else str(arch)
-
-
 def build_from_spec(arch: str, spec: dict) -> nn.Module:
-    """The network ``arch`` described by ``spec`` (a checkpoint header, see :class:`Network`)."""
+    """The network ``arch`` (a key of :data:`cervirad.networks.NETWORKS`) described by ``spec`` (a checkpoint
+    header, see :func:`build_crfe`)."""
     if arch not in NETWORKS:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
-    return NETWORKS[arch].build(spec)
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {tuple(NETWORKS)}")
+    return NETWORKS[arch].builder()(spec)
 
 
 def build_model(arch: str, in_channels: int, lstm_hidden: int = 256, deep_supervision: bool = False,
                 recurrence: str = "rows", unet_width: float = 1.0, net_options: dict | None = None) -> nn.Module:
-    """Construct ``arch`` (a key of :data:`NETWORKS`) for ``in_channels`` input sequences; ``recurrence``
+    """Construct ``arch`` (a key of :data:`cervirad.networks.NETWORKS`) for ``in_channels`` input sequences; ``recurrence``
     ('rows' or 'rows+cols') shapes CRFE's recurrent module, ``unet_width`` the U-Net, ``net_options``
     a network's own settings (DeepLabv3: ``base``, ``output_stride``)."""
     return build_from_spec(arch, {"in_channels": in_channels, "lstm_hidden": lstm_hidden, "recurrence": recurrence,

@@ -55,7 +55,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..config import STRIDE, Config, from_dict
+from ..config.checks import STRIDE
+from ..config.loading import from_dict
+from ..config.schema import Config
 from ..files import read_json
 from ..target_spacing import cohort_geometry, default_of, target_spacing
 from .budget import architectures, budget_split, plan_schedule, probe_seconds_per_sample, scoring_minutes

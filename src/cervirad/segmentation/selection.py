@@ -6,7 +6,7 @@ trained beside it (``segmentation.compare``, or ``also_train_unet``) each get
 ``segmentation/<name>/`` with their masks in ``segmentation/<name>/masks/``.
 
 With ``segmentation.model: auto`` every candidate (``compare``, empty = every network of
-:data:`.model.NETWORKS`) trains in ``segmentation/<name>/`` on the same split with the same
+:data:`cervirad.networks.NETWORKS`) trains in ``segmentation/<name>/`` on the same split with the same
 settings, and the one with the highest VALIDATION Dice (``best_val_dice`` of its metrics: the
 pooled Dice of the validation slices at its best epoch; for a fold ensemble the mean over the
 folds of each fold's held-out Dice) is copied to ``segmentation/`` and ``masks/``, so it becomes
@@ -61,10 +61,10 @@ def side_home(layout: Layout, arch: str) -> Home:
 def trained_networks(s) -> list[str]:
     """The networks train-seg trains for segmentation settings ``s``, the run's model (or, for auto,
     the first candidate) first."""
-    from .model import ARCHITECTURES
+    from ..networks import NETWORKS
 
     if s.model == "auto":
-        return list(dict.fromkeys(s.compare or ARCHITECTURES))
+        return list(dict.fromkeys(s.compare or NETWORKS))
     return list(dict.fromkeys([s.model, *s.compare, *(["unet"] if s.also_train_unet else [])]))
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import Config
+from ..config.schema import Config
 from ..io import write_table
 from ..layout import LAST_PT, MODEL_PT, TRAIN_LOG
 from .checkpoint import build_network, checkpoint_header, read_checkpoint, read_checkpoint_any, save_checkpoint
