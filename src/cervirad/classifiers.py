@@ -11,7 +11,10 @@ An entry says everything the rest of the package asks about a model:
   ones are cervirad's to set; ``ranges``: the range of each searchable parameter that has one
   (the others are only checked for being known);
 * ``nesting``: how one fit holds smaller models of the grid (a forest of 300 trees holds those of
-  50, 100 and 200), which :mod:`.classification.search` uses to fit each such grid once.
+  50, 100 and 200), which :mod:`.classification.search` uses to fit each such grid once;
+* ``parsimony``: its rank when the one-standard-error rule picks the simplest of the models that
+  are as good as the best (1 = simplest; :func:`.classification.core.choose_from_searches`;
+  unranked models follow the ranked ones in config order).
 
 The classify stage puts the built model as the ``clf`` step of the leakage-safe pipeline
 (:func:`.classification.estimators.build_pipeline`), so grid keys become ``clf__<param>``. A new
@@ -47,6 +50,7 @@ class Classifier:
     params: tuple[str, ...] = ()
     ranges: dict[str, Range] = field(default_factory=dict)
     nesting: Nesting | None = None
+    parsimony: int | None = None
 
     def make(self, seed: int):
         """An unfitted estimator with cervirad's fixed settings."""
@@ -95,6 +99,7 @@ CLASSIFIERS: dict[str, Classifier] = {
             "min_weight_fraction_leaf": between(0, 0.5),
         },
         nesting=Nesting("n_estimators", "cervirad.classification.search:first_trees"),
+        parsimony=3,  # bagged trees
     ),
     "xgboost": Classifier(
         label="XGBoost",
@@ -126,6 +131,7 @@ CLASSIFIERS: dict[str, Classifier] = {
             "num_parallel_tree": between(1, integer=True, null=True),
         },
         nesting=Nesting("n_estimators", "cervirad.classification.search:first_rounds"),
+        parsimony=4,  # boosted trees
     ),
     "svm": Classifier(
         label="SVM (RBF)",
@@ -144,6 +150,7 @@ CLASSIFIERS: dict[str, Classifier] = {
             "class_weight": one_of(None, "balanced"),
             "shrinking": one_of(True, False),
         },
+        parsimony=2,  # kernel
     ),
     "lr": Classifier(
         label="Logistic regression",
@@ -162,6 +169,7 @@ CLASSIFIERS: dict[str, Classifier] = {
             "class_weight": one_of(None, "balanced"),
             "fit_intercept": one_of(True, False),
         },
+        parsimony=1,  # linear
     ),
 }
 
@@ -176,6 +184,12 @@ def make_classifier(name: str, seed: int):
 def label(name: str) -> str:
     """The report's name of a model (its key when it is not registered)."""
     return CLASSIFIERS[name].label if name in CLASSIFIERS else name
+
+
+def parsimony_order() -> tuple[str, ...]:
+    """The ranked models, simplest first (see ``parsimony``)."""
+    ranked = [(c.parsimony, name) for name, c in CLASSIFIERS.items() if c.parsimony is not None]
+    return tuple(name for _, name in sorted(ranked))
 
 
 def default_grids() -> dict[str, dict[str, list]]:

@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..classifiers import parsimony_order
 from ..jsonutil import py_dict
 from ..parallel import parallel_backend
 from .calibration import calibrate_search
@@ -79,9 +80,6 @@ class Result:
         return self.choice["model"] if self.choice else choose_model(self)["model"]
 
 
-PARSIMONY = ("lr", "svm", "rf", "xgboost")  # simplest first: linear, kernel, bagged trees, boosted trees
-
-
 def choose_model(res: "Result", scoring: str = "f1_macro") -> dict:
     """The final model from the models' inner-CV evidence (:func:`choose_from_searches`); the same rule
     picks the model inside every outer fold of nested CV."""
@@ -95,11 +93,12 @@ def choose_from_searches(searches: dict, scoring: str = "f1_macro") -> dict:
     Nadeau-Bengio corrected standard error SD x sqrt(1/k + 1/(k - 1)) (k-fold CV: n_test/n_train =
     1/(k - 1); the folds share training rows, so the plain SD/sqrt(k) is too small). Eligible: the models
     whose mean is within one corrected SE of the highest mean. Chosen: the first eligible model in the
-    parsimony order :data:`PARSIMONY` (simplest first; models not listed follow in config order).
+    parsimony order of the classifier registry (:func:`cervirad.classifiers.parsimony_order`: simplest
+    first; models without a rank follow in config order).
     """
     models = list(searches)
-    order = {m: i for i, m in enumerate([p for p in PARSIMONY if p in models] + [m for m in models
-                                                                                 if m not in PARSIMONY])}
+    ranked = parsimony_order()
+    order = {m: i for i, m in enumerate([p for p in ranked if p in models] + [m for m in models if m not in ranked])}
     evidence: dict = {}
     for m in models:
         gs = searches[m]
