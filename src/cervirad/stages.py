@@ -178,6 +178,7 @@ EXTERNAL_STAGES: tuple[Stage, ...] = (
           options=("development",), **_RADIOMICS),
     Stage("score-external", "cervirad.external:score_stage", writes=(CLASSIFICATION,),
           reads=("features-predicted", "fingerprint"), reads_if_present=("features",), config=("classification",),
+          reads_cohort=True,  # the clinical table's labels: a patient whose mask gave no features stays a row
           options=("development", "harmonize"), files=_development_models),
     Stage("report-external", "cervirad.external:report_stage", writes=(EXTERNAL_REPORT,), reads=("classification",),
           reads_if_present=tuple(a for a in _REPORTED if a != "classification"), config=("report",),

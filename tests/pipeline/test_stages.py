@@ -299,3 +299,15 @@ def test_no_import_cycle_and_no_stage_imports_the_orchestrator():
 
 def test_the_cycle_check_can_fail():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("row", [r for table in (STAGES, TABLE_STAGES, EXTERNAL_STAGES, SEGMENT_STAGES) for r in table],
+                         ids=lambda r: r.name)
+def test_a_stage_that_reads_the_cohort_declares_it(row):
+    """The orchestrator hands ``inputs.cohort`` only to rows with reads_cohort (and keys them on its content):
+    a stage function that reads it without declaring it silently gets None (score-external did: its
+    labelled patients without features were dropped instead of scored from the prior)."""
+    import inspect
+
+    uses = "inputs.cohort" in inspect.getsource(row.load())
+    assert not uses or row.reads_cohort, f"{row.func} reads inputs.cohort but its row does not declare reads_cohort"
