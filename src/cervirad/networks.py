@@ -5,7 +5,7 @@ part of a checkpoint header (:func:`cervirad.segmentation.model.build_from_spec`
 when a network is built: the config reads this table (the values of ``segmentation.model`` and
 ``segmentation.compare``) without importing torch. Training, ``model: auto``, inference, the
 ``--model`` option and the report take their list of networks from here. A next network is its
-module (with a builder) and one entry here (and its options in ``segmentation.train.network_options``
+module (with a builder) and one entry here (and its options in ``segmentation.checkpoint.network_options``
 when it has settings of its own).
 """
 from __future__ import annotations
