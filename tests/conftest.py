@@ -109,9 +109,9 @@ def _signing_key(request):
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Start the end-to-end build in the background when a selected test needs it, and move the tests
-    that wait for it to the end, the longest first, so the others run meanwhile (the same order in
-    every xdist worker)."""
+    """Start the end-to-end build in the background when a selected test needs it, and move the modules
+    whose tests wait for it to the end, the longest first, so the others run meanwhile (the same order
+    in every xdist worker)."""
     if config.option.collectonly:
         return
     needs = [it for it in items if E2E_FIXTURES & set(getattr(it, "fixturenames", ()))]
@@ -120,9 +120,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from tests.pipeline import e2e
 
     e2e.start(session_root(config) / "e2e", run=any("e2e_run" in it.fixturenames for it in needs))
-    ids = {id(it) for it in needs}
+    modules = {it.nodeid.split("::")[0] for it in needs}  # whole modules: xdist hands out a module at once
+    tail = [it for it in items if it.nodeid.split("::")[0] in modules]
     rank = lambda it: next((i for i, s in enumerate(E2E_FIRST) if s in it.nodeid), len(E2E_FIRST))  # noqa: E731
-    items[:] = [it for it in items if id(it) not in ids] + sorted(needs, key=rank)
+    items[:] = [it for it in items if it.nodeid.split("::")[0] not in modules] + sorted(tail, key=rank)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
