@@ -45,6 +45,9 @@ E2E_OVERRIDES = [
     "classification.targets=[pathologic_typing,large_cell]",  # one binary sub-task: its report section
     "classification.ablation=true",
 ]
+# for tests that redo classify on a copy of the run anyway: what reruns is their subject, not the classifier
+ONE_CLASSIFIER = ["classification.models=[lr]", "classification.targets=[pathologic_typing]",
+                  "classification.ablation=false", "classification.permutation_repeats=1"]
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 TIMEOUT = 1500  # seconds, for the whole build (wheel + run-all) on a busy 2-core machine
 

@@ -18,15 +18,10 @@ from cervirad.config import load_config
 from cervirad.pipeline import run_stages
 
 from .conftest import cli, copy_run, env, read_json, run_all_cmd
-from .e2e import E2E_OVERRIDES, REPO
+from .e2e import E2E_OVERRIDES, ONE_CLASSIFIER, REPO
 
 pytestmark = pytest.mark.slow
 FIXTURE_PARAMS = REPO / "tests" / "fixtures" / "radiomics_original.yaml"
-
-
-# for the reruns that redo classify anyway: what reruns is the subject there, not the classifier
-ONE_CLASSIFIER = ["classification.models=[lr]", "classification.targets=[pathologic_typing]",
-                  "classification.ablation=false", "classification.permutation_repeats=1"]
 
 
 def e2e_config(*extra: str):

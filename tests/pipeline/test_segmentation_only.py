@@ -59,7 +59,10 @@ def test_images_and_masks_only(tmp_path):
         "data": {"source": "manifest", "manifest": str(manifest), "sequences": ["t2w", "adc"]},
         "preprocess": {"spacing": [0.8, 0.8, 3.0], "slice_size": 64},
         "segmentation": {"epochs": 1, "lstm_hidden": 8, "train_crop": 32, "batch_size": 4, "bootstrap": 20,
-                         "n_overlays": 1, "input_sequences": ["t2w", "adc"]},
+                         "n_overlays": 1, "input_sequences": ["t2w", "adc"],
+                         # 8 development patients: the plan would train a 5-fold ensemble, and mirroring is 4x
+                         # the inference; folds and mirroring have their own tests (test_ensemble.py, test_tta.py)
+                         "plan_keep": ["segmentation.folds"], "tta_mirror": False},
         "features": {"radiomics_params": str(params)},
         "execution": {"n_jobs": 1},
     }))
