@@ -80,7 +80,7 @@ def test_one_process_per_run_folder_and_a_killed_lock_is_taken_over(e2e_run, tmp
                             timeout=120)
     assert second.returncode == 2 and time.perf_counter() - t0 < 30
     assert f"in use by another cervirad process (pid {first.pid})" in second.stderr, second.stderr
-    _, err = first.communicate(timeout=300)
+    err = first.communicate(timeout=300)[1].decode("utf-8", "replace")
     assert first.returncode == 0, err[-2000:]  # the first one is not disturbed
     assert "preprocess" in err and "forced (--force)" in err, err[-2000:]  # it did the work, not a no-op
     info = read_json(run_dir / "run.json")
