@@ -25,9 +25,12 @@ demo: venv
 # Two pytest-xdist workers (one per core of the reference 2-core machine); a module's tests stay on one worker
 # (module fixtures are built once) and modules go out in collection order, which tests/conftest.py ends with the
 # modules that wait for the background end-to-end run, longest first. Prints its wall time and the machine's load.
+# One BLAS/OpenMP thread per process: two workers, each spawning CLI runs, would otherwise run 2-thread torch
+# and BLAS in 4-6 processes on 2 cores (oversubscribed OpenMP spins: test_ensemble took 503 s instead of ~130 s).
 TEST_WORKERS ?= 2
 test: venv
 	@t0=$$(date +%s); rc=0; \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} \
 	$(BIN)/python -m pytest -m "not gpu" -q --durations=25 -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
 	  || rc=$$?; \
 	echo "make test: wall time $$(( $$(date +%s) - t0 )) s ($(TEST_WORKERS) workers, $$(nproc) cores;" \
